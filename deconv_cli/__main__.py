@@ -1,0 +1,3 @@
+from deconv_cli.cli import main
+
+main()

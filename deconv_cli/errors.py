@@ -1,0 +1,50 @@
+"""Errors and exit codes: the one place the exit-code policy is defined.
+
+Exit codes
+----------
+0  success
+1  a check failed (a ``compare`` threshold, a failed item in a batch)
+2  bad usage or bad input: one clear line on stderr, no traceback
+
+The core raises :class:`DeconvError` subclasses (they are ``ValueError`` s, so
+library callers can catch them generically); only the CLI turns them into exit
+codes, through :data:`EXIT_USAGE`.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+
+
+class DeconvError(ValueError):
+    """Bad usage or bad input; the message is one line naming the problem."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(DeconvError):
+    """An input file is missing, unreadable or holds unusable data."""
+
+
+class OutputError(DeconvError):
+    """An output cannot be written (exists, is an input, unwritable)."""
+
+
+class KernelError(DeconvError):
+    """A kernel spec or kernel file is invalid."""
+
+
+class GeometryError(DeconvError):
+    """Geometry flags are invalid or inconsistent with the image or kernel."""
+
+
+class NotInvertibleError(DeconvError):
+    """The operator has a null space, so an exact inverse does not exist."""
+
+
+def choice_error(cls: type[DeconvError], name: str, value: object, allowed) -> DeconvError:
+    """Build the standard "bad choice" error: names the argument, value and allowed set."""
+    allowed = ", ".join(f"`{a}`" for a in allowed)
+    return cls(f"{name}: `{value}` is not one of {allowed}")
