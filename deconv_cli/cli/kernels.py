@@ -1,0 +1,136 @@
+"""``deconv kernels``: list the kernel families; ``deconv kernels show``: print or save one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from deconv_cli.errors import OutputError
+
+
+@click.group("kernels", invoke_without_command=True)
+@click.pass_context
+def kernels(ctx: click.Context) -> None:
+    """List the kernel families and their parameters.
+
+    A kernel SPEC is `family:param=value,...` (a bare `family` takes the
+    defaults) or the path of a kernel file: `.npy`, a text/CSV matrix
+    (`.csv .txt .tsv .dat`) or an image (`.png .tif .jpg .bmp`, used as a
+    PSF). Angles are degrees counter-clockwise as displayed. Blur families
+    sum to 1; files are used exactly as stored.
+
+    \b
+    Examples:
+      deconv kernels
+      deconv kernels show gaussian:sigma=2
+      deconv kernels show motion:length=9,angle=30 --save psf.npy
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from deconv_cli.kernels import FILE_SUFFIXES, family_table
+
+    table = Table(
+        title="kernel families",
+        title_justify="left",
+        caption="SPEC is family:param=value,... or a kernel file ("
+        + " ".join(FILE_SUFFIXES)
+        + "); angles are degrees counter-clockwise",
+        caption_justify="left",
+    )
+    table.add_column("family", style="bold", no_wrap=True)
+    table.add_column("parameters (default, meaning)")
+    table.add_column("summary")
+    for family in family_table():
+        params = Text()
+        for name, default, meaning in family["params"]:
+            if params:
+                params.append("\n")
+            params.append(f"{name}={default}", style="cyan")
+            params.append(f"  {meaning}", style="dim")
+        table.add_row(family["name"], params or "-", family["summary"], end_section=True)
+    Console().print(table)
+
+
+@kernels.command("show")
+@click.argument("spec")
+@click.option("--normalize", is_flag=True, help="Divide the kernel by its sum (not zero-sum).")
+@click.option(
+    "--save",
+    "save",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the kernel, float64, to this .npy file.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --save file.")
+@click.option(
+    "--precision",
+    type=click.IntRange(0, 17),
+    default=4,
+    show_default=True,
+    help="Digits after the decimal point.",
+)
+def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precision: int) -> None:
+    """Print the kernel SPEC as a matrix, with its shape and sum.
+
+    A 4-D kernel bank is printed one (out, in) slice at a time.
+
+    \b
+    Examples:
+      deconv kernels show disk:radius=2
+      deconv kernels show box:size=5x3 --precision 3
+      deconv kernels show samples/haar_bank.npy
+      deconv kernels show psf.png --normalize --save psf.npy
+    """
+    import numpy as np
+
+    from deconv_cli.kernels import kernel_slices, load_kernel
+
+    kernel = load_kernel(spec, normalize=normalize)
+    if save is not None:
+        _check_save_path(save, overwrite)
+    shape = "x".join(str(n) for n in kernel.array.shape)
+    click.echo(f"{kernel.description}  shape {shape}")
+    for label, matrix, total in kernel_slices(kernel):
+        heading = f"[{label}]  " if label else ""
+        click.echo(f"{heading}sum {total:.{max(precision, 1)}g}")
+        click.echo(
+            np.array2string(matrix, precision=precision, suppress_small=True, max_line_width=120)
+        )
+    if save is not None:
+        _save_atomic(save, kernel.array)
+        click.echo(f"deconv: wrote {save}", err=True)
+
+
+def _check_save_path(path: Path, overwrite: bool) -> None:
+    if path.suffix.lower() != ".npy":
+        raise OutputError(f"--save: `{path}` must end in .npy")
+    if path.exists() and not overwrite:
+        raise OutputError(f"--save: `{path}` already exists; add --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise OutputError(f"--save: folder `{path.parent}` does not exist")
+
+
+def _save_atomic(path: Path, array) -> None:
+    """Write ``array`` as .npy to a temporary file beside ``path``, then rename over it."""
+    import numpy as np
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"--save: cannot write `{path}`: {err}") from None
+
+
+COMMANDS = [kernels]
