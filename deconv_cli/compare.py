@@ -1,0 +1,510 @@
+"""``compare``: pair references with candidates, measure them, apply thresholds.
+
+Pure data in, data out: :func:`compare_images` returns a :class:`CompareResult`
+that the CLI renders with :mod:`deconv_cli.report`.
+
+Rules
+-----
+- **Pairing.** ``REFERENCE CANDIDATE...`` compares every candidate with the one
+  reference. ``REF_DIR CAND_DIR`` pairs the image files of the two folders (not
+  recursive, hidden files skipped) by stem, whatever their extensions
+  (``a.png`` with ``a.tif``); a file without a partner is a failed comparison
+  (``failures == ["missing"]``), never skipped.
+- **Scale.** Values are on deconv's [0, 1] scale with data range 1: integer files
+  are divided by their dtype's maximum (so 8- and 16-bit results are comparable);
+  float files are taken as they are and must lie in [0, 1], unless ``data_range``
+  is given, in which case float files are divided by it (so PSNR and SSIM equal
+  skimage's with ``data_range`` on the raw values, and the other metrics are on the
+  unit scale). Alpha channels are ignored.
+- **Rows.** One row per pair over all channels; with ``per_channel`` one more row
+  per channel of a multi-channel image. ``ignore_border`` crops that many pixels
+  from every side of both images first.
+- **Thresholds.** ``{metric: limit}``: a maximum for the error metrics, a minimum
+  for ``psnr`` and ``ssim``, both inclusive. A row passes when all hold; a pair
+  passes when all its rows pass.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deconv_cli.errors import InputError, OutputError
+from deconv_cli.metrics import METRICS, compute_metrics, resolve_metrics
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".npy", ".pgm", ".ppm"}
+)
+DIFF_SUFFIX = ".diff.png"
+
+# Anchors of an inferno-like ramp (black -> purple -> red -> orange -> pale yellow).
+_RAMP_POSITIONS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_RAMP_COLOURS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=float
+)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A reference and a candidate; one of them is None when pairing found no partner."""
+
+    reference: Path | None
+    candidate: Path | None
+
+
+@dataclass
+class ComparisonRow:
+    """One row of the report: a pair over all channels, or one channel of it."""
+
+    reference: str | None
+    candidate: str | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    channel: int | None = None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """True when every threshold holds (and both files exist)."""
+        return not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat dict for :mod:`deconv_cli.report` (keys as in the JSON output)."""
+        return {
+            "reference": self.reference,
+            "candidate": self.candidate,
+            "channel": self.channel,
+            **self.metrics,
+            "passed": self.passed,
+            "failures": list(self.failures),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class DiffMap:
+    """A written difference heat map: black is 0, pale yellow is ``max_difference``."""
+
+    path: Path
+    max_difference: float
+
+
+@dataclass
+class PairResult:
+    """All rows of one pair, and its heat map if one was written."""
+
+    pair: Pair
+    rows: list[ComparisonRow]
+    diff: DiffMap | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+
+@dataclass
+class CompareResult:
+    """Everything ``compare`` measured, in pairing order."""
+
+    pairs: list[PairResult]
+    metrics: list[str]
+
+    @property
+    def rows(self) -> list[ComparisonRow]:
+        return [row for pair in self.pairs for row in pair.rows]
+
+    @property
+    def passed(self) -> bool:
+        """True when every pair passed."""
+        return all(pair.passed for pair in self.pairs)
+
+    @property
+    def passed_count(self) -> int:
+        return sum(pair.passed for pair in self.pairs)
+
+    def worst(self, names: Sequence[str] = ("psnr", "ssim")) -> dict[str, tuple[float, str]]:
+        """``{metric: (lowest value, where)}`` over all rows, for higher-is-better metrics.
+
+        ``where`` is the candidate's file name (the reference's for a missing
+        candidate), with the channel for a per-channel row. NaN values are skipped.
+        """
+        worst: dict[str, tuple[float, str]] = {}
+        for name in names:
+            if name not in self.metrics:
+                continue
+            for row in self.rows:
+                value = row.metrics.get(name)
+                if value is None or math.isnan(value):
+                    continue
+                if name not in worst or value < worst[name][0]:
+                    worst[name] = (value, _row_label(row))
+        return worst
+
+
+def _row_label(row: ComparisonRow) -> str:
+    name = Path(row.candidate or row.reference or "?").name
+    return name if row.channel is None else f"{name}, channel {row.channel}"
+
+
+# --- pairing -------------------------------------------------------------------------
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and _suffix(path) in IMAGE_EXTENSIONS
+
+
+def _suffix(path: Path) -> str:
+    return path.suffix.lower()
+
+
+def _images_by_stem(directory: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if not _is_image_file(path):
+            continue
+        if path.stem in found:
+            raise InputError(
+                f"`{found[path.stem]}` and `{path}` have the same name; pairing by name "
+                "needs one image per name in each directory"
+            )
+        found[path.stem] = path
+    return found
+
+
+def pair_inputs(reference: str | Path, candidates: Sequence[str | Path]) -> list[Pair]:
+    """Pair a reference with candidates, or two directories' files by stem.
+
+    Parameters
+    ----------
+    reference : path
+        A reference image, or a directory of them.
+    candidates : sequence of paths
+        Candidate images; exactly one directory when ``reference`` is a directory.
+
+    Returns
+    -------
+    list of Pair
+        In the order given, or sorted by stem for directories; a file without a
+        partner gives a pair whose other side is None.
+    """
+    reference = Path(reference)
+    candidates = [Path(candidate) for candidate in candidates]
+    if not candidates:
+        raise InputError("no CANDIDATE given: compare needs a reference and at least one candidate")
+    if reference.is_dir():
+        if len(candidates) != 1 or not candidates[0].is_dir():
+            raise InputError(
+                f"REFERENCE `{reference}` is a directory, so CANDIDATE must be exactly one "
+                f"directory (got {', '.join(f'`{c}`' for c in candidates)})"
+            )
+        references = _images_by_stem(reference)
+        found = _images_by_stem(candidates[0])
+        if not references and not found:
+            raise InputError(f"no images in `{reference}` nor in `{candidates[0]}`")
+        return [
+            Pair(references.get(stem), found.get(stem))
+            for stem in sorted(set(references) | set(found))
+        ]
+    for candidate in candidates:
+        if candidate.is_dir():
+            raise InputError(
+                f"CANDIDATE `{candidate}` is a directory; to pair files by name give a "
+                "directory as REFERENCE too"
+            )
+    return [Pair(reference, candidate) for candidate in candidates]
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def _span(data: np.ndarray) -> str:
+    return f"[{float(data.min()):.4g}, {float(data.max()):.4g}]"
+
+
+def prepare(image: Any, data_range: float | None = None) -> np.ndarray:
+    """The values of a read image on the unit scale, as float64 H×W or H×W×C.
+
+    ``image`` is a :class:`deconv_cli.io.Image` (``data`` already scaled to [0, 1]
+    for integer files). Float data must lie in [0, 1] unless ``data_range`` is
+    given, in which case it is divided by ``data_range``. A trailing channel axis of
+    length 1 is dropped; alpha (``image.alpha``) is not used.
+    """
+    data = np.asarray(image.data, dtype=np.float64)
+    if data.ndim == 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise InputError(f"`{image.path}`: expected an H×W or H×W×C image, got shape {data.shape}")
+    if not np.all(np.isfinite(data)):
+        raise InputError(f"`{image.path}` contains NaN or infinite values")
+    if np.dtype(image.source_dtype).kind != "f" or data.size == 0:
+        return data
+    if data_range is None:
+        if data.min() < 0.0 or data.max() > 1.0:
+            raise InputError(
+                f"`{image.path}`: float data spans {_span(data)}, outside [0, 1]; give "
+                "`--data-range R` (the width of its scale, e.g. 255), or `--data-range 1` "
+                "to measure it on the unit scale as it is"
+            )
+        return data
+    return data / data_range
+
+
+def crop_border(data: np.ndarray, border: int, *, path: object = "") -> np.ndarray:
+    """``data`` without ``border`` pixels on every side."""
+    if border == 0:
+        return data
+    height, width = data.shape[:2]
+    if 2 * border >= min(height, width):
+        raise InputError(
+            f"--ignore-border: `{border}` leaves nothing of the {height}×{width} image `{path}`"
+        )
+    return data[border:-border, border:-border]
+
+
+def _shape_text(data: np.ndarray) -> str:
+    return "×".join(str(n) for n in data.shape)
+
+
+# --- metrics and thresholds ------------------------------------------------------------
+
+
+def check_thresholds(values: Mapping[str, float], thresholds: Mapping[str, float]) -> list[str]:
+    """Names of the metrics whose value breaks its threshold, in registry order.
+
+    A threshold is a maximum for error metrics and a minimum for ``psnr``/``ssim``,
+    inclusive at the limit; NaN never passes.
+    """
+    failures = []
+    for name in METRICS:
+        if name not in thresholds:
+            continue
+        value, limit = values[name], thresholds[name]
+        holds = value >= limit if METRICS[name].higher_is_better else value <= limit
+        if not holds:
+            failures.append(name)
+    return failures
+
+
+def _measure(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    names: list[str],
+    thresholds: Mapping[str, float],
+    labels: tuple[str, str],
+    per_channel: bool,
+) -> list[ComparisonRow]:
+    values = compute_metrics(reference, candidate, names)
+    rows = [ComparisonRow(*labels, values, check_thresholds(values, thresholds))]
+    if per_channel and reference.ndim == 3:
+        for channel in range(reference.shape[-1]):
+            values = compute_metrics(reference[..., channel], candidate[..., channel], names)
+            rows.append(
+                ComparisonRow(*labels, values, check_thresholds(values, thresholds), channel)
+            )
+    return rows
+
+
+def _missing_row(pair: Pair) -> ComparisonRow:
+    if pair.candidate is None:
+        error = f"no candidate named `{pair.reference.stem}` for `{pair.reference}`"
+    else:
+        error = f"no reference named `{pair.candidate.stem}` for `{pair.candidate}`"
+    return ComparisonRow(
+        reference=None if pair.reference is None else str(pair.reference),
+        candidate=None if pair.candidate is None else str(pair.candidate),
+        failures=["missing"],
+        error=error,
+    )
+
+
+# --- difference heat maps ----------------------------------------------------------------
+
+
+def colour_ramp(size: int = 256) -> np.ndarray:
+    """An inferno-like colour map: ``(size, 3)`` uint8, black at 0 to pale yellow at the top."""
+    positions = np.linspace(0.0, 1.0, size)
+    ramp = [np.interp(positions, _RAMP_POSITIONS, _RAMP_COLOURS[:, c]) for c in range(3)]
+    return np.round(np.stack(ramp, axis=-1)).astype(np.uint8)
+
+
+def difference_map(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, float]:
+    """Heat map of ``|candidate - reference|`` (the largest over channels).
+
+    Returns
+    -------
+    rgb : (H, W, 3) uint8 ndarray
+        Black for 0, pale yellow for the largest difference (all black if none).
+    max_difference : float
+        The difference shown as pale yellow.
+    """
+    difference = np.abs(candidate - reference)
+    if difference.ndim == 3:
+        difference = difference.max(axis=-1)
+    peak = float(difference.max())
+    scaled = difference / peak if peak > 0 else np.zeros_like(difference)
+    return colour_ramp()[np.round(scaled * 255).astype(np.intp)], peak
+
+
+def diff_targets(pairs: Sequence[Pair], diff: str | Path) -> list[Path | None]:
+    """Where each pair's heat map goes (None for an incomplete pair).
+
+    ``diff`` is a file for a single pair, unless it is an existing directory, ends
+    with a path separator or has no extension; then, and always for several pairs,
+    it is a directory receiving ``<candidate stem>.diff.png`` (``-2``, ``-3``...
+    appended to repeated stems).
+    """
+    text = str(diff)
+    diff = Path(diff)
+    complete = [pair for pair in pairs if pair.reference and pair.candidate]
+    as_directory = (
+        diff.is_dir() or text.endswith(("/", os.sep)) or not diff.suffix or len(complete) > 1
+    )
+    if not as_directory:
+        from deconv_cli.io import WRITE_EXTENSIONS
+
+        if diff.suffix.lower() not in WRITE_EXTENSIONS:
+            allowed = ", ".join(f"`{e}`" for e in WRITE_EXTENSIONS)
+            raise OutputError(f"--diff: `{diff}` has an unknown image extension; use {allowed}")
+        return [diff if pair.reference and pair.candidate else None for pair in pairs]
+    if diff.exists() and not diff.is_dir():
+        raise OutputError(f"--diff: `{diff}` is a file, but {len(complete)} pairs need a directory")
+    targets: list[Path | None] = []
+    used: set[str] = set()
+    for pair in pairs:
+        if not (pair.reference and pair.candidate):
+            targets.append(None)
+            continue
+        name, n = pair.candidate.stem + DIFF_SUFFIX, 1
+        while name in used:
+            n += 1
+            name = f"{pair.candidate.stem}-{n}{DIFF_SUFFIX}"
+        used.add(name)
+        targets.append(diff / name)
+    return targets
+
+
+def _check_targets(targets: Sequence[Path | None], pairs: Sequence[Pair], overwrite: bool):
+    inputs = {path.resolve() for pair in pairs for path in (pair.reference, pair.candidate) if path}
+    for target in targets:
+        if target is None:
+            continue
+        if target.resolve() in inputs:
+            raise OutputError(f"--diff: `{target}` is an input; choose another path")
+        if target.exists() and not overwrite:
+            raise OutputError(f"--diff: `{target}` exists; use --overwrite to replace it")
+
+
+def _write_diff(path: Path, rgb: np.ndarray, overwrite: bool, inputs: Sequence[Path]) -> None:
+    from deconv_cli.io import write_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # write_image takes values on the [0, 1] scale; rint(k / 255 · 255) gives k back exactly.
+    write_image(path, rgb / 255.0, dtype="uint8", overwrite=overwrite, inputs=inputs)
+
+
+# --- the command's core ------------------------------------------------------------------
+
+
+def compare_images(
+    reference: str | Path,
+    candidates: Sequence[str | Path],
+    *,
+    metrics: Sequence[str] | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    data_range: float | None = None,
+    ignore_border: int = 0,
+    per_channel: bool = False,
+    diff: str | Path | None = None,
+    overwrite: bool = False,
+) -> CompareResult:
+    """Compare candidates with a reference (or two directories pairwise).
+
+    Parameters
+    ----------
+    reference : path
+        Reference image, or a directory of them.
+    candidates : sequence of paths
+        Candidate images, or one directory.
+    metrics : sequence of str, optional
+        Metric names (default: all); metrics with a threshold are always included.
+    thresholds : mapping, optional
+        ``{metric: limit}``; a maximum for error metrics, a minimum for psnr/ssim.
+    data_range : float, optional
+        Width of the value scale of float files, which are divided by it; without
+        it float files must lie in [0, 1].
+    ignore_border : int
+        Pixels cropped from every side before measuring.
+    per_channel : bool
+        Add one row per channel of multi-channel images.
+    diff : path, optional
+        Write ``|candidate - reference|`` heat maps (see :func:`diff_targets`).
+    overwrite : bool
+        Replace existing heat map files.
+
+    Returns
+    -------
+    CompareResult
+
+    Raises
+    ------
+    InputError
+        Unreadable files, shape mismatch, float data outside [0, 1] without
+        ``data_range``, a border that leaves nothing, images too small for SSIM.
+    OutputError
+        A heat map would overwrite a file (without ``overwrite``) or an input.
+    """
+    from deconv_cli.io import read_image
+
+    thresholds = dict(thresholds or {})
+    for name in thresholds:
+        if name not in METRICS:
+            raise InputError(f"no metric named `{name}` to apply a threshold to")
+    names = resolve_metrics(list(metrics or METRICS) + list(thresholds))
+    if data_range is not None and not (math.isfinite(data_range) and data_range > 0):
+        raise InputError(f"--data-range: `{data_range}` must be a positive number")
+    if ignore_border < 0:
+        raise InputError(f"--ignore-border: `{ignore_border}` must be 0 or more")
+
+    pairs = pair_inputs(reference, candidates)
+    targets: Sequence[Path | None] = [None] * len(pairs)
+    if diff is not None:
+        targets = diff_targets(pairs, diff)
+        _check_targets(targets, pairs, overwrite)
+
+    cache: dict[Path, np.ndarray] = {}
+
+    def load(path: Path) -> np.ndarray:
+        if path not in cache:
+            cache.clear()  # keeps a reference shared by many candidates, nothing more
+            cache[path] = prepare(read_image(path), data_range)
+        return cache[path]
+
+    results = []
+    for pair, target in zip(pairs, targets, strict=True):
+        if pair.reference is None or pair.candidate is None:
+            results.append(PairResult(pair, [_missing_row(pair)]))
+            continue
+        ref = load(pair.reference)
+        cand = prepare(read_image(pair.candidate), data_range)
+        if ref.shape != cand.shape:
+            raise InputError(
+                f"shapes differ: reference `{pair.reference}` is {_shape_text(ref)}, candidate "
+                f"`{pair.candidate}` is {_shape_text(cand)}; compare needs images of the same size"
+            )
+        ref = crop_border(ref, ignore_border, path=pair.reference)
+        cand = crop_border(cand, ignore_border, path=pair.candidate)
+        labels = (str(pair.reference), str(pair.candidate))
+        rows = _measure(ref, cand, names, thresholds, labels, per_channel)
+        written = None
+        if target is not None:
+            rgb, peak = difference_map(ref, cand)
+            _write_diff(target, rgb, overwrite, (pair.reference, pair.candidate))
+            written = DiffMap(target, peak)
+        results.append(PairResult(pair, rows, written))
+    return CompareResult(results, names)
