@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconv_cli.errors import KernelError, choice_error
+from deconv_cli.errors import InputError, KernelError, choice_error
 
 MAX_SIZE = 4097
 """The largest kernel side a family builds (a 4097x4097 float64 kernel is 134 MB)."""
@@ -565,17 +565,22 @@ _FAMILIES: dict[str, _Family] = {
 def _load_file(path: Path, spec: str, normalize: bool) -> Kernel:
     where = f"kernel file `{spec}`"
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        array = _read_npy(path, where)
-    elif suffix in TEXT_SUFFIXES:
-        array = _read_text(path, where)
-    elif suffix in IMAGE_SUFFIXES:
-        array = _read_image(path, where)
-    else:
+    if suffix not in FILE_SUFFIXES:
         raise KernelError(
             f"{where}: unsupported suffix `{suffix or '(none)'}`; use one of "
             + ", ".join(FILE_SUFFIXES)
         )
+    from deconv_cli.io import load_npy
+
+    try:
+        if suffix == ".npy":
+            array = load_npy(path)
+        elif suffix in TEXT_SUFFIXES:
+            array = _read_text(path, where)
+        else:
+            array = _read_image(path)
+    except InputError as err:
+        raise KernelError(f"{where}: {err}") from None
     array = _validate_array(array, where)
     shape = "x".join(str(n) for n in array.shape)
     return _finish(array, f"file {spec} ({shape})", None, normalize, where)
@@ -584,23 +589,6 @@ def _load_file(path: Path, spec: str, normalize: bool) -> Kernel:
 def _first_line(err: BaseException) -> str:
     lines = str(err).strip().splitlines()
     return lines[0] if lines else type(err).__name__
-
-
-def _read_npy(path: Path, where: str) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise KernelError(
-                f"{where} holds pickled Python objects; refusing to unpickle it "
-                "(save a numeric array with np.save)"
-            ) from None
-        raise KernelError(f"{where} is not a readable .npy array: {_first_line(err)}") from None
-    except OSError as err:
-        raise KernelError(f"{where} cannot be read: {_first_line(err)}") from None
-    if not isinstance(array, np.ndarray):
-        raise KernelError(f"{where} is not a single .npy array")
-    return array
 
 
 def _read_text(path: Path, where: str) -> np.ndarray:
@@ -617,27 +605,12 @@ def _read_text(path: Path, where: str) -> np.ndarray:
         raise KernelError(f"{where} is not a numeric matrix: {_first_line(err)}") from None
 
 
-def _read_image(path: Path, where: str) -> np.ndarray:
-    import imageio.v3 as iio
+def _read_image(path: Path) -> np.ndarray:
+    """A PSF image on the [0, 1] scale (deconv's image reader), made gray."""
+    from deconv_cli.io import read_image
 
-    try:
-        image = np.asarray(iio.imread(path))
-    except Exception as err:  # imageio raises many types; all mean "unreadable"
-        raise KernelError(f"{where} cannot be read as an image: {_first_line(err)}") from None
-    if image.dtype == np.bool_:
-        image = image.astype(np.float64)
-    elif np.issubdtype(image.dtype, np.integer):
-        image = image.astype(np.float64) / np.iinfo(image.dtype).max
-    if image.ndim == 3 and image.shape[-1] in (1, 2):
-        image = image[..., 0]
-    elif image.ndim == 3 and image.shape[-1] in (3, 4):
-        image = image[..., :3].astype(np.float64).mean(axis=-1)
-    if image.ndim != 2:
-        raise KernelError(
-            f"{where} is an image of shape {image.shape}; a PSF image must be gray (H, W) "
-            "or color (H, W, 3|4)"
-        )
-    return image
+    image = read_image(path).data.astype(np.float64)
+    return image.mean(axis=-1) if image.ndim == 3 else image
 
 
 def _validate_array(array: np.ndarray, where: str) -> np.ndarray:

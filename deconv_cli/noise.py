@@ -13,7 +13,7 @@ _PARAMS = {"gaussian": "sigma", "poisson": "peak"}
 
 @dataclass(frozen=True)
 class Noise:
-    """Additive white gaussian noise of std ``sigma``, or Poisson counts at ``peak`` photons for 1.0."""
+    """White gaussian noise of std ``sigma``, or Poisson counts of ``peak`` photons for 1.0."""
 
     kind: str
     value: float
@@ -36,9 +36,7 @@ def parse_noise(spec: str | None) -> Noise | None:
         return None
     kind, _, rest = spec.partition(":")
     if kind not in _PARAMS:
-        raise DeconvError(
-            f"--noise: `{spec}` is not `gaussian:sigma=S` or `poisson:peak=P`"
-        )
+        raise DeconvError(f"--noise: `{spec}` is not `gaussian:sigma=S` or `poisson:peak=P`")
     name, _, value = rest.partition("=")
     if name != _PARAMS[kind]:
         raise DeconvError(f"--noise: `{spec}`: {kind} noise takes `{_PARAMS[kind]}=VALUE`")
@@ -49,3 +47,18 @@ def parse_noise(spec: str | None) -> Noise | None:
     if not np.isfinite(number) or number < 0 or (kind == "poisson" and number == 0):
         raise DeconvError(f"--noise: `{spec}`: the {name} must be a finite positive number")
     return Noise(kind, number)
+
+
+def estimate_noise_sigma(image: np.ndarray) -> float:
+    """Standard deviation of white gaussian noise in ``image``, estimated from its wavelets.
+
+    Uses ``skimage.restoration.estimate_sigma`` (Donoho's median absolute deviation of
+    the finest diagonal wavelet coefficients), averaged over channels.
+    """
+    from skimage.restoration import estimate_sigma
+
+    channel_axis = -1 if image.ndim == 3 else None
+    sigma = estimate_sigma(
+        image.astype(np.float64, copy=False), channel_axis=channel_axis, average_sigmas=True
+    )
+    return float(sigma)

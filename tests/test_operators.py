@@ -64,8 +64,11 @@ def test_full_and_valid_equal_scipy_signal(kshape, mode, correlate, engine):
 def test_full_mode_pads_by_kernel_extent_with_the_rule(boundary):
     r = rng(3)
     x, kernel = r.random((10, 8)), r.random((3, 4))
-    padded = np.pad(x, ((2, 2), (3, 3)), mode={"reflect": "symmetric", "wrap": "wrap",
-                                                "nearest": "edge"}[boundary])
+    padded = np.pad(
+        x,
+        ((2, 2), (3, 3)),
+        mode={"reflect": "symmetric", "wrap": "wrap", "nearest": "edge"}[boundary],
+    )
     oracle = signal.convolve2d(padded, kernel, mode="valid")
     op = ConvOperator(kernel, x.shape, Geometry.create(mode="full", boundary=boundary))
     np.testing.assert_allclose(op.forward(x), oracle, atol=1e-12)
@@ -77,7 +80,9 @@ def test_stride_is_the_stride1_result_subsampled(mode, stride):
     r = rng(4)
     x, kernel = r.random((14, 13)), r.random((3, 4))
     dense = ConvOperator(kernel, x.shape, Geometry.create(mode=mode)).forward(x)
-    op = ConvOperator(kernel, x.shape, Geometry.create(mode=mode, stride=f"{stride[0]}x{stride[1]}"))
+    op = ConvOperator(
+        kernel, x.shape, Geometry.create(mode=mode, stride=f"{stride[0]}x{stride[1]}")
+    )
     np.testing.assert_allclose(op.forward(x), dense[:: stride[0], :: stride[1]], atol=1e-13)
 
 
@@ -87,8 +92,9 @@ def test_dilation_equals_a_kernel_with_zeros_inserted():
     dilated = np.zeros((5, 5))
     dilated[::2, ::2] = kernel
     op = ConvOperator(kernel, x.shape, Geometry.create(dilation=2, boundary="mirror"))
-    np.testing.assert_allclose(op.forward(x), ndimage.convolve(x, dilated, mode="mirror"),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        op.forward(x), ndimage.convolve(x, dilated, mode="mirror"), atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("boundary", BOUNDARIES)
@@ -96,8 +102,9 @@ def test_kernel_larger_than_image_in_same_mode_matches_ndimage(boundary):
     r = rng(6)
     x, kernel = r.random((4, 5)), r.random((9, 7))
     op = ConvOperator(kernel, x.shape, Geometry.create(boundary=boundary))
-    np.testing.assert_allclose(op.forward(x), ndimage.convolve(x, kernel, mode=boundary),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        op.forward(x), ndimage.convolve(x, kernel, mode=boundary), atol=1e-12
+    )
 
 
 def test_two_d_kernel_applies_to_every_channel():
@@ -105,8 +112,9 @@ def test_two_d_kernel_applies_to_every_channel():
     x, kernel = r.random((9, 10, 3)), r.random((3, 3))
     y = ConvOperator(kernel, x.shape, Geometry.create()).forward(x)
     for c in range(3):
-        np.testing.assert_allclose(y[:, :, c], ndimage.convolve(x[:, :, c], kernel,
-                                                                 mode="reflect"), atol=1e-12)
+        np.testing.assert_allclose(
+            y[:, :, c], ndimage.convolve(x[:, :, c], kernel, mode="reflect"), atol=1e-12
+        )
 
 
 def test_float32_is_computed_in_float32():
@@ -114,14 +122,17 @@ def test_float32_is_computed_in_float32():
     x = r.random((20, 20)).astype(np.float32)
     kernel = r.random((5, 5))
     for engine in ENGINES:
-        y = ConvOperator(kernel, x.shape, Geometry.create(), dtype=np.float32,
-                         engine=engine).forward(x)
+        y = ConvOperator(
+            kernel, x.shape, Geometry.create(), dtype=np.float32, engine=engine
+        ).forward(x)
         assert y.dtype == np.float32
-        np.testing.assert_allclose(y, ndimage.convolve(x.astype(float), kernel, mode="reflect"),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            y, ndimage.convolve(x.astype(float), kernel, mode="reflect"), rtol=1e-5
+        )
 
 
 # -- adjoint --------------------------------------------------------------------
+
 
 def dot_test(op: ConvOperator, seed=0) -> float:
     """Relative gap between <A x, y> and <x, Aᵀ y> for random x, y."""
@@ -135,25 +146,21 @@ def dot_test(op: ConvOperator, seed=0) -> float:
 
 GEOMETRY_MODES = [("same", None), ("full", None), ("valid", None), (None, "1"), (None, "2x1")]
 ADJOINT_CASES = list(
-    itertools.product(
-        KERNEL_SHAPES.items(), BOUNDARIES, GEOMETRY_MODES, [1, 2, 3], [1, 2], ENGINES
-    )
+    itertools.product(KERNEL_SHAPES.items(), BOUNDARIES, GEOMETRY_MODES, [1, 2, 3], [1, 2], ENGINES)
 )
 
 
 @pytest.mark.parametrize(
     "kernel_case,boundary,mode_padding,stride,dilation,engine",
     ADJOINT_CASES,
-    ids=[
-        f"{k[0]}-{b}-{m or 'pad' + p}-s{s}-d{d}-{e}"
-        for k, b, (m, p), s, d, e in ADJOINT_CASES
-    ],
+    ids=[f"{k[0]}-{b}-{m or 'pad' + p}-s{s}-d{d}-{e}" for k, b, (m, p), s, d, e in ADJOINT_CASES],
 )
 def test_adjoint_dot_test(kernel_case, boundary, mode_padding, stride, dilation, engine):
     mode, padding = mode_padding
     kernel = rng(9).random(kernel_case[1])
-    geometry = Geometry.create(mode=mode, padding=padding, boundary=boundary, stride=stride,
-                               dilation=dilation)
+    geometry = Geometry.create(
+        mode=mode, padding=padding, boundary=boundary, stride=stride, dilation=dilation
+    )
     op = ConvOperator(kernel, (12, 11, 2), geometry, engine=engine)
     assert dot_test(op) < 1e-12
 
@@ -163,8 +170,9 @@ def test_adjoint_dot_test(kernel_case, boundary, mode_padding, stride, dilation,
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_separable_adjoint_dot_test(boundary, stride, engine):
     kernel = np.outer(rng(10).random(4), rng(11).random(3))
-    op = ConvOperator(kernel, (13, 12), Geometry.create(boundary=boundary, stride=stride),
-                      engine=engine)
+    op = ConvOperator(
+        kernel, (13, 12), Geometry.create(boundary=boundary, stride=stride), engine=engine
+    )
     assert dot_test(op) < 1e-12
 
 
@@ -192,10 +200,12 @@ def test_bank_adjoint_dot_test(boundary, stride, engine):
     correlate=st.booleans(),
     engine=st.sampled_from(ENGINES),
 )
-def test_properties_over_random_shapes(h, w, kh, kw, boundary, mode, stride, dilation,
-                                       correlate, engine):
-    geometry = Geometry.create(mode=mode, boundary=boundary, stride=stride, dilation=dilation,
-                               correlate=correlate)
+def test_properties_over_random_shapes(
+    h, w, kh, kw, boundary, mode, stride, dilation, correlate, engine
+):
+    geometry = Geometry.create(
+        mode=mode, boundary=boundary, stride=stride, dilation=dilation, correlate=correlate
+    )
     kernel = rng(h * 100 + w).standard_normal((kh, kw))
     try:
         op = ConvOperator(kernel, (h, w), geometry, engine=engine)
@@ -208,8 +218,7 @@ def test_properties_over_random_shapes(h, w, kh, kw, boundary, mode, stride, dil
     # linearity
     r = rng(1)
     a, b = r.standard_normal(op.input_shape), r.standard_normal(op.input_shape)
-    np.testing.assert_allclose(op.forward(2 * a - b), 2 * op.forward(a) - op.forward(b),
-                               atol=1e-10)
+    np.testing.assert_allclose(op.forward(2 * a - b), 2 * op.forward(a) - op.forward(b), atol=1e-10)
     # the shape round trip of transpose
     assert input_shape_for(kernel, op.output_shape, geometry, (h, w)) == (h, w)
 
@@ -220,8 +229,9 @@ def test_delta_reproduces_the_kernel(kh, kw, correlate):
     kernel = rng(kh * 7 + kw).standard_normal((kh, kw))
     delta = np.zeros((1, 1))
     delta[0, 0] = 1
-    op = ConvOperator(kernel, (1, 1), Geometry.create(mode="full", correlate=correlate,
-                                                      boundary="constant"))
+    op = ConvOperator(
+        kernel, (1, 1), Geometry.create(mode="full", correlate=correlate, boundary="constant")
+    )
     expected = kernel[::-1, ::-1] if correlate else kernel
     np.testing.assert_allclose(op.forward(delta), expected, atol=1e-14)
 
@@ -237,7 +247,9 @@ TORCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: "co{}-ci{}-k{}x{}-s{}-p{}-d{}".format(*c[:7]))
+@pytest.mark.parametrize(
+    "case", TORCH_CASES, ids=lambda c: "co{}-ci{}-k{}x{}-s{}-p{}-d{}".format(*c[:7])
+)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_bank_equals_torch_conv2d_and_conv_transpose2d(case, engine):
     torch = pytest.importorskip("torch")
@@ -245,28 +257,31 @@ def test_bank_equals_torch_conv2d_and_conv_transpose2d(case, engine):
     r = rng(13)
     kernel = r.standard_normal((co, ci, kh, kw))
     x = r.standard_normal((h, w, ci))
-    geometry = Geometry.create(correlate=True, boundary="constant", padding=p, stride=s,
-                               dilation=d)
+    geometry = Geometry.create(correlate=True, boundary="constant", padding=p, stride=s, dilation=d)
     op = ConvOperator(kernel, x.shape if ci > 1 else x.shape[:2], geometry, engine=engine)
     tx = torch.from_numpy(x.transpose(2, 0, 1)[None])
     tk = torch.from_numpy(kernel)
     oracle = torch.nn.functional.conv2d(tx, tk, stride=s, padding=p, dilation=d)[0].numpy()
     y = op.forward(x if ci > 1 else x[:, :, 0])
-    np.testing.assert_allclose(y.reshape(oracle.shape[1], oracle.shape[2], co),
-                               oracle.transpose(1, 2, 0), atol=1e-12)
+    np.testing.assert_allclose(
+        y.reshape(oracle.shape[1], oracle.shape[2], co), oracle.transpose(1, 2, 0), atol=1e-12
+    )
     # transpose: conv_transpose2d with the output shape chosen explicitly
     ty = torch.from_numpy(oracle[None])
-    out_pad = [h - ((oracle.shape[1] - 1) * s - 2 * p + d * (kh - 1) + 1),
-               w - ((oracle.shape[2] - 1) * s - 2 * p + d * (kw - 1) + 1)]
-    back = torch.nn.functional.conv_transpose2d(ty, tk, stride=s, padding=p, dilation=d,
-                                                output_padding=out_pad)[0].numpy()
+    out_pad = [
+        h - ((oracle.shape[1] - 1) * s - 2 * p + d * (kh - 1) + 1),
+        w - ((oracle.shape[2] - 1) * s - 2 * p + d * (kw - 1) + 1),
+    ]
+    back = torch.nn.functional.conv_transpose2d(
+        ty, tk, stride=s, padding=p, dilation=d, output_padding=out_pad
+    )[0].numpy()
     shape = input_shape_for(kernel, y.shape, geometry, (h, w))
     transposed = ConvOperator(kernel, shape, geometry, engine=engine).adjoint(y)
-    np.testing.assert_allclose(transposed.reshape(h, w, ci), back.transpose(1, 2, 0),
-                               atol=1e-12)
+    np.testing.assert_allclose(transposed.reshape(h, w, ci), back.transpose(1, 2, 0), atol=1e-12)
 
 
 # -- shapes, engines, errors ------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "mode,padding,stride,n,k,expected_out",
@@ -281,8 +296,9 @@ def test_bank_equals_torch_conv2d_and_conv_transpose2d(case, engine):
     ],
 )
 def test_output_shapes_follow_the_formulas(mode, padding, stride, n, k, expected_out):
-    op = ConvOperator(np.ones((k, k)), (n, n), Geometry.create(mode=mode, padding=padding,
-                                                               stride=stride))
+    op = ConvOperator(
+        np.ones((k, k)), (n, n), Geometry.create(mode=mode, padding=padding, stride=stride)
+    )
     assert op.output_shape == (expected_out, expected_out)
 
 
@@ -303,7 +319,7 @@ def test_separable_factors_detects_rank_one():
 
 
 def test_auto_engine_uses_separable_for_gaussian_and_fft_for_large_dense():
-    g = np.exp(-np.arange(-7, 8) ** 2 / 8.0)
+    g = np.exp(-(np.arange(-7, 8) ** 2) / 8.0)
     assert ConvOperator(np.outer(g, g), (256, 256)).engine == "separable"
     big = rng(14).random((41, 41))
     assert ConvOperator(big, (256, 256)).engine == "fft"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -93,7 +91,7 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
 
     kernel = load_kernel(spec, normalize=normalize)
     if save is not None:
-        _check_save_path(save, overwrite)
+        _check_save_path(save)
     shape = "x".join(str(n) for n in kernel.array.shape)
     click.echo(f"{kernel.description}  shape {shape}")
     for label, matrix, total in kernel_slices(kernel):
@@ -103,34 +101,15 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
             np.array2string(matrix, precision=precision, suppress_small=True, max_line_width=120)
         )
     if save is not None:
-        _save_atomic(save, kernel.array)
+        from deconv_cli.io import write_image
+
+        write_image(save, kernel.array, overwrite=overwrite)
         click.echo(f"deconv: wrote {save}", err=True)
 
 
-def _check_save_path(path: Path, overwrite: bool) -> None:
+def _check_save_path(path: Path) -> None:
     if path.suffix.lower() != ".npy":
         raise OutputError(f"--save: `{path}` must end in .npy")
-    if path.exists() and not overwrite:
-        raise OutputError(f"--save: `{path}` already exists; add --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise OutputError(f"--save: folder `{path.parent}` does not exist")
-
-
-def _save_atomic(path: Path, array) -> None:
-    """Write ``array`` as .npy to a temporary file beside ``path``, then rename over it."""
-    import numpy as np
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"--save: cannot write `{path}`: {err}") from None
 
 
 COMMANDS = [kernels]

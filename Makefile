@@ -1,0 +1,38 @@
+# deconv: `make demo` runs the tool on the bundled samples, `make test` runs the tests.
+# Both create a local virtual environment (.venv) and install the package when needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= demo-out
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test lint bench fuzz clean venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	OUT=$(OUT) PATH="$(CURDIR)/$(BIN):$$PATH" bash samples/demo.sh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check deconv_cli tests benchmarks
+	$(BIN)/ruff format --check deconv_cli tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -m fuzz -p no:randomly
+
+clean:
+	rm -rf $(OUT) bench-out build *.egg-info

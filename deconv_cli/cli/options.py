@@ -1,0 +1,124 @@
+"""Option bundles shared by commands, so a flag means the same thing everywhere."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+BOUNDARY_HELP = """What lies outside the image (input `a b c d`):
+constant `0 0 0|a b c d|0 0 0`, reflect `c b a|a b c d|d c b`,
+mirror `d c b|a b c d|c b a`, nearest `a a a|a b c d|d d d`,
+wrap `b c d|a b c d|a b c`. Aliases: zero, edge/replicate, circular/periodic."""
+
+
+def _stack(*decorators):
+    def apply(func):
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+kernel_options = _stack(
+    click.option(
+        "-k",
+        "--kernel",
+        "kernel_spec",
+        required=True,
+        metavar="SPEC",
+        help="Kernel: `family:param=value,...` (see `deconv kernels`) or a file "
+        "(.npy, .csv/.txt, image). A 4-D (C_out, C_in, kh, kw) array is a conv-layer bank.",
+    ),
+    click.option(
+        "--normalize",
+        is_flag=True,
+        help="Divide a kernel file by its sum (named blur families always sum to 1).",
+    ),
+)
+
+
+def geometry_options(*, boundaries_extra: tuple[str, ...] = ()):
+    """``--mode --boundary --correlate --stride --dilation --padding``."""
+    return _stack(
+        click.option(
+            "--mode",
+            default=None,
+            metavar="same|full|valid",
+            help="Extent of the output (default: same).",
+        ),
+        click.option(
+            "--boundary",
+            default="reflect",
+            show_default=True,
+            metavar="|".join(
+                ("constant", "reflect", "mirror", "nearest", "wrap") + boundaries_extra
+            ),
+            help=BOUNDARY_HELP,
+        ),
+        click.option(
+            "--correlate",
+            is_flag=True,
+            help="Cross-correlation (no kernel flip), as deep-learning conv layers compute.",
+        ),
+        click.option(
+            "--stride",
+            default="1",
+            show_default=True,
+            metavar="S|SxT",
+            help="Keep every S-th output sample (top-left anchored).",
+        ),
+        click.option(
+            "--dilation",
+            default="1",
+            show_default=True,
+            metavar="D|DxE",
+            help="Insert D-1 zeros between kernel taps.",
+        ),
+        click.option(
+            "--padding",
+            default=None,
+            metavar="P|PxQ",
+            help="Pad P with the --boundary fill, then `valid` (conv-layer style).",
+        ),
+    )
+
+
+output_shape_option = click.option(
+    "--output-shape",
+    default=None,
+    metavar="HxW",
+    help="Shape of the image to recover where a stride maps several shapes to one "
+    "(default: the smallest, as conv_transpose2d).",
+)
+
+
+def processing_options(func):
+    """``INPUT... -o OUT --overwrite --dtype --quiet``."""
+
+    @_stack(
+        click.argument(
+            "inputs", nargs=-1, required=True, type=click.Path(path_type=str), metavar="INPUT..."
+        ),
+        click.option(
+            "-o",
+            "--output",
+            required=True,
+            type=click.Path(path_type=str),
+            help="Output file, or a directory for several inputs (created if missing).",
+        ),
+        click.option("--overwrite", is_flag=True, help="Replace existing output files."),
+        click.option(
+            "--dtype",
+            type=click.Choice(["uint8", "uint16", "float32", "float64"]),
+            default=None,
+            help="Output data type (default: the input's, as the format allows).",
+        ),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing on success."),
+    )
+    @functools.wraps(func)
+    def wrapper(**kwargs):
+        return func(**kwargs)
+
+    return wrapper

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The demo behind `make demo`: blur a sample, apply the transpose, measure both.
+# (invert, analyze and roundtrip join here as they land.)
+set -euo pipefail
+OUT=${OUT:-demo-out}
+mkdir -p "$OUT"
+K=gaussian:sigma=2
+set -x
+deconv kernels show "$K" --precision 3 | head -n 4
+deconv convolve samples/camera.png -k "$K" --noise gaussian:sigma=0.01 --seed 0 \
+    -o "$OUT/camera_blurred.npy" --overwrite
+deconv transpose "$OUT/camera_blurred.npy" -k "$K" -o "$OUT/camera_transpose.npy" --overwrite
+# A conv layer whose filters form an orthogonal transform: here the transpose IS the inverse.
+HAAR=(-k samples/haar_bank.npy --correlate --stride 2 --mode valid)
+deconv convolve samples/camera.png "${HAAR[@]}" -o "$OUT/camera_haar.npy" --overwrite
+deconv transpose "$OUT/camera_haar.npy" "${HAAR[@]}" -o "$OUT/camera_haar_back.npy" --overwrite
+deconv compare samples/camera.png "$OUT/camera_blurred.npy" "$OUT/camera_transpose.npy" \
+    "$OUT/camera_haar_back.npy" --data-range 1 --metrics psnr,ssim,max_error
