@@ -139,9 +139,16 @@ def dot_test(op: ConvOperator, seed=0) -> float:
     r = rng(seed)
     x = r.standard_normal(op.input_shape)
     y = r.standard_normal(op.output_shape)
-    lhs = np.vdot(op.forward(x), y)
-    rhs = np.vdot(x, op.adjoint(y))
-    return abs(lhs - rhs) / (np.linalg.norm(op.forward(x)) * np.linalg.norm(y))
+    ax, aty = op.forward(x), op.adjoint(y)
+    lhs, rhs = np.vdot(ax, y), np.vdot(x, aty)
+    # The last term keeps the scale honest where A is (nearly) zero, e.g. a dilated
+    # kernel whose taps all fall in the zero padding; the FFT then leaves only rounding.
+    scale = max(
+        np.linalg.norm(ax) * np.linalg.norm(y),
+        np.linalg.norm(x) * np.linalg.norm(aty),
+        np.linalg.norm(x) * np.linalg.norm(y) * np.abs(op.kernel).max(),
+    )
+    return abs(lhs - rhs) / scale
 
 
 GEOMETRY_MODES = [("same", None), ("full", None), ("valid", None), (None, "1"), (None, "2x1")]
@@ -187,7 +194,7 @@ def test_bank_adjoint_dot_test(boundary, stride, engine):
     assert dot_test(op) < 1e-12
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=200, deadline=None, derandomize=True)
 @given(
     h=st.integers(1, 12),
     w=st.integers(1, 12),
