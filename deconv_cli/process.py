@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from deconv_cli.errors import GeometryError
+from deconv_cli.invert import IterationRecord, Monitor, build_problem, invert
 from deconv_cli.io import Image, parse_dtype, read_image, write_image
 from deconv_cli.kernels import Kernel
 from deconv_cli.noise import Noise
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
+from deconv_cli.restore import RestoreOptions, RestoreResult
 
 
 @dataclass
@@ -44,7 +47,15 @@ class ItemReport:
     details: dict[str, str]
 
 
-Transform = Callable[[np.ndarray], Outcome]
+class Transform:
+    """What a processing command does to the data of one image.
+
+    Subclasses are dataclasses of plain values, so a batch can send them to
+    worker processes.
+    """
+
+    def __call__(self, image: Image, data: np.ndarray) -> Outcome:
+        raise NotImplementedError
 
 
 def compute_dtype(image: Image, dtype: str | None) -> np.dtype:
@@ -57,7 +68,7 @@ def compute_dtype(image: Image, dtype: str | None) -> np.dtype:
 def process_file(
     path: Path,
     output: Path,
-    make_transform: Callable[[Image], Transform],
+    transform: Transform,
     *,
     dtype: str | None = None,
     overwrite: bool = False,
@@ -67,7 +78,7 @@ def process_file(
     start = time.perf_counter()
     image = read_image(path, max_channels=None)  # conv-layer feature maps have many channels
     data = image.data.astype(compute_dtype(image, dtype), copy=False)
-    outcome = make_transform(image)(data)
+    outcome = transform(image, data)
     # Alpha is carried through unfiltered, when the result still has its pixel grid.
     keep_alpha = image.alpha is not None and outcome.data.shape[:2] == image.alpha.shape
     details = dict(outcome.details)
@@ -97,41 +108,97 @@ def process_file(
     )
 
 
-def convolver(
-    kernel: Kernel,
-    geometry: Geometry,
-    *,
-    noise: Noise | None = None,
-    seed: int | None = None,
-) -> Callable[[Image], Transform]:
-    """The ``convolve`` transform: ``y = A x`` (plus seeded noise when asked)."""
+@dataclass
+class Convolve(Transform):
+    """``y = A x``, plus seeded noise when asked."""
 
-    def make(image: Image) -> Transform:
-        def apply(x: np.ndarray) -> Outcome:
-            op = ConvOperator(kernel.array, x.shape, geometry, dtype=x.dtype)
-            y = op.forward(x)
-            details = {}
-            if noise is not None:
-                y = noise.apply(y, np.random.default_rng(seed))
-                details["noise"] = f"{noise.describe()} (seed {seed})"
-            return Outcome(y, op, details)
+    kernel: Kernel
+    geometry: Geometry
+    noise: Noise | None = None
+    seed: int | None = None
 
-        return apply
-
-    return make
+    def __call__(self, image: Image, x: np.ndarray) -> Outcome:
+        op = ConvOperator(self.kernel.array, x.shape, self.geometry, dtype=x.dtype)
+        y = op.forward(x)
+        details = {}
+        if self.noise is not None:
+            y = self.noise.apply(y, np.random.default_rng(self.seed))
+            details["noise"] = f"{self.noise.describe()} (seed {self.seed})"
+        return Outcome(y, op, details)
 
 
-def transposer(
-    kernel: Kernel, geometry: Geometry, *, output_shape: tuple[int, int] | None = None
-) -> Callable[[Image], Transform]:
-    """The ``transpose`` transform: ``x = Aᵀ y``, the exact adjoint of ``convolve``."""
+@dataclass
+class Transpose(Transform):
+    """``x = Aᵀ y``, the exact adjoint of :class:`Convolve` with the same flags."""
 
-    def make(image: Image) -> Transform:
-        def apply(y: np.ndarray) -> Outcome:
-            shape = input_shape_for(kernel.array, y.shape, geometry, output_shape)
-            op = ConvOperator(kernel.array, shape, geometry, dtype=y.dtype)
-            return Outcome(op.adjoint(y), op)
+    kernel: Kernel
+    geometry: Geometry
+    output_shape: tuple[int, int] | None = None
 
-        return apply
+    def __call__(self, image: Image, y: np.ndarray) -> Outcome:
+        shape = input_shape_for(self.kernel.array, y.shape, self.geometry, self.output_shape)
+        op = ConvOperator(self.kernel.array, shape, self.geometry, dtype=y.dtype)
+        return Outcome(op.adjoint(y), op)
 
-    return make
+
+@dataclass
+class Invert(Transform):
+    """Solve ``A x ≈ y`` with a registered method.
+
+    ``on_iteration`` (a progress display) and ``history`` (a list receiving the
+    per-iteration records) are for single-process runs.
+    """
+
+    kernel: Kernel
+    geometry: Geometry
+    method: str
+    options: RestoreOptions
+    unknown_boundary: bool = False
+    output_shape: tuple[int, int] | None = None
+    reference: np.ndarray | None = None
+    clip: bool = False
+    on_iteration: Callable[[IterationRecord], None] | None = None
+    history: list[IterationRecord] | None = None
+
+    def __call__(self, image: Image, y: np.ndarray) -> Outcome:
+        problem = build_problem(
+            self.kernel.array,
+            y.shape,
+            self.geometry,
+            unknown_boundary=self.unknown_boundary,
+            output_shape=self.output_shape,
+            dtype=y.dtype,
+        )
+        if self.reference is not None and self.reference.shape != problem.image_shape:
+            raise GeometryError(
+                f"--reference has shape {_shape(self.reference.shape)}, the recovered image "
+                f"{_shape(problem.image_shape)}"
+            )
+        monitor = Monitor(problem, self.reference, self.on_iteration)
+        options = replace(self.options, callback=monitor)
+        result = invert(y, problem, self.method, options, source_dtype=image.source_dtype)
+        if self.history is not None:
+            self.history.extend(monitor.records)
+        x = np.clip(result.image, 0, 1) if self.clip else result.image
+        return Outcome(x, problem.op, describe_result(result))
+
+
+def describe_result(result: RestoreResult) -> dict[str, str]:
+    """Summary lines for an inversion: method, parameters, iterations, residual, notes."""
+    details = {"method": result.method}
+    if result.params:
+        details["parameters"] = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.params.items()
+        )
+    if result.iterations is not None:
+        state = {True: "converged", False: "NOT converged", None: ""}[result.converged]
+        details["iterations"] = f"{result.iterations} {state}".strip()
+    if result.residual is not None:
+        details["relative residual"] = f"{result.residual:.3e}"
+    for i, note in enumerate(result.notes, 1):
+        details[f"note {i}" if len(result.notes) > 1 else "note"] = note
+    return details
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))

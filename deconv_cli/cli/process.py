@@ -27,7 +27,7 @@ def _geometry(mode, boundary, correlate, stride, dilation, padding):
     )
 
 
-def _run(inputs, output, make_transform, *, dtype, overwrite, quiet, title, kernel, notes=()):
+def _run(inputs, output, transform, *, dtype, overwrite, quiet, title, kernel, notes=()):
     """Process every input into its output and print the summary on stderr."""
     from deconv_cli.io import resolve_outputs
     from deconv_cli.process import process_file
@@ -36,7 +36,7 @@ def _run(inputs, output, make_transform, *, dtype, overwrite, quiet, title, kern
     outputs = resolve_outputs(paths, output)
     reports = [
         process_file(
-            path, out, make_transform, dtype=dtype, overwrite=overwrite, inputs=tuple(paths)
+            path, out, transform, dtype=dtype, overwrite=overwrite, inputs=tuple(paths)
         )
         for path, out in zip(paths, outputs, strict=True)
     ]
@@ -125,11 +125,11 @@ def convolve(
     """
     from deconv_cli.kernels import load_kernel
     from deconv_cli.noise import parse_noise
-    from deconv_cli.process import convolver
+    from deconv_cli.process import Convolve
 
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
     kernel = load_kernel(kernel_spec, normalize=normalize)
-    make = convolver(kernel, geometry, noise=parse_noise(noise), seed=seed)
+    make = Convolve(kernel, geometry, noise=parse_noise(noise), seed=seed)
     _run(
         inputs,
         output,
@@ -177,12 +177,12 @@ def transpose(
     """
     from deconv_cli.kernels import load_kernel
     from deconv_cli.operators import parse_pair
-    from deconv_cli.process import transposer
+    from deconv_cli.process import Transpose
 
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
     kernel = load_kernel(kernel_spec, normalize=normalize)
     requested = parse_pair(output_shape, "--output-shape")
-    make = transposer(kernel, geometry, output_shape=requested)
+    make = Transpose(kernel, geometry, output_shape=requested)
     _run(
         inputs,
         output,

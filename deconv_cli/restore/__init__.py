@@ -1,0 +1,114 @@
+"""Inversion methods: a registry of functions ``f(blurred, op, options) -> RestoreResult``.
+
+Each method family lives in its own module and registers itself with
+:func:`register`; ``deconv invert --method`` takes its choices from
+:data:`REGISTRY`, so a new method needs no CLI edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deconv_cli.errors import DeconvError, choice_error
+from deconv_cli.operators import ConvOperator
+
+# Modules that register methods, imported on first use of the registry.
+_MODULES = ("inverse", "linear", "richardson_lucy", "iterative", "tv", "auto")
+
+Callback = Callable[[int, np.ndarray, float], None]
+"""``callback(iteration, x, relative_residual)`` after each iteration of an iterative method."""
+
+
+@dataclass
+class RestoreOptions:
+    """Every option a method may use; ``None`` means the method's default (or automatic).
+
+    Attributes
+    ----------
+    iterations : int or None
+        Maximum iterations of an iterative method.
+    tol : float or None
+        Stopping tolerance (``0`` runs exactly ``iterations``).
+    reg : float or None
+        Tikhonov weight λ (``None``: chosen automatically).
+    nsr : float or None
+        Wiener noise-to-signal power ratio (``None``: estimated).
+    rcond : float or None
+        Relative cutoff of the pseudo-inverse.
+    lam : float or None
+        TV weight (``None``: from the estimated noise level).
+    tv : float or None
+        Weight of the TV term in Richardson-Lucy (``None``: off).
+    noise_sigma : float or None
+        Known noise level; estimated from the data when ``None``.
+    callback : Callback or None
+    """
+
+    iterations: int | None = None
+    tol: float | None = None
+    reg: float | None = None
+    nsr: float | None = None
+    rcond: float | None = None
+    lam: float | None = None
+    tv: float | None = None
+    noise_sigma: float | None = None
+    callback: Callback | None = None
+
+
+@dataclass
+class RestoreResult:
+    """A recovered image and how it was obtained."""
+
+    image: np.ndarray
+    method: str
+    params: dict[str, object] = field(default_factory=dict)
+    iterations: int | None = None
+    residual: float | None = None  # ||A x - y|| / ||y||
+    converged: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+Function = Callable[[np.ndarray, ConvOperator, RestoreOptions], RestoreResult]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered inversion method."""
+
+    name: str
+    summary: str
+    function: Function
+    options: tuple[str, ...]  # the RestoreOptions fields it uses
+    iterative: bool
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, summary: str, *, options: tuple[str, ...] = (), iterative: bool = False):
+    """Decorator: add ``function`` to the registry under ``name``."""
+
+    def add(function: Function) -> Function:
+        REGISTRY[name] = Method(name, summary, function, options, iterative)
+        return function
+
+    return add
+
+
+def methods() -> dict[str, Method]:
+    """All registered methods, in registration order."""
+    for module in _MODULES:
+        importlib.import_module(f"{__name__}.{module}")
+    return REGISTRY
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``, or an error listing the registered ones."""
+    registry = methods()
+    if name not in registry:
+        raise choice_error(DeconvError, "--method", name, registry)
+    return registry[name]
