@@ -382,3 +382,66 @@ def test_installed_command_end_to_end(tmp_path):
         [sys.executable, "-m", "deconv_cli", "--version"], capture_output=True, text=True
     )
     assert module.returncode == 0 and "deconv" in module.stdout
+
+
+def test_padding_correlate_and_dilation_flags(image, tmp_path):
+    kernel = np.random.default_rng(8).random((3, 2))
+    np.save(tmp_path / "k.npy", kernel)
+    out = tmp_path / "y.npy"
+    result = run(
+        "convolve",
+        image,
+        "-k",
+        tmp_path / "k.npy",
+        "--padding",
+        "2x1",
+        "--correlate",
+        "--dilation",
+        "2",
+        "--boundary",
+        "nearest",
+        "-o",
+        out,
+        "-q",
+    )
+    assert result.exit_code == 0, result.output
+    dilated = np.zeros((5, 3))
+    dilated[::2, ::2] = kernel
+    padded = np.pad(np.load(image), ((2, 2), (1, 1)), mode="edge")
+    np.testing.assert_allclose(
+        np.load(out), signal.correlate2d(padded, dilated, mode="valid"), atol=1e-12
+    )
+
+
+def test_sixteen_bit_png_stays_sixteen_bit_and_dtype_overrides(tmp_path):
+    source = SAMPLES / "camera16.png"
+    assert (
+        run("convolve", source, "-k", "box:size=3", "-o", tmp_path / "b.png", "-q").exit_code == 0
+    )
+    assert iio.imread(tmp_path / "b.png").dtype == np.uint16
+    assert (
+        run(
+            "convolve",
+            source,
+            "-k",
+            "box:size=3",
+            "--dtype",
+            "uint8",
+            "-o",
+            tmp_path / "b8.png",
+            "-q",
+        ).exit_code
+        == 0
+    )
+    assert iio.imread(tmp_path / "b8.png").dtype == np.uint8
+
+
+def test_clipped_pixels_are_counted_in_the_summary(tmp_path):
+    x = np.zeros((5, 5), dtype=np.uint8)
+    x[2, 2] = 255
+    iio.imwrite(tmp_path / "dot.png", x)
+    result = run("convolve", tmp_path / "dot.png", "-k", "laplacian", "-o", tmp_path / "l.png")
+    assert result.exit_code == 0
+    # the laplacian of a single bright pixel: -4 at the centre (clipped to 0), +1 at its four
+    # neighbours (1.0 fits exactly): one clipped pixel
+    assert "1 pixels clipped to the uint8 range" in result.output

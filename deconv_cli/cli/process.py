@@ -74,7 +74,7 @@ def _print_summary(title, kernel, reports, notes) -> None:
     for r in reports:
         if r.clipped:
             click.echo(
-                f"{r.output}: {r.clipped} values clipped to the {r.output_dtype} range", err=True
+                f"{r.output}: {r.clipped} pixels clipped to the {r.output_dtype} range", err=True
             )
         for key, value in r.details.items():
             click.echo(f"{r.output}: {key}: {value}", err=True)
