@@ -122,14 +122,6 @@ class Monitor:
             self.on_iteration(record)
 
 
-def quantization_sigma(dtype: np.dtype) -> float | None:
-    """Standard deviation of rounding to an integer dtype on the [0, 1] scale: q/√12."""
-    dtype = np.dtype(dtype)
-    if dtype.kind != "u":
-        return None
-    return 1.0 / np.iinfo(dtype).max / np.sqrt(12.0)
-
-
 def invert(
     blurred: np.ndarray,
     problem: Problem,
@@ -148,16 +140,14 @@ def invert(
         raise DeconvError("the blurred image has NaN or Inf values")
     result = chosen.function(blurred.astype(problem.op.dtype, copy=False), problem.op, options)
     result.image = problem.crop(result.image)
-    q = quantization_sigma(source_dtype) if source_dtype is not None else None
-    if q is not None and result.method == "inverse":
-        from deconv_cli.spectral import predicted_inverse_rmse
+    if source_dtype is not None and np.dtype(source_dtype).kind == "u":
+        if result.method == "inverse":
+            from deconv_cli.spectral import amplification_note, quantization_sigma
 
-        rmse = predicted_inverse_rmse(problem.op, q)
-        if rmse is not None and rmse > 10 * q:
             bits = np.iinfo(source_dtype).bits
-            result.notes.append(
-                f"warning: {bits}-bit quantization noise (σ ≈ {q:.2g}) is amplified "
-                f"{rmse / q:.3g}× by the exact inverse: expect an RMSE of about {rmse:.3g}; "
-                "a regularized method (tikhonov, wiener, tv) will do better"
+            note = amplification_note(
+                problem.op, quantization_sigma(bits), source=f"{bits}-bit quantization noise"
             )
+            if note:
+                result.notes.append(f"warning: {note}")
     return result

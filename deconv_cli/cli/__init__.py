@@ -48,9 +48,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from deconv_cli.cli import compare, kernels, process
+    from deconv_cli.cli import analyze, compare, invert, kernels, process
 
-    for module in (process, compare, kernels):
+    for module in (process, invert, compare, analyze, kernels):
         for command in module.COMMANDS:
             main.add_command(command)
 

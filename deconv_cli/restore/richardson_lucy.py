@@ -1,0 +1,424 @@
+"""Richardson-Lucy deconvolution: non-negative, boundary-consistent, accelerated.
+
+The iteration uses the operator's own forward and adjoint, so the boundary model
+is the blur's (no zero-padding ringing for ``reflect``), and it works for every
+geometry, including the ``unknown`` boundary (a ``valid`` operator on an extended
+image), strides and kernel banks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from deconv_cli.errors import DeconvError
+from deconv_cli.operators import ConvOperator
+from deconv_cli.restore import RestoreOptions, RestoreResult, register
+from deconv_cli.restore.iterative import GridOperator
+from deconv_cli.restore.iterative import dot as _dot
+
+DEFAULT_ITERATIONS = 100
+DISCREPANCY = 1.0
+"""The default rule notes the first iteration ``k_D`` with ``‖A x − y‖²/m ≤ DISCREPANCY · σ̂²``…"""
+OVERSHOOT = 1.5
+"""…and stops at iteration ``round(OVERSHOOT · k_D)``: measured on 72 cases (4 images, 3
+blurs, 3 noise levels, reflect and unknown boundaries), within 0.1 dB of the best
+iteration on average, 0.8 dB at worst, where ``k_D`` itself lost 0.6 dB on average."""
+STALL = 1e-4
+"""The default rule also stops when an iteration changes ``x`` by less than this (relative)."""
+_DATA_FLOOR = 1e-6  # data below this fraction of its maximum is raised to it
+_SEEN_FLOOR = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+_CONSTANT_RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
+_TV_EPSILON = 1e-3  # smooths |∇x| in the TV term, relative to the data's maximum
+_TV_DENOMINATOR_FLOOR = 0.1  # keeps the TV-corrected denominator >= 0.1 · Aᵀ1
+
+
+class _Generic:
+    """The operator through ``op.forward`` / ``op.adjoint`` (kernel banks), channel-first."""
+
+    def __init__(self, op: ConvOperator) -> None:
+        self.op = op
+        self.image = np.zeros(_channel_first(op.input_shape), dtype=op.dtype)
+        self.data = np.zeros(_channel_first(op.output_shape), dtype=op.dtype)
+
+    internal = staticmethod(GridOperator.internal)
+    external = staticmethod(GridOperator.external)
+
+    def forward(self) -> np.ndarray:
+        return self.internal(self.op.forward(self.external(self.image, self.op.input_shape)))
+
+    def adjoint(self) -> np.ndarray:
+        return self.internal(self.op.adjoint(self.external(self.data, self.op.output_shape)))
+
+
+def _channel_first(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (shape[2] if len(shape) == 3 else 1, shape[0], shape[1])
+
+
+def _blocks(shape: tuple[int, int, int]) -> list[tuple[int, slice]]:
+    """(channel, rows) blocks of about 64k samples: each chain of elementwise operations
+    runs in cache. (Threads do not pay: many short numpy calls contend for the GIL,
+    and the FFTs already use the cores.)"""
+    channels, height, width = shape
+    step = max(1, (1 << 16) // max(width, 1))
+    return [
+        (c, slice(r, min(r + step, height)))
+        for c in range(channels)
+        for r in range(0, height, step)
+    ]
+
+
+def _predict(blocks, p, x, x_prev, alpha: np.ndarray) -> None:
+    """``p = max(x + α (x − x_prev), 0)``, one ``α`` per channel."""
+    for c, rows in blocks:
+        pb, xb = p[c, rows], x[c, rows]
+        if alpha[c] > 0:
+            np.subtract(xb, x_prev[c, rows], out=pb)
+            pb *= alpha[c]
+            pb += xb
+            np.maximum(pb, 0, out=pb)
+        else:
+            pb[...] = xb
+
+
+def _ratio(blocks, scratch, ax, y, ratio, floor, need_residual: bool) -> float:
+    """``ratio = y / max(A p, floor)``; returns ``‖A p − y‖²`` (0 when not needed)."""
+    residual2 = 0.0
+    for c, rows in blocks:
+        ab, yb = ax[c, rows], y[c, rows]
+        if need_residual:
+            t = scratch[: rows.stop - rows.start]
+            np.subtract(ab, yb, out=t)
+            residual2 += _dot(t, t)
+        np.maximum(ab, floor, out=ab)
+        np.divide(yb, ab, out=ratio[c, rows])
+    return residual2
+
+
+def _update(blocks, x, p, b, inv_at1, g, g_prev, steps: bool, norm: bool):
+    """``x = p · b [/ Aᵀ1]``, ``g = x − p``; returns ``‖g‖²`` and ``⟨g, g_prev⟩`` per
+    channel, and ``‖x‖²``."""
+    gg, gp, xx = np.zeros(x.shape[0]), np.zeros(x.shape[0]), 0.0
+    for c, rows in blocks:
+        xb, pb, gb = x[c, rows], p[c, rows], g[c, rows]
+        np.multiply(pb, b[c, rows], out=xb)
+        if inv_at1 is not None:
+            xb *= inv_at1[c, rows]
+        if steps:
+            np.subtract(xb, pb, out=gb)
+            gg[c] += _dot(gb, gb)
+            gp[c] += _dot(gb, g_prev[c, rows])
+        if norm:
+            xx += _dot(xb, xb)
+    return gg, gp, xx
+
+
+def richardson_lucy(
+    blurred: np.ndarray,
+    op: ConvOperator,
+    *,
+    iterations: int | None = None,
+    tol: float | None = None,
+    tv: float | None = None,
+    noise_sigma: float | None = None,
+    accelerate: bool = True,
+    callback=None,
+) -> RestoreResult:
+    """Richardson-Lucy deconvolution with the operator's boundary model.
+
+    Parameters
+    ----------
+    blurred : ndarray, shape ``op.output_shape``
+        Non-negative data (values ≤ 0 are raised to a tiny positive floor).
+    op : ConvOperator
+        A non-negative kernel (a PSF), any geometry.
+    iterations : int, optional
+        Maximum iterations (default 100).
+    tol : float, optional
+        ``None`` (default): the discrepancy rule. With σ̂ the noise level
+        (``noise_sigma``, or estimated from the data) and ``k_D`` the first iteration
+        with ``‖A x − y‖²/m ≤ σ̂²``, stop at iteration ``round(1.5 k_D)``; or earlier
+        if an iteration changes ``x`` by less than ``1e-4`` (relative). A positive
+        value: stop when an iteration changes ``x`` by less than ``tol``
+        (relative). ``0``: run exactly ``iterations``.
+    tv : float, optional
+        Weight of a total-variation term (Dey et al.), e.g. ``0.002``; off by default.
+    noise_sigma : float, optional
+        The noise level for the discrepancy rule; estimated when ``None``.
+    accelerate : bool
+        Biggs-Andrews vector extrapolation (default on).
+    callback : callable, optional
+        ``callback(k, x, ‖A x̃ − y‖ / ‖y‖)`` after each iteration, ``x̃`` the point
+        the iteration started from. ``x`` is a view of a work buffer: copy it to keep it.
+
+    Returns
+    -------
+    RestoreResult
+
+    Raises
+    ------
+    DeconvError
+        For a kernel with negative entries, or data with no positive value.
+
+    Notes
+    -----
+    The multiplicative update, with ``Aᵀ1`` the adjoint of ones (not constant near
+    the edges for ``valid``, ``constant`` or ``unknown`` boundaries)::
+
+        x ← x · Aᵀ(y / A x) / Aᵀ1
+
+    With ``tv = λ`` the denominator is ``Aᵀ1 − λ div(∇x / |∇x|)`` (Dey et al.,
+    "Richardson-Lucy algorithm with total variation regularization for 3D confocal
+    microscope deconvolution", Microsc. Res. Tech. 69, 2006).
+
+    Acceleration (Biggs and Andrews, "Acceleration of iterative image restoration
+    algorithms", Appl. Opt. 36, 1997; MATLAB's ``deconvlucy``): the update is
+    applied at the prediction ``x_k + α (x_k − x_{k−1})``, with
+    ``α = ⟨g_k, g_{k−1}⟩ / ⟨g_{k−1}, g_{k−1}⟩`` clipped to ``[0, 1]``, ``g`` the
+    change each update made to its prediction.
+
+    The start is a flat image holding the data's flux (``Σ A x₀ = Σ y``), per
+    channel; measured, it ends 0.2-2 dB above starting from the data itself.
+
+    Data values below ``1e-6 · max(y)`` (negative noise, zeros) are raised to that
+    floor, with a note: the ratio ``y / A x`` needs positive data.
+    """
+    iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
+    if iterations < 1:
+        raise DeconvError(f"--iterations: `{iterations}` must be at least 1")
+    if tol is not None and not tol >= 0:
+        raise DeconvError(f"--tol: `{tol}` must be 0 (run every iteration) or positive")
+    if tv is not None and not (tv >= 0 and math.isfinite(tv)):
+        raise DeconvError(f"--tv: `{tv}` must be a non-negative number")
+    if np.any(op.effective < 0) or not np.any(op.effective > 0):
+        raise DeconvError(
+            "richardson-lucy needs a non-negative kernel (a PSF); this kernel has "
+            "negative entries: use cgls, tikhonov or tv"
+        )
+    dtype = op.dtype
+    data = np.asarray(blurred, dtype=dtype)
+    peak = float(data.max())
+    if not peak > 0:
+        raise DeconvError(
+            "richardson-lucy needs non-negative data with some positive values; the "
+            "blurred image has none"
+        )
+    notes: list[str] = []
+    params: dict[str, object] = {"iterations": iterations, "accelerate": accelerate}
+
+    engine = _Generic(op) if op.is_bank else GridOperator(op)
+    observed = engine.internal(data)
+    y = np.array(observed, dtype=dtype, order="C")
+    floor = dtype.type(_DATA_FLOOR * peak)
+    low = int(np.count_nonzero(y < floor))
+    if low:
+        np.maximum(y, floor, out=y)
+        notes.append(
+            f"{low} data values ≤ {_DATA_FLOOR:g} × max (negative or zero) were raised "
+            "to that floor: Richardson-Lucy needs positive data"
+        )
+
+    tv_weight = float(tv) if tv else 0.0
+    at1, held = _adjoint_of_ones(op, engine)
+    spread = float(at1.max() - at1.min()) / float(at1.max())
+    foldable = isinstance(engine, GridOperator) and not tv_weight
+    if held is None and spread <= _CONSTANT_RTOL[dtype] and foldable:
+        # Aᵀ1 is constant (a normalized kernel with a reflect or wrap boundary, say):
+        # fold the division into the kernel spectrum the adjoint multiplies by.
+        engine.kernel_spectrum = engine.kernel_spectrum / float(at1.mean())
+        inv_at1 = None
+    else:
+        inv_at1 = np.zeros_like(at1)
+        np.divide(1.0, at1, out=inv_at1, where=at1 > 0)
+    x = _start(y, at1, floor)
+    hold_values = x.reshape(-1)[held] if held is not None else None
+
+    rule = "iterations" if tol == 0 else ("change" if tol else "discrepancy")
+    target = None
+    if rule == "discrepancy":
+        sigma = noise_sigma
+        if sigma is None:
+            from deconv_cli.noise import estimate_noise_sigma
+
+            sigma = estimate_noise_sigma(data)
+        params["noise_sigma"] = float(sigma)
+        target = DISCREPANCY * float(sigma) ** 2 * y.size
+        params["stop"] = (
+            f"{OVERSHOOT:g} × the first iteration with ‖Ax−y‖²/m ≤ {DISCREPANCY:g}·σ̂² "
+            f"(σ̂ = {sigma:.3g}{'' if noise_sigma is not None else ', estimated'}), "
+            f"or a relative change < {STALL:g}"
+        )
+    elif rule == "change":
+        params["stop"] = f"relative change < {tol:g}"
+    else:
+        params["stop"] = f"exactly {iterations} iterations"
+    change_tol = STALL if rule == "discrepancy" else (tol or 0.0)
+    if tv_weight:
+        params["tv"] = tv_weight
+    need_residual = callback is not None or target is not None
+
+    x_prev = np.empty_like(x)
+    g = np.empty_like(x)
+    g_prev = np.empty_like(x)
+    ax_floor = dtype.type(_DATA_FLOOR * 1e-3 * peak)
+    norm_y = math.sqrt(_dot(y, y))
+    alpha = np.zeros(x.shape[0])
+    gg_prev = np.zeros(x.shape[0])
+    residual2 = float("nan")
+    stop_at = None
+    converged = False
+    k = 0
+    image_blocks, data_blocks = _blocks(x.shape), _blocks(y.shape)
+    scratch = np.empty((data_blocks[0][1].stop, y.shape[2]), dtype=dtype)
+    steps = accelerate or rule != "iterations"
+    for k in range(1, iterations + 1):
+        p = engine.image
+        _predict(image_blocks, p, x, x_prev, alpha)
+        ax = engine.forward()
+        residual2 = _ratio(data_blocks, scratch, ax, y, engine.data, ax_floor, need_residual)
+        b = engine.adjoint()
+        if tv_weight:
+            b = b / _tv_denominator(p, at1, tv_weight, _TV_EPSILON * peak, held)
+        x_prev, x = x, x_prev
+        inv = None if tv_weight else inv_at1
+        gg, gp, xx = _update(
+            image_blocks, x, p, b, inv, g, g_prev, steps and held is None, rule != "iterations"
+        )
+        if held is not None:
+            x.reshape(-1)[held] = hold_values  # pixels no datum sees keep their start
+            np.subtract(x, p, out=g)
+            gg = np.einsum("cij,cij->c", g, g)
+            gp = np.einsum("cij,cij->c", g, g_prev)
+            xx = _dot(x, x)
+        if accelerate:
+            # Biggs-Andrews: α from the last two steps (the first has no predecessor)
+            if k > 1:
+                np.divide(gp, gg_prev, out=alpha, where=gg_prev > 0)
+                alpha[gg_prev <= 0] = 0
+                np.clip(alpha, 0.0, 1.0, out=alpha)
+            gg_prev = gg
+            g, g_prev = g_prev, g
+        if callback is not None:
+            callback(k, engine.external(x, op.input_shape), math.sqrt(residual2) / norm_y)
+        if rule == "iterations":
+            continue
+        if target is not None and stop_at is None and residual2 <= target:
+            stop_at = int(OVERSHOOT * k + 0.5)
+            params["discrepancy_iteration"] = k
+        change = math.sqrt(float(gg.sum()) / xx) if xx > 0 else 0.0
+        if (stop_at is not None and k >= stop_at) or change < change_tol:
+            converged = True
+            break
+
+    engine.image[...] = x
+    r = engine.forward() - observed
+    image = np.ascontiguousarray(engine.external(x, op.input_shape))
+    result = RestoreResult(
+        image=image,
+        method="richardson-lucy",
+        params=params,
+        iterations=k,
+        residual=math.sqrt(_dot(r, r)) / max(math.sqrt(_dot(observed, observed)), 1e-300),
+        converged=converged if rule != "iterations" else None,
+        notes=notes,
+    )
+    if rule != "iterations" and not converged:
+        result.notes.append(
+            f"stopped at the iteration cap ({iterations}) before the stopping rule "
+            f"({params['stop']}) was met"
+        )
+    return result
+
+
+def _adjoint_of_ones(op: ConvOperator, engine) -> tuple[np.ndarray, np.ndarray | None]:
+    """``Aᵀ1`` (channel-first) and the flat indices of pixels no datum sees (or ``None``).
+
+    A symmetric ``A`` (``same`` mode, stride 1, and a ``wrap`` boundary, or ``reflect``
+    with a kernel symmetric about both axes) has ``Aᵀ1 = A1 = Σk``; else one adjoint.
+    """
+    dtype = op.dtype
+    shape = _channel_first(op.input_shape)
+    if _is_symmetric(op):
+        return np.full(shape, op.effective.sum(), dtype=dtype), None
+    engine.data[...] = 1
+    at1 = np.array(engine.adjoint(), dtype=dtype, order="C")
+    unseen = at1 <= _SEEN_FLOOR[dtype] * at1.max()
+    if not unseen.any():
+        return at1, None
+    at1[unseen] = 0
+    return at1, np.flatnonzero(unseen)
+
+
+def _is_symmetric(op: ConvOperator) -> bool:
+    g = op.geometry
+    if op.is_bank or g.mode != "same" or g.padding or g.stride != (1, 1):
+        return False
+    if g.boundary == "wrap":
+        return True
+    kernel = op.effective[0, 0]
+    return (
+        g.boundary == "reflect"
+        and kernel.shape[0] % 2 == 1
+        and kernel.shape[1] % 2 == 1
+        and np.array_equal(kernel, kernel[::-1])
+        and np.array_equal(kernel, kernel[:, ::-1])
+    )
+
+
+def _start(y: np.ndarray, at1: np.ndarray, floor: float) -> np.ndarray:
+    """A flat image of the data's flux: ``c`` with ``Σ A(c·1) = Σ y``, per channel (one
+    value for a kernel bank, whose channels mix)."""
+    if y.shape[0] == at1.shape[0]:
+        flux = y.sum(axis=(1, 2), dtype=np.float64) / np.maximum(
+            at1.sum(axis=(1, 2), dtype=np.float64), 1e-300
+        )
+    else:
+        flux = np.full(
+            at1.shape[0], y.sum(dtype=np.float64) / max(at1.sum(dtype=np.float64), 1e-300)
+        )
+    start = np.empty(at1.shape, dtype=y.dtype)
+    start[...] = np.maximum(flux, floor)[:, None, None]
+    return start
+
+
+def _tv_denominator(
+    x: np.ndarray, at1: np.ndarray, weight: float, epsilon: float, held
+) -> np.ndarray:
+    """``Aᵀ1 − λ div(∇x / |∇x|)`` with Neumann differences, floored at ``0.1 · Aᵀ1``."""
+    dx = np.zeros_like(x)
+    dy = np.zeros_like(x)
+    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    norm = np.sqrt(dx * dx + dy * dy + x.dtype.type(epsilon**2))
+    dx /= norm
+    dy /= norm
+    div = dx.copy()
+    div[..., :, 1:] -= dx[..., :, :-1]
+    div[..., 1:, :] += dy[..., 1:, :] - dy[..., :-1, :]
+    div[..., 0, :] += dy[..., 0, :]
+    denominator = at1 - x.dtype.type(weight) * div
+    np.maximum(denominator, _TV_DENOMINATOR_FLOOR * at1, out=denominator)
+    if held is not None:
+        denominator.reshape(-1)[held] = 1
+    return denominator
+
+
+@register(
+    "richardson-lucy",
+    "Richardson-Lucy: non-negative, boundary-consistent, accelerated; optional TV (--tv)",
+    options=("iterations", "tol", "tv", "noise_sigma", "callback"),
+    iterative=True,
+)
+def _richardson_lucy_method(
+    blurred: np.ndarray, op: ConvOperator, options: RestoreOptions
+) -> RestoreResult:
+    return richardson_lucy(
+        blurred,
+        op,
+        iterations=options.iterations,
+        tol=options.tol,
+        tv=options.tv,
+        noise_sigma=options.noise_sigma,
+        callback=options.callback,
+    )

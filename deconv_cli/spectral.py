@@ -1,0 +1,569 @@
+"""Fast diagonalizations of a convolution operator, its null space, and noise amplification.
+
+Two geometries make ``A`` diagonal in a fast orthogonal basis:
+
+- ``--boundary wrap``, ``same`` mode, stride 1, no padding, one 2-D kernel (any size,
+  dilation allowed): ``A`` is circulant, ``A = F⁻¹ diag(λ) F`` with ``F`` the 2-D DFT
+  and ``λ = F(A e₀)`` the transform of its first column (the response to a delta at
+  ``(0, 0)``).
+- ``--boundary reflect`` (half-sample symmetric, Neumann), same conditions, a kernel
+  with odd sides that is symmetric about both axes: ``A = Cᵀ diag(λ) C`` with ``C`` the
+  orthonormal DCT-II, and ``λ = C(A e₀) / C(e₀)``.
+
+In both cases ``A`` is normal, so its singular values are ``|λ|``. Everything else
+(other boundaries, ``full``/``valid`` modes, strides, padding, kernel banks) returns
+``None`` from :func:`diagonalize`, and :func:`nullity_and_reason` falls back to
+theorems, a dense SVD of small operators, or a bound from the dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from deconv_cli.operators import ConvOperator, Geometry, fft_workers, separable_factors
+
+DENSE_LIMIT = 4096
+"""The largest number of unknowns (per channel) whose nullity is found by a dense SVD."""
+
+_EPS = np.finfo(np.float64).eps
+_SYMMETRY_RTOL = 1e-13
+
+
+@dataclass(frozen=True, eq=False)
+class Diagonal:
+    """``A = T⁻¹ diag(eigenvalues) T`` for an orthogonal fast transform ``T``.
+
+    Attributes
+    ----------
+    kind : {"fft", "dct"}
+        ``fft``: ``T`` is ``scipy.fft.rfft2`` (unnormalized, half spectrum);
+        ``dct``: ``T`` is ``scipy.fft.dctn(type=2, norm="ortho")``.
+    shape : (H, W)
+        The spatial shape of the images it acts on.
+    eigenvalues : ndarray
+        In the layout of :meth:`transform`'s output: ``H×(W//2+1)`` complex for
+        ``fft``, ``H×W`` real for ``dct``; broadcast over channels.
+    weights : ndarray
+        How many of the ``H·W`` eigenvalues each entry stands for (an ``rfft2``
+        column other than 0 and ``W/2`` also stands for its conjugate), shape
+        ``1×(W//2+1)`` or ``1×1``. ``weights.sum() * H == H * W`` (after broadcasting).
+    scale : float
+        ``‖x‖² = scale · Σ weights·|T x|²`` (Parseval): ``1/(H·W)`` or 1.
+    """
+
+    kind: str
+    shape: tuple[int, int]
+    eigenvalues: np.ndarray
+    weights: np.ndarray
+    scale: float
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """``T x`` over the two spatial axes of an ``H×W`` or ``H×W×C`` array."""
+        import scipy.fft
+
+        if self.kind == "fft":
+            return scipy.fft.rfft2(x, axes=(0, 1), workers=fft_workers())
+        return scipy.fft.dctn(x, type=2, norm="ortho", axes=(0, 1), workers=fft_workers())
+
+    def inverse_transform(self, coefficients: np.ndarray) -> np.ndarray:
+        """``T⁻¹ X``: back to an ``H×W[×C]`` real array."""
+        import scipy.fft
+
+        if self.kind == "fft":
+            return scipy.fft.irfft2(
+                coefficients, s=self.shape, axes=(0, 1), workers=fft_workers()
+            )
+        return scipy.fft.idctn(
+            coefficients, type=2, norm="ortho", axes=(0, 1), workers=fft_workers()
+        )
+
+    def apply(self, x: np.ndarray, filter: np.ndarray) -> np.ndarray:
+        """``T⁻¹ (filter · T x)``; ``filter`` in the eigenvalues' layout, broadcast over channels.
+
+        ``apply(x, eigenvalues)`` is ``A x``.
+        """
+        coefficients = self.transform(x)
+        if np.iscomplexobj(filter) and not np.iscomplexobj(coefficients):
+            filter = filter.real
+        coefficients *= _broadcast(filter.astype(coefficients.dtype, copy=False), coefficients)
+        return self.inverse_transform(coefficients)
+
+    def laplacian(self) -> np.ndarray:
+        """Eigenvalues of the 5-point Laplacian with this basis' boundary (wrap or reflect).
+
+        ``-(4 sin²(π k / P) + 4 sin²(π l / Q))`` with ``P, Q = H, W`` (periodic) or
+        ``2H, 2W`` (half-sample symmetric, DCT-II), real, in the eigenvalues' layout.
+        """
+        wy, wx = self.laplacian_axes()
+        return -(wy[:, None] + wx[None, :])
+
+    def laplacian_axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(4 sin²(π k / P), 4 sin²(π l / Q))``: :meth:`laplacian` is minus their outer sum."""
+        h, w = self.shape
+        if self.kind == "fft":
+            ky, kx, period = np.arange(h), np.arange(w // 2 + 1), (h, w)
+        else:
+            ky, kx, period = np.arange(h), np.arange(w), (2 * h, 2 * w)
+        wy = 4 * np.sin(np.pi * ky / period[0]) ** 2
+        wx = 4 * np.sin(np.pi * kx / period[1]) ** 2
+        return wy, wx
+
+    def energy(self, coefficients: np.ndarray) -> np.ndarray:
+        """Per-entry energy ``scale·weights·|X|²``, summed over channels (sums to ``‖x‖²``)."""
+        power = coefficients.real**2
+        if np.iscomplexobj(coefficients):
+            power += coefficients.imag**2
+        if power.ndim == 3:
+            power = power.sum(axis=2)
+        power *= self.weights * self.scale
+        return power
+
+    def frequency(self, index: tuple[int, int]) -> str:
+        """Human-readable frequency of an eigenvalue index."""
+        h, w = self.shape
+        if self.kind == "fft":
+            fy = index[0] / h if index[0] <= h // 2 else index[0] / h - 1
+            return f"(fy, fx) = ({fy:.4g}, {index[1] / w:.4g}) cycles/pixel"
+        return f"DCT index (k, l) = ({index[0]}, {index[1]})"
+
+
+def _broadcast(filter: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
+    return filter[..., None] if coefficients.ndim == 3 and filter.ndim == 2 else filter
+
+
+def _single_kernel(op: ConvOperator) -> np.ndarray | None:
+    """The effective 2-D kernel when ``op`` applies one kernel to every channel."""
+    if op.effective.shape[:2] != (1, 1):
+        return None
+    return op.effective[0, 0]
+
+
+def is_symmetric(kernel: np.ndarray) -> bool:
+    """Whether a 2-D kernel has odd sides and is symmetric about both axes."""
+    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
+        return False
+    tol = _SYMMETRY_RTOL * np.max(np.abs(kernel))
+    return bool(
+        np.max(np.abs(kernel - kernel[::-1])) <= tol
+        and np.max(np.abs(kernel - kernel[:, ::-1])) <= tol
+    )
+
+
+def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
+    """The fast diagonalization of ``op``, or ``None`` where no fast transform diagonalizes it.
+
+    Parameters
+    ----------
+    op : ConvOperator
+    dtype : numpy dtype, optional
+        Precision of the eigenvalues (default: ``op.dtype``); use float64 to count
+        vanishing eigenvalues of a float32 operator.
+
+    Returns
+    -------
+    Diagonal or None
+        ``fft`` for ``wrap`` (``same``, stride 1, no padding, one 2-D kernel of any
+        size); ``dct`` for ``reflect`` with an odd, doubly symmetric kernel; else ``None``.
+    """
+    g = op.geometry
+    kernel = _single_kernel(op)
+    if kernel is None or g.mode != "same" or g.stride != (1, 1) or g.padding is not None:
+        return None
+    dtype = np.dtype(op.dtype if dtype is None else dtype)
+    if g.boundary == "wrap":
+        return _fft_diagonal(op, kernel, dtype)
+    if g.boundary == "reflect" and is_symmetric(kernel):
+        return _dct_diagonal(op, dtype)
+    return None
+
+
+def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diagonal:
+    """Eigenvalues = rfft2 of ``A e₀``, built from the kernel and the padding offsets.
+
+    With wrap padding ``(before_h, before_w)`` and ``V`` a valid correlation,
+    ``(A x)[i, j] = Σ k[a, b] x[(i + a - bh) mod H, (j + b - bw) mod W]``, so
+    ``A e₀`` holds ``k[a, b]`` at ``((bh - a) mod H, (bw - b) mod W)`` (summed when the
+    kernel is larger than the image). The tests check it against ``op.forward``.
+    """
+    import scipy.fft
+
+    h, w = op.input_shape[:2]
+    (bh, _), (bw, _) = op.pads
+    kh, kw = kernel.shape
+    rows = (bh - np.arange(kh)) % h
+    cols = (bw - np.arange(kw)) % w
+    column = np.zeros((h, w), dtype=np.float64)
+    np.add.at(column, (rows[:, None], cols[None, :]), kernel)
+    real = np.float32 if dtype == np.float32 else np.float64
+    factors = separable_factors(kernel)
+    if factors is not None:
+        # Rank one: the transform is the outer product of two 1-D transforms.
+        col, row = np.zeros(h), np.zeros(w)
+        np.add.at(col, rows, factors[0])
+        np.add.at(row, cols, factors[1])
+        eigenvalues = np.multiply.outer(
+            scipy.fft.fft(col.astype(real)), scipy.fft.rfft(row.astype(real))
+        )
+    else:
+        # A 1-D rfft of the few non-zero rows, then the DFT down the columns as a
+        # matrix product with those rows only (cheaper than a full column FFT).
+        nonzero = np.unique(rows)
+        half = scipy.fft.rfft(column[nonzero].astype(real), axis=1, workers=fft_workers())
+        phases = np.exp(-2j * np.pi * np.outer(np.arange(h), nonzero) / h).astype(half.dtype)
+        eigenvalues = phases @ half
+    weights = np.full((1, w // 2 + 1), 2.0)
+    weights[0, 0] = 1.0
+    if w % 2 == 0:
+        weights[0, -1] = 1.0
+    return Diagonal("fft", (h, w), eigenvalues, weights, 1.0 / (h * w))
+
+
+def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
+    """Eigenvalues = ``C(A e₀) / C(e₀)``, ``C`` the orthonormal DCT-II, ``e₀`` the corner delta.
+
+    ``A e₀`` is non-zero only within the kernel's half-width of the corner, and an
+    image of ``(kh + 1)×(kw + 1)`` reproduces it exactly there (its far border is out
+    of the kernel's reach), so the forward pass runs on that corner only.
+    """
+    import scipy.fft
+
+    h, w = op.input_shape[:2]
+    kh, kw = op.effective.shape[2:]
+    small = (min(h, kh + 1), min(w, kw + 1))
+    corner = ConvOperator(op.kernel, small, op.geometry, engine="direct")
+    delta = np.zeros(small)
+    delta[0, 0] = 1.0
+    response = corner.forward(delta)
+    real = np.float32 if dtype == np.float32 else np.float64
+    # λ = C_H R C_Wᵀ / (d_H d_Wᵀ) with R the response's non-zero corner: two small
+    # matrix products instead of two full-size DCTs.
+    left = _dct_columns(h, small[0]) / _dct_of_delta(h)[:, None]
+    right = _dct_columns(w, small[1]) / _dct_of_delta(w)[:, None]
+    factors = separable_factors(response)
+    if factors is not None:
+        transformed = np.multiply.outer((left @ factors[0]).astype(real), right @ factors[1])
+    else:
+        transformed = (left @ response).astype(real) @ right.T.astype(real)
+    return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
+
+
+def _dct_columns(n: int, count: int) -> np.ndarray:
+    """The first ``count`` columns of the orthonormal DCT-II matrix of size ``n``."""
+    k = np.arange(n)[:, None]
+    f = np.where(k == 0, math.sqrt(1 / n), math.sqrt(2 / n))
+    return f * np.cos(np.pi * k * (2 * np.arange(count)[None, :] + 1) / (2 * n))
+
+
+def _dct_of_delta(n: int) -> np.ndarray:
+    """Orthonormal DCT-II of ``e₀``: ``f_k cos(π k / 2n)``, never zero."""
+    k = np.arange(n)
+    f = np.where(k == 0, math.sqrt(1 / n), math.sqrt(2 / n))
+    return f * np.cos(np.pi * k / (2 * n))
+
+
+def approximate(op: ConvOperator, *, dtype=None) -> Diagonal | None:
+    """A diagonalizable stand-in for ``op`` on its input grid (for preconditioners).
+
+    The same kernel, correlation and dilation in ``same`` mode on ``op.input_shape``:
+    reflect (DCT) for a symmetric kernel, wrap (FFT) otherwise. ``None`` for kernel
+    banks and strides, which have no such stand-in.
+    """
+    exact = diagonalize(op, dtype=dtype)
+    if exact is not None:
+        return exact
+    if _single_kernel(op) is None or op.geometry.stride != (1, 1):
+        return None
+    boundary = "reflect" if is_symmetric(op.effective[0, 0]) else "wrap"
+    geometry = Geometry(
+        mode="same",
+        boundary=boundary,
+        correlate=op.geometry.correlate,
+        dilation=op.geometry.dilation,
+    )
+    stand_in = ConvOperator(op.kernel, op.input_shape[:2], geometry, dtype=op.dtype)
+    return diagonalize(stand_in, dtype=dtype)
+
+
+# -- null space -----------------------------------------------------------------
+
+
+def rank_tolerance(op: ConvOperator) -> float:
+    """``max(m, n) · eps``: numpy's ``matrix_rank`` rule, relative to ``σ_max``."""
+    return max(op.shape) * _EPS
+
+
+def nullity_and_reason(op: ConvOperator, rtol: float | None = None) -> tuple[int, bool, str]:
+    """The dimension of ``op``'s null space, whether it is exact, and why.
+
+    A singular value counts as zero when ``σ <= rtol · σ_max`` (default
+    ``rtol = max(m, n) · eps``, numpy's ``matrix_rank`` rule).
+
+    Returns
+    -------
+    nullity : int
+    exact : bool
+        ``False`` when ``nullity`` is only a lower bound (large operators that are
+        neither diagonalizable nor covered by a theorem).
+    reason : str
+        One sentence: which frequencies vanish, which theorem applies, or which
+        dimensions force a null space.
+
+    Notes
+    -----
+    In order: eigenvalues where :func:`diagonalize` applies; the theorems for
+    stride-1 single-kernel operators (``full`` mode with zero boundary is injective:
+    it multiplies polynomials; ``valid`` mode is onto, as its adjoint is a ``full``
+    convolution, so its nullity is ``n - m``); a dense SVD when the unknowns per
+    channel are at most :data:`DENSE_LIMIT` (a Kronecker product of two 1-D SVDs for
+    a separable kernel); otherwise ``n - m`` as a lower bound.
+    """
+    m, n = op.shape
+    rtol = rank_tolerance(op) if rtol is None else float(rtol)
+    channels = _per_channel(op)
+
+    diagonal = diagonalize(op, dtype=np.float64)
+    if diagonal is not None:
+        return _nullity_from_eigenvalues(diagonal, channels, rtol, op.geometry.boundary)
+
+    g = op.geometry
+    simple = _single_kernel(op) is not None and g.stride == (1, 1) and g.padding is None
+    if simple and g.mode == "full" and g.boundary == "constant":
+        return 0, True, "full mode with zero boundary and a non-zero kernel is injective"
+    if simple and g.mode == "valid":
+        return (
+            n - m,
+            True,
+            f"valid mode keeps {_dims(op.output_shape)} of {_dims(op.input_shape)} "
+            f"samples; it is onto (its adjoint, a full convolution, is injective), so "
+            f"its null space has dimension n - m = {n - m}",
+        )
+
+    if n // channels <= DENSE_LIMIT:
+        sigma = _singular_values(op)
+        smax = float(sigma.max()) if sigma.size else 0.0
+        rank = int(np.count_nonzero(sigma > rtol * smax)) if smax > 0 else 0
+        nullity = n - rank * channels
+        cutoff = f"σ <= {rtol:.1e}·σ_max"
+        if nullity == 0:
+            return 0, True, f"a dense SVD finds no singular value with {cutoff}"
+        parts = _dimension_reasons(op)
+        extra = f" ({'; '.join(parts)})" if parts else ""
+        return nullity, True, f"a dense SVD finds a null space of dimension {nullity}{extra}"
+
+    if m < n:
+        parts = _dimension_reasons(op) or [f"{m} equations for {n} unknowns"]
+        return n - m, False, f"at least {n - m}: " + "; ".join(parts)
+    return (
+        0,
+        False,
+        f"not determined: too large for a dense SVD (more than {DENSE_LIMIT} unknowns "
+        "per channel) and not diagonalizable; no dimension forces a null space",
+    )
+
+
+def _per_channel(op: ConvOperator) -> int:
+    """Channels sharing one 2-D kernel (the operator is block diagonal over them)."""
+    if op.is_bank:
+        return 1
+    return op.input_shape[2] if len(op.input_shape) == 3 else 1
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _nullity_from_eigenvalues(
+    diagonal: Diagonal, channels: int, rtol: float, boundary: str
+) -> tuple[int, bool, str]:
+    magnitude = np.abs(diagonal.eigenvalues)
+    smax = float(magnitude.max())
+    small = magnitude <= rtol * smax
+    weights = np.broadcast_to(diagonal.weights, magnitude.shape)
+    count = int(round(float(weights[small].sum())))
+    total = diagonal.shape[0] * diagonal.shape[1]
+    basis = "Fourier (wrap boundary)" if diagonal.kind == "fft" else "DCT-II (reflect boundary)"
+    if count == 0:
+        smin = float(magnitude.min())
+        return (
+            0,
+            True,
+            f"no {basis} eigenvalue vanishes: σ_min/σ_max = {smin / smax:.2e} "
+            f"(condition number {smax / smin:.3g})",
+        )
+    first = tuple(int(i) for i in np.argwhere(small)[0])
+    per = "" if channels == 1 else f" in each of {channels} channels"
+    return (
+        count * channels,
+        True,
+        f"the kernel's {basis} transfer function vanishes at {count} of {total} "
+        f"frequencies{per}, e.g. {diagonal.frequency(first)}",
+    )
+
+
+def _dimension_reasons(op: ConvOperator) -> list[str]:
+    """Why ``m < n`` for this geometry, one clause per cause."""
+    g = op.geometry
+    reasons = []
+    h, w = op.input_shape[:2]
+    if g.mode == "valid" and g.padding is None and op.stride1_shape != (h, w):
+        reasons.append(
+            f"valid mode drops the border ({h}x{w} -> "
+            f"{op.stride1_shape[0]}x{op.stride1_shape[1]})"
+        )
+    sh, sw = g.stride
+    if sh * sw > 1:
+        reasons.append(f"a stride of {_pair(g.stride)} keeps 1 sample in {sh * sw}")
+    co, ci = op.effective.shape[:2]
+    if op.is_bank and co < ci:
+        reasons.append(f"fewer output than input channels ({co} < {ci})")
+    return reasons
+
+
+def _pair(p: tuple[int, int]) -> str:
+    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
+
+
+def _singular_values(op: ConvOperator) -> np.ndarray:
+    """All non-trivial singular values of one channel's block (or of the whole bank)."""
+    from scipy.linalg import svdvals
+
+    kernel = op.kernel if op.kernel.ndim == 2 else op.kernel[0, 0]
+    if not op.is_bank or op.kernel.shape[:2] == (1, 1):
+        factors = separable_factors(kernel)
+        if factors is not None:
+            left, right = (svdvals(_axis_matrix(op, f, axis)) for axis, f in enumerate(factors))
+            return np.multiply.outer(left, right).ravel()
+    return svdvals(_dense_matrix(op))
+
+
+def _axis_matrix(op: ConvOperator, taps: np.ndarray, axis: int) -> np.ndarray:
+    """The 1-D operator of a separable kernel along one axis, as a dense matrix."""
+    g = op.geometry
+    n = op.input_shape[axis]
+
+    def along(value, other):
+        return (value, other) if axis == 0 else (other, value)
+
+    padding = None if g.padding is None else along(g.padding[axis], 0)
+    geometry = Geometry(
+        mode=g.mode,
+        boundary=g.boundary,
+        correlate=g.correlate,
+        stride=along(g.stride[axis], 1),
+        dilation=along(g.dilation[axis], 1),
+        padding=padding,
+    )
+    kernel = taps[:, None] if axis == 0 else taps[None, :]
+    line = ConvOperator(kernel, along(n, 1), geometry)
+    return np.stack([line.forward(_unit(along(n, 1), i)).ravel() for i in range(n)], axis=1)
+
+
+def _unit(shape: tuple[int, ...], i: int) -> np.ndarray:
+    e = np.zeros(math.prod(shape))
+    e[i] = 1.0
+    return e.reshape(shape)
+
+
+def _dense_matrix(op: ConvOperator) -> np.ndarray:
+    """One channel's block (a single kernel) or the whole operator (a bank), column by column."""
+    if op.is_bank and op.effective.shape[:2] != (1, 1):
+        n = op.shape[1]
+        return np.stack(
+            [op.forward(_unit(op.input_shape, i)).ravel() for i in range(n)], axis=1
+        )
+    h, w = op.input_shape[:2]
+    n = h * w
+    batch = min(n, 512)
+    columns = []
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        probe = np.zeros((h * w, stop - start))
+        probe[np.arange(start, stop), np.arange(stop - start)] = 1.0
+        block = ConvOperator(op.kernel, (h, w, stop - start), op.geometry)
+        out = block.forward(probe.reshape(h, w, stop - start))
+        columns.append(out.reshape(-1, stop - start))
+    return np.concatenate(columns, axis=1)
+
+
+# -- noise amplification ----------------------------------------------------------
+
+
+def quantization_sigma(bits: int) -> float:
+    """Standard deviation of rounding to ``bits``-bit integers on the [0, 1] scale: ``q/√12``."""
+    return 1.0 / ((2**bits - 1) * math.sqrt(12))
+
+
+def inverse_amplification(op: ConvOperator) -> float | None:
+    """RMS error of the exact inverse per unit of white noise in the data.
+
+    ``sqrt(mean(1/|λ|²))`` over the eigenvalues (``inf`` if one vanishes): the RMSE
+    of ``A⁻¹ e`` for white noise ``e`` of unit standard deviation. Exact where
+    :func:`diagonalize` applies; for other stride-1 single-kernel operators, the
+    same quantity for the :func:`approximate` stand-in (a good guide: boundary
+    effects change few eigenvalues). ``None`` for kernel banks and strides.
+    """
+    diagonal = diagonalize(op, dtype=np.float64)
+    if diagonal is None:
+        diagonal = approximate(op, dtype=np.float64)
+        if diagonal is None:
+            return None
+    magnitude = np.abs(diagonal.eigenvalues).astype(np.float64)
+    weights = np.broadcast_to(diagonal.weights, magnitude.shape)
+    if not np.all(magnitude > 0):
+        return math.inf
+    mean = float(np.sum(weights / magnitude**2)) / (diagonal.shape[0] * diagonal.shape[1])
+    return math.sqrt(mean)
+
+
+def predicted_inverse_rmse(op: ConvOperator, noise_sigma: float) -> float | None:
+    """Predicted RMSE of the exact inverse on data with white noise of std ``noise_sigma``.
+
+    ``noise_sigma · inverse_amplification(op)``; for quantized data use
+    :func:`quantization_sigma` (8 bits: σ ≈ 0.0011). ``None`` where the
+    amplification is unknown.
+    """
+    amplification = inverse_amplification(op)
+    return None if amplification is None else noise_sigma * amplification
+
+
+def amplification_note(
+    op: ConvOperator, noise_sigma: float, *, source: str = "noise", threshold: float = 1e-3
+) -> str | None:
+    """A one-line warning when the exact inverse would amplify the data's noise past use.
+
+    Parameters
+    ----------
+    op : ConvOperator
+    noise_sigma : float
+        Standard deviation of the noise (or quantization error) in the data.
+    source : str
+        What the noise is, for the message (``"8-bit quantization noise"``).
+    threshold : float
+        Warn when the predicted RMSE reaches this (default 1e-3, PSNR 60 dB on [0, 1])
+        and the inverse amplifies the noise at least twofold.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"8-bit quantization noise (σ≈0.0011) is amplified ≈3.2e+02× by the
+        exact inverse: expect RMSE ≈ 0.36; consider --method tikhonov"``.
+    """
+    amplification = inverse_amplification(op)
+    if amplification is None or noise_sigma <= 0:
+        return None
+    rmse = noise_sigma * amplification
+    if rmse < threshold or amplification < 2:
+        return None
+    if math.isinf(amplification):
+        return (
+            f"{source} (σ≈{noise_sigma:.2g}) is amplified without bound: the operator has "
+            "a null space; consider --method tikhonov"
+        )
+    advice = "; consider --method tikhonov" if rmse >= 0.01 else ""
+    return (
+        f"{source} (σ≈{noise_sigma:.2g}) is amplified ≈{amplification:.1e}× by the exact "
+        f"inverse: expect RMSE ≈ {rmse:.2g}{advice}"
+    )

@@ -1,0 +1,240 @@
+"""``deconv analyze`` and ``deconv roundtrip`` through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from deconv_cli.cli import main
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+JSON_KEYS = {
+    "input_shape",
+    "output_shape",
+    "rank",
+    "nullity",
+    "sigma_max",
+    "sigma_min",
+    "condition_number",
+    "invertible",
+    "verdict",
+    "method",
+    "predicted_rmse",
+    "reasons",
+}
+REGULARIZED = ("tikhonov", "wiener", "richardson-lucy", "tv", "cgls")
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deconv: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def crop(tmp_path_factory) -> Path:
+    """A 64x64 8-bit crop of the camera sample."""
+    path = tmp_path_factory.mktemp("crop") / "camera64.png"
+    iio.imwrite(path, iio.imread(SAMPLES / "camera.png")[96:160, 96:160])
+    return path
+
+
+# -- analyze ---------------------------------------------------------------------------------
+
+
+def test_analyze_json_has_the_documented_keys():
+    result = run(
+        "analyze", "-k", "box:size=4", "--shape", "8x8", "--boundary", "wrap", "-f", "json"
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert JSON_KEYS <= set(record)
+    assert record["input_shape"] == [8, 8] and record["output_shape"] == [8, 8]
+    assert (record["rank"], record["nullity"]) == (25, 39)
+    assert record["invertible"] is False and record["verdict"] == "not invertible"
+    assert record["method"].startswith("exact: FFT")
+
+
+def test_analyze_takes_the_shape_and_bit_depth_from_an_image():
+    image = SAMPLES / "camera16.png"
+    result = run("analyze", image, "-k", "gaussian:sigma=1", "-f", "json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["input_shape"] == [256, 256]
+    assert "16-bit" in record["noise_source"]
+    assert record["noise_sigma"] == pytest.approx(1 / (65535 * 12**0.5))
+
+
+def test_analyze_bank_shape_gets_the_input_channels(tmp_path):
+    np.save(tmp_path / "bank.npy", np.random.default_rng(0).standard_normal((2, 3, 3, 3)))
+    result = run("analyze", "-k", tmp_path / "bank.npy", "--shape", "6x6", "-f", "json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["input_shape"] == [6, 6, 3] and record["output_shape"] == [6, 6, 2]
+    assert record["verdict"] == "not invertible"
+
+
+def test_analyze_noise_options_set_the_prediction():
+    base = ("analyze", "-k", "gaussian:sigma=1", "--shape", "32x32", "--boundary", "wrap", "-f")
+    quiet = json.loads(run(*base, "json", "--noise-sigma", "1e-9").stdout)
+    noisy = json.loads(run(*base, "json", "--noise-sigma", "0.1").stdout)
+    default = json.loads(run(*base, "json").stdout)
+    assert quiet["verdict"] == "invertible"
+    assert noisy["verdict"] == "invertible but ill-conditioned"
+    assert noisy["predicted_rmse"] == pytest.approx(1e8 * quiet["predicted_rmse"], rel=1e-9)
+    assert "8-bit" in default["noise_source"]
+
+
+def test_analyze_table_states_how_and_the_verdict():
+    result = run("analyze", "-k", "box:size=4", "--shape", "8x8", "--boundary", "wrap")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "verdict: not invertible" in out
+    assert "exact: FFT" in out and "rank tolerance" in out
+    assert "spectral zeros" in out
+
+
+def test_analyze_spectrum_writes_a_picture(tmp_path):
+    path = tmp_path / "spectrum.png"
+    result = run("analyze", "-k", "motion:length=7", "--shape", "16x16", "--spectrum", path)
+    assert result.exit_code == 0, result.output
+    picture = iio.imread(path)
+    assert picture.dtype == np.uint8 and picture.shape == (256, 256, 3)
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["-k", "box:size=3"], "--shape"),
+        ([SAMPLES / "camera.png", "-k", "box:size=3", "--shape", "8x8"], "not both"),
+        (["-k", "box:size=3", "--shape", "64"], "--shape: `64`"),
+        (["-k", "box:size=3", "--shape", "8x8", "--noise-sigma", "0.1", "--bits", "8"], "not both"),
+        (["-k", "box:size=3", "--shape", "8x8", "--boundary", "nope"], "--boundary"),
+        (["missing.png", "-k", "box:size=3"], "no such file"),
+    ],
+    ids=["no-shape", "image-and-shape", "bad-shape", "sigma-and-bits", "bad-boundary", "missing"],
+)
+def test_analyze_usage_errors_exit_2_with_one_line(args, words):
+    line = one_error_line(run("analyze", *args))
+    assert words in line
+
+
+# -- roundtrip -------------------------------------------------------------------------------
+
+
+def rows_by_method(result) -> dict[str, dict]:
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    return {row["method"]: row for row in record["rows"]}
+
+
+def test_roundtrip_transpose_is_below_every_regularized_method_on_noisy_data(crop):
+    result = run(
+        "roundtrip", crop, "-k", "gaussian:sigma=1.5", "--noise", "gaussian:sigma=0.01",
+        "--seed", "0", "-m", ",".join(REGULARIZED), "-f", "json", "-q",
+    )  # fmt: skip
+    rows = rows_by_method(result)
+    assert list(rows) == ["transpose", *REGULARIZED]
+    for method in REGULARIZED:
+        assert rows[method]["psnr"] > rows["transpose"]["psnr"] + 2, method
+        assert set(rows[method]) >= {"method", "psnr", "ssim", "seconds", "note"}
+
+
+def test_roundtrip_without_noise_every_default_method_beats_the_transpose(crop):
+    result = run("roundtrip", crop, "-k", "gaussian:sigma=1.5", "-f", "json", "-q")
+    record = json.loads(result.stdout)
+    assert record["verdict"] == "invertible"
+    rows = rows_by_method(result)
+    assert list(rows) == ["transpose", "inverse", *REGULARIZED]
+    assert rows["inverse"]["psnr"] > 100  # float data: the exact inverse is exact
+    for method in ("inverse", *REGULARIZED):
+        assert rows[method]["psnr"] > rows["transpose"]["psnr"] + 5, method
+
+
+def test_roundtrip_exact_inverse_under_noise_is_as_predicted(crop):
+    result = run(
+        "roundtrip", crop, "-k", "gaussian:sigma=1", "--boundary", "wrap", "--noise",
+        "gaussian:sigma=0.01", "--seed", "1", "-m", "inverse", "-f", "json", "-q",
+    )  # fmt: skip
+    record = json.loads(result.stdout)
+    rows = rows_by_method(result)
+    assert record["verdict"] == "invertible but ill-conditioned"
+    measured, predicted = rows["inverse"]["rmse"], record["analysis"]["predicted_rmse"]
+    assert 0.3 * predicted < measured < 3 * predicted
+    assert "ill-conditioned" in rows["inverse"]["note"]
+
+
+def test_roundtrip_skips_the_inverse_where_not_invertible(crop):
+    result = run(
+        "roundtrip", crop, "-k", "box:size=4", "--boundary", "wrap", "-m", "inverse,tikhonov",
+        "-f", "json", "-q",
+    )  # fmt: skip
+    rows = rows_by_method(result)
+    assert rows["inverse"]["psnr"] is None and rows["inverse"]["note"].startswith("not run")
+    assert "spectral zeros" in rows["inverse"]["note"]
+    assert rows["tikhonov"]["psnr"] > rows["transpose"]["psnr"]
+
+
+def test_roundtrip_haar_bank_inverse_is_exact(tmp_path):
+    # small: `inverse` itself checks the null space of a bank by a dense SVD
+    small = tmp_path / "camera16.png"
+    iio.imwrite(small, iio.imread(SAMPLES / "camera.png")[100:116, 100:116])
+    result = run(
+        "roundtrip", small, "-k", SAMPLES / "haar_bank.npy", "--correlate", "--stride", "2",
+        "--mode", "valid", "--bits", "16", "-m", "inverse", "-f", "json", "-q",
+    )  # fmt: skip
+    record = json.loads(result.stdout)
+    assert record["analysis"]["condition_number"] == pytest.approx(1.0)
+    rows = rows_by_method(result)
+    assert rows["inverse"]["psnr"] > 90
+    # an orthogonal layer: the transpose is the inverse, and the row says so
+    assert rows["transpose"]["psnr"] > 90 and "orthogonal" in rows["transpose"]["note"]
+
+
+def test_roundtrip_table_has_the_verdict_on_top(crop):
+    result = run("roundtrip", crop, "-k", "gaussian:sigma=1", "-m", "wiener", "-q")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("verdict: ")
+    assert "transpose" in result.stdout and "wiener" in result.stdout
+
+
+def test_roundtrip_out_dir_keeps_every_image_and_a_montage(crop, tmp_path):
+    out = tmp_path / "out"
+    result = run(
+        "roundtrip", crop, "-k", "gaussian:sigma=1", "-m", "wiener,cgls", "--out-dir", out, "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["blurred.npy", "cgls.npy", "montage.png", "transpose.npy", "wiener.npy"]
+    assert np.load(out / "wiener.npy").shape == (64, 64)
+    montage = iio.imread(out / "montage.png")
+    # original, blurred, transpose, wiener, cgls: 4 columns, 2 rows of 64x64 tiles
+    assert montage.shape == (2 * 68 + 4, 4 * 68 + 4, 3)
+    again = run("roundtrip", crop, "-k", "gaussian:sigma=1", "-m", "wiener", "--out-dir", out)
+    assert "--overwrite" in one_error_line(again)
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["-m", "nope"], "--method: `nope`"),
+        (["--noise", "laplace:b=1"], "--noise"),
+        (["--bits", "0"], "--bits"),
+    ],
+    ids=["unknown-method", "bad-noise", "bad-bits"],
+)
+def test_roundtrip_usage_errors_exit_2(crop, args, words):
+    result = run("roundtrip", crop, "-k", "box:size=3", *args)
+    assert result.exit_code == 2
+    assert words in result.output
