@@ -50,9 +50,6 @@ def _norm(a: np.ndarray) -> float:
     return math.sqrt(dot(a, a))
 
 
-_dot = dot
-
-
 class _Stop:
     """The stopping rule of the least-squares solvers.
 
@@ -108,6 +105,25 @@ class _Stop:
         return result
 
 
+def _fast(op: ConvOperator):
+    """``(A, Aᵀ)`` as functions on arrays of the operator's layout, returning new arrays:
+    on the periodic grid for one 2-D kernel (kernel spectrum and buffers kept), else
+    ``op`` itself."""
+    if op.is_bank:
+        return op.forward, op.adjoint
+    grid = GridOperator(op)
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        grid.image[...] = grid.internal(x)
+        return np.array(grid.external(grid.forward(), op.output_shape), order="C")
+
+    def adjoint(y: np.ndarray) -> np.ndarray:
+        grid.data[...] = grid.internal(y)
+        return np.array(grid.external(grid.adjoint(), op.input_shape), order="C")
+
+    return forward, adjoint
+
+
 def cgls(
     blurred: np.ndarray,
     op: ConvOperator,
@@ -152,30 +168,31 @@ def cgls(
     small ``iterations``, or use a regularized method.
     """
     stop = _Stop(op, iterations, tol, noise_sigma)
+    forward, adjoint = _fast(op)
     y = np.asarray(blurred, dtype=op.dtype)
     x = np.zeros(op.input_shape, dtype=op.dtype)
     r = y.copy()
-    s = op.adjoint(r)
+    s = adjoint(r)
     p = s.copy()
-    gamma = _dot(s, s)
+    gamma = dot(s, s)
     norm_s0 = math.sqrt(gamma)
     norm_y = max(_norm(y), np.finfo(float).tiny)
     if norm_s0 == 0:
         return stop.finish("cgls", x, op, y, 0, 0.0, True)
     normal, k, breakdown = 1.0, 0, False
     for k in range(1, stop.iterations + 1):
-        q = op.forward(p)
-        qq = _dot(q, q)
+        q = forward(p)
+        qq = dot(q, q)
         if qq == 0:
             breakdown = True
             break
         alpha = gamma / qq
         x += alpha * p
         r -= alpha * q
-        s = op.adjoint(r)
-        gamma_new = _dot(s, s)
+        s = adjoint(r)
+        gamma_new = dot(s, s)
         normal = math.sqrt(gamma_new) / norm_s0
-        residual2 = _dot(r, r)
+        residual2 = dot(r, r)
         if callback is not None:
             callback(k, x, math.sqrt(residual2) / norm_y)
         breakdown = gamma_new == 0
@@ -208,12 +225,13 @@ def lsqr(
     ``‖Aᵀ(y − A x_k)‖ = φ̄ α |c|`` come from the recurrences, at no extra cost.
     """
     stop = _Stop(op, iterations, tol, noise_sigma)
+    forward, adjoint = _fast(op)
     y = np.asarray(blurred, dtype=op.dtype)
     x = np.zeros(op.input_shape, dtype=op.dtype)
     norm_y = _norm(y)
     beta = norm_y
     u = y / beta if beta > 0 else y.copy()
-    v = op.adjoint(u)
+    v = adjoint(u)
     alpha = _norm(v)
     if beta == 0 or alpha == 0:
         return stop.finish("lsqr", x, op, y, 0, 0.0, True)
@@ -223,11 +241,11 @@ def lsqr(
     norm_s0 = alpha * beta
     normal, k, breakdown = 1.0, 0, False
     for k in range(1, stop.iterations + 1):
-        u = op.forward(v) - alpha * u
+        u = forward(v) - alpha * u
         beta = _norm(u)
         if beta > 0:
             u /= beta
-        v = op.adjoint(u) - beta * v
+        v = adjoint(u) - beta * v
         alpha = _norm(v)
         if alpha > 0:
             v /= alpha

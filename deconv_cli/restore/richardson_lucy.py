@@ -28,10 +28,12 @@ iteration on average, 0.8 dB at worst, where ``k_D`` itself lost 0.6 dB on avera
 STALL = 1e-4
 """The default rule also stops when an iteration changes ``x`` by less than this (relative)."""
 _DATA_FLOOR = 1e-6  # data below this fraction of its maximum is raised to it
-_SEEN_FLOOR = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+_SEEN_FLOOR = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-3}
 _CONSTANT_RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
-_TV_EPSILON = 1e-3  # smooths |∇x| in the TV term, relative to the data's maximum
-_TV_DENOMINATOR_FLOOR = 0.1  # keeps the TV-corrected denominator >= 0.1 · Aᵀ1
+_TV_SMOOTHING = 5.0  # |∇x| is smoothed by ε = max(5λ, 0.01) × max(y): smaller ε oscillates
+TV_TOL = 1e-3
+"""With ``tv``, the default rule stops when an iteration changes ``x`` by less than this."""
+_TV_DENOMINATOR_FLOOR = 0.1  # keeps the TV factor 1 − λ div(...) >= 0.1
 
 
 class _Generic:
@@ -96,10 +98,11 @@ def _ratio(blocks, scratch, ax, y, ratio, floor, need_residual: bool) -> float:
     return residual2
 
 
-def _update(blocks, x, p, b, inv_at1, g, g_prev, steps: bool, norm: bool):
-    """``x = p · b [/ Aᵀ1]``, ``g = x − p``; returns ``‖g‖²`` and ``⟨g, g_prev⟩`` per
-    channel, and ``‖x‖²``."""
-    gg, gp, xx = np.zeros(x.shape[0]), np.zeros(x.shape[0]), 0.0
+def _update(blocks, scratch, x, x_prev, p, b, inv_at1, g, g_prev, steps: bool, change: bool):
+    """``x = p · b [/ Aᵀ1]`` and ``g = x − p``. Returns ``‖g‖²`` and ``⟨g, g_prev⟩`` per
+    channel (when ``steps``), and ``‖x − x_prev‖²``, ``‖x‖²`` (when ``change``)."""
+    gg, gp = np.zeros(x.shape[0]), np.zeros(x.shape[0])
+    dd = xx = 0.0
     for c, rows in blocks:
         xb, pb, gb = x[c, rows], p[c, rows], g[c, rows]
         np.multiply(pb, b[c, rows], out=xb)
@@ -109,9 +112,12 @@ def _update(blocks, x, p, b, inv_at1, g, g_prev, steps: bool, norm: bool):
             np.subtract(xb, pb, out=gb)
             gg[c] += _dot(gb, gb)
             gp[c] += _dot(gb, g_prev[c, rows])
-        if norm:
+        if change:
+            t = scratch[: rows.stop - rows.start]
+            np.subtract(xb, x_prev[c, rows], out=t)
+            dd += _dot(t, t)
             xx += _dot(xb, xb)
-    return gg, gp, xx
+    return gg, gp, dd, xx
 
 
 def richardson_lucy(
@@ -168,7 +174,7 @@ def richardson_lucy(
 
         x ← x · Aᵀ(y / A x) / Aᵀ1
 
-    With ``tv = λ`` the denominator is ``Aᵀ1 − λ div(∇x / |∇x|)`` (Dey et al.,
+    With ``tv = λ`` the denominator is ``Aᵀ1 (1 − λ div(∇x / |∇x|))`` (Dey et al.,
     "Richardson-Lucy algorithm with total variation regularization for 3D confocal
     microscope deconvolution", Microsc. Res. Tech. 69, 2006).
 
@@ -234,6 +240,8 @@ def richardson_lucy(
     x = _start(y, at1, floor)
     hold_values = x.reshape(-1)[held] if held is not None else None
 
+    if tv_weight and tol is None:
+        tol = TV_TOL  # regularized: run to convergence, the discrepancy rule stops too early
     rule = "iterations" if tol == 0 else ("change" if tol else "discrepancy")
     target = None
     if rule == "discrepancy":
@@ -256,6 +264,7 @@ def richardson_lucy(
     change_tol = STALL if rule == "discrepancy" else (tol or 0.0)
     if tv_weight:
         params["tv"] = tv_weight
+        epsilon = max(_TV_SMOOTHING * tv_weight, 0.01) * peak
     need_residual = callback is not None or target is not None
 
     x_prev = np.empty_like(x)
@@ -271,7 +280,7 @@ def richardson_lucy(
     k = 0
     image_blocks, data_blocks = _blocks(x.shape), _blocks(y.shape)
     scratch = np.empty((data_blocks[0][1].stop, y.shape[2]), dtype=dtype)
-    steps = accelerate or rule != "iterations"
+    image_scratch = np.empty((image_blocks[0][1].stop, x.shape[2]), dtype=dtype)
     for k in range(1, iterations + 1):
         p = engine.image
         _predict(image_blocks, p, x, x_prev, alpha)
@@ -279,18 +288,28 @@ def richardson_lucy(
         residual2 = _ratio(data_blocks, scratch, ax, y, engine.data, ax_floor, need_residual)
         b = engine.adjoint()
         if tv_weight:
-            b = b / _tv_denominator(p, at1, tv_weight, _TV_EPSILON * peak, held)
+            b = b / _tv_denominator(p, at1, tv_weight, epsilon, held)
         x_prev, x = x, x_prev
         inv = None if tv_weight else inv_at1
-        gg, gp, xx = _update(
-            image_blocks, x, p, b, inv, g, g_prev, steps and held is None, rule != "iterations"
+        gg, gp, dd, xx = _update(
+            image_blocks,
+            image_scratch,
+            x,
+            x_prev,
+            p,
+            b,
+            inv,
+            g,
+            g_prev,
+            accelerate and held is None,
+            rule != "iterations" and held is None,
         )
         if held is not None:
             x.reshape(-1)[held] = hold_values  # pixels no datum sees keep their start
             np.subtract(x, p, out=g)
             gg = np.einsum("cij,cij->c", g, g)
             gp = np.einsum("cij,cij->c", g, g_prev)
-            xx = _dot(x, x)
+            dd, xx = _dot(x - x_prev, x - x_prev), _dot(x, x)
         if accelerate:
             # Biggs-Andrews: α from the last two steps (the first has no predecessor)
             if k > 1:
@@ -306,7 +325,7 @@ def richardson_lucy(
         if target is not None and stop_at is None and residual2 <= target:
             stop_at = int(OVERSHOOT * k + 0.5)
             params["discrepancy_iteration"] = k
-        change = math.sqrt(float(gg.sum()) / xx) if xx > 0 else 0.0
+        change = math.sqrt(dd / xx) if xx > 0 else 0.0
         if (stop_at is not None and k >= stop_at) or change < change_tol:
             converged = True
             break
@@ -385,7 +404,13 @@ def _start(y: np.ndarray, at1: np.ndarray, floor: float) -> np.ndarray:
 def _tv_denominator(
     x: np.ndarray, at1: np.ndarray, weight: float, epsilon: float, held
 ) -> np.ndarray:
-    """``Aᵀ1 − λ div(∇x / |∇x|)`` with Neumann differences, floored at ``0.1 · Aᵀ1``."""
+    """``Aᵀ1 · (1 − λ div(∇x / |∇x|))`` with Neumann differences, the second factor
+    floored at 0.1.
+
+    Dey et al.'s denominator, with the TV weight scaled by ``Aᵀ1`` where it is not 1:
+    an unscaled term swamps the pixels few data see (the rim of an ``unknown``
+    boundary), and the multiplicative update there diverges.
+    """
     dx = np.zeros_like(x)
     dy = np.zeros_like(x)
     dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
@@ -397,8 +422,10 @@ def _tv_denominator(
     div[..., :, 1:] -= dx[..., :, :-1]
     div[..., 1:, :] += dy[..., 1:, :] - dy[..., :-1, :]
     div[..., 0, :] += dy[..., 0, :]
-    denominator = at1 - x.dtype.type(weight) * div
-    np.maximum(denominator, _TV_DENOMINATOR_FLOOR * at1, out=denominator)
+    div *= -x.dtype.type(weight)
+    div += 1
+    denominator = np.maximum(div, _TV_DENOMINATOR_FLOOR, out=div)
+    denominator *= at1
     if held is not None:
         denominator.reshape(-1)[held] = 1
     return denominator

@@ -123,7 +123,7 @@ def tv_deconvolve(
             converged = True
             break
     image = np.ascontiguousarray(grid.external(solver.x, op.input_shape))
-    r = op.forward(image) - np.asarray(blurred, dtype=dtype)
+    r = grid.apply(solver.x) - y
     result = RestoreResult(
         image=image,
         method="tv",
