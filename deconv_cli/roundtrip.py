@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ from deconv_cli.noise import Noise
 from deconv_cli.operators import ConvOperator, Geometry
 
 DEFAULT_METHODS = ("inverse", "tikhonov", "wiener", "richardson-lucy", "tv", "cgls")
-DISCREPANCY_STOPPED = ("cgls", "lsqr")
 FLOAT64_ROUNDING = float(np.finfo(np.float64).eps / math.sqrt(12))
 MONTAGE_GAP = 4
 
@@ -93,15 +92,6 @@ class Roundtrip:
             "analysis": self.analysis.as_dict(),
             "rows": [jsonable(row.as_dict()) for row in self.rows],
         }
-
-
-class _Stop(Exception):
-    """Raised by the discrepancy callback to end an iteration early."""
-
-    def __init__(self, iteration: int, x: np.ndarray) -> None:
-        super().__init__(iteration)
-        self.iteration = iteration
-        self.x = x
 
 
 def check_methods(names: Sequence[str] | None) -> list[str]:
@@ -215,17 +205,10 @@ def roundtrip(
         if name == "inverse" and not analysis.invertible:
             rows.append(RoundtripRow(name, note=f"not run: A is not invertible: {_why(analysis)}"))
             continue
-        options = RestoreOptions(noise_sigma=sigma)
-        if name in DISCREPANCY_STOPPED and sigma:
-            options = replace(options, callback=_discrepancy(y, sigma))
         start = time.perf_counter()
-        notes = []
         try:
-            result = invert(y, problem, name, options)
+            result = invert(y, problem, name, RestoreOptions(noise_sigma=sigma))
             recovered, notes = result.image, list(result.notes)
-        except _Stop as stop:
-            recovered = problem.crop(stop.x)
-            notes = [f"stopped at iteration {stop.iteration} by the discrepancy principle"]
         except NotInvertibleError as err:
             rows.append(RoundtripRow(name, note=f"refused: {err}"))
             continue
@@ -245,17 +228,6 @@ def roundtrip(
         row.note = "; ".join(filter(None, [*notes, row.note]))
         rows.append(row)
     return Roundtrip(x, y, op, analysis, rows, description, sigma)
-
-
-def _discrepancy(y: np.ndarray, sigma: float) -> Callable[[int, np.ndarray, float], None]:
-    """A callback ending the iteration once ``‖A x − y‖ <= σ·sqrt(m)``."""
-    target = sigma * math.sqrt(y.size) / max(float(np.linalg.norm(y)), np.finfo(float).tiny)
-
-    def check(iteration: int, x: np.ndarray, relative_residual: float) -> None:
-        if relative_residual <= target:
-            raise _Stop(iteration, x.copy())
-
-    return check
 
 
 def _orthogonal(analysis: Analysis, tol: float = 1e-9) -> bool:
