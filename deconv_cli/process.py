@@ -174,7 +174,10 @@ class Invert(Transform):
                 f"--reference has shape {_shape(self.reference.shape)}, the recovered image "
                 f"{_shape(problem.image_shape)}"
             )
-        monitor = Monitor(problem, self.reference, self.on_iteration)
+        # Without a reference, history or progress display, no callback: iterative
+        # methods then skip the per-iteration residual.
+        watched = any(v is not None for v in (self.reference, self.history, self.on_iteration))
+        monitor = Monitor(problem, self.reference, self.on_iteration) if watched else None
         options = replace(self.options, callback=monitor)
         result = invert(y, problem, self.method, options, source_dtype=image.source_dtype)
         if self.history is not None:

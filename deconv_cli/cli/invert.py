@@ -220,8 +220,9 @@ def invert(
     )
     kernel = load_kernel(kernel_spec, normalize=normalize)
     sharp = _read_reference(reference)
-    records = []
-    with _Progress(quiet or not chosen.iterative, iterations) as progress:
+    records = [] if history else None
+    silent = quiet or not chosen.iterative
+    with _Progress(silent, iterations) as progress:
         make = Invert(
             kernel,
             geometry,
@@ -230,7 +231,7 @@ def invert(
             unknown_boundary=unknown,
             output_shape=parse_pair(output_shape, "--output-shape"),
             reference=sharp,
-            on_iteration=progress.update,
+            on_iteration=None if silent else progress.update,
             clip=clip,
             history=records,
         )
