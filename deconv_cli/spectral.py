@@ -49,7 +49,8 @@ class Diagonal:
     weights : ndarray
         How many of the ``H·W`` eigenvalues each entry stands for (an ``rfft2``
         column other than 0 and ``W/2`` also stands for its conjugate), shape
-        ``1×(W//2+1)`` or ``1×1``. ``weights.sum() * H == H * W`` (after broadcasting).
+        ``1×(W//2+1)`` or ``1×1``; broadcast to the eigenvalues' shape, they sum
+        to ``H·W``.
     scale : float
         ``‖x‖² = scale · Σ weights·|T x|²`` (Parseval): ``1/(H·W)`` or 1.
     """
@@ -62,34 +63,66 @@ class Diagonal:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``T x`` over the two spatial axes of an ``H×W`` or ``H×W×C`` array."""
-        import scipy.fft
-
-        if self.kind == "fft":
-            return scipy.fft.rfft2(x, axes=(0, 1), workers=fft_workers())
-        return scipy.fft.dctn(x, type=2, norm="ortho", axes=(0, 1), workers=fft_workers())
+        return self.transform_columns(self.transform_rows(x))
 
     def inverse_transform(self, coefficients: np.ndarray) -> np.ndarray:
         """``T⁻¹ X``: back to an ``H×W[×C]`` real array."""
-        import scipy.fft
-
-        if self.kind == "fft":
-            return scipy.fft.irfft2(
-                coefficients, s=self.shape, axes=(0, 1), workers=fft_workers()
-            )
-        return scipy.fft.idctn(
-            coefficients, type=2, norm="ortho", axes=(0, 1), workers=fft_workers()
-        )
+        return self.inverse_rows(self.transform_columns(coefficients, inverse=True))
 
     def apply(self, x: np.ndarray, filter: np.ndarray) -> np.ndarray:
         """``T⁻¹ (filter · T x)``; ``filter`` in the eigenvalues' layout, broadcast over channels.
 
         ``apply(x, eigenvalues)`` is ``A x``.
         """
-        coefficients = self.transform(x)
-        if np.iscomplexobj(filter) and not np.iscomplexobj(coefficients):
+        if np.iscomplexobj(filter) and self.kind == "dct":
             filter = filter.real
-        coefficients *= _broadcast(filter.astype(coefficients.dtype, copy=False), coefficients)
-        return self.inverse_transform(coefficients)
+        rows = self.transform_rows(x)
+        cast = filter.astype(rows.dtype, copy=False)
+        self.filter_columns(rows, lambda columns: cast[:, columns])
+        return self.inverse_rows(rows)
+
+    # The 2-D transform is a 1-D transform along the rows (axis 1) then one down the
+    # columns (axis 0). Filtering column blocks between the two column passes keeps
+    # each block in cache: about the cost of the transforms alone.
+
+    def transform_rows(self, x: np.ndarray) -> np.ndarray:
+        """The 1-D transform along axis 1 (``rfft`` or DCT-II)."""
+        import scipy.fft
+
+        if self.kind == "fft":
+            return scipy.fft.rfft(x, axis=1, workers=fft_workers())
+        return scipy.fft.dct(x, type=2, norm="ortho", axis=1, workers=fft_workers())
+
+    def transform_columns(self, rows: np.ndarray, *, inverse: bool = False) -> np.ndarray:
+        """The 1-D transform (or its inverse) along axis 0, into a new array."""
+        import scipy.fft
+
+        if self.kind == "fft":
+            transform = scipy.fft.ifft if inverse else scipy.fft.fft
+            return transform(rows, axis=0, workers=fft_workers())
+        transform = scipy.fft.idct if inverse else scipy.fft.dct
+        return transform(rows, type=2, norm="ortho", axis=0, workers=fft_workers())
+
+    def inverse_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`transform_rows`: a real ``H×W[×C]`` array."""
+        import scipy.fft
+
+        if self.kind == "fft":
+            return scipy.fft.irfft(rows, n=self.shape[1], axis=1, workers=fft_workers())
+        return scipy.fft.idct(rows, type=2, norm="ortho", axis=1, workers=fft_workers())
+
+    def filter_columns(self, rows: np.ndarray, filter_block) -> None:
+        """In place on ``rows = transform_rows(x)``: each column block is transformed,
+        multiplied by ``filter_block(columns)`` (a slice of the eigenvalues' layout,
+        broadcast over channels), and transformed back; then ``inverse_rows(rows)``
+        is ``T⁻¹(filter · T x)``."""
+        itemsize = rows.itemsize * (rows.shape[2] if rows.ndim == 3 else 1)
+        width = max(8, (1 << 21) // max(1, rows.shape[0] * itemsize))
+        for start in range(0, rows.shape[1], width):
+            columns = slice(start, start + width)
+            block = self.transform_columns(rows[:, columns])
+            block *= _broadcast(filter_block(columns), block)
+            rows[:, columns] = self.transform_columns(block, inverse=True)
 
     def laplacian(self) -> np.ndarray:
         """Eigenvalues of the 5-point Laplacian with this basis' boundary (wrap or reflect).
@@ -195,8 +228,6 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
     kh, kw = kernel.shape
     rows = (bh - np.arange(kh)) % h
     cols = (bw - np.arange(kw)) % w
-    column = np.zeros((h, w), dtype=np.float64)
-    np.add.at(column, (rows[:, None], cols[None, :]), kernel)
     real = np.float32 if dtype == np.float32 else np.float64
     factors = separable_factors(kernel)
     if factors is not None:
@@ -208,12 +239,19 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
             scipy.fft.fft(col.astype(real)), scipy.fft.rfft(row.astype(real))
         )
     else:
-        # A 1-D rfft of the few non-zero rows, then the DFT down the columns as a
-        # matrix product with those rows only (cheaper than a full column FFT).
+        column = np.zeros((h, w), dtype=np.float64)
+        np.add.at(column, (rows[:, None], cols[None, :]), kernel)
         nonzero = np.unique(rows)
         half = scipy.fft.rfft(column[nonzero].astype(real), axis=1, workers=fft_workers())
-        phases = np.exp(-2j * np.pi * np.outer(np.arange(h), nonzero) / h).astype(half.dtype)
-        eigenvalues = phases @ half
+        if nonzero.size <= 32:
+            # The DFT down the columns as a product with the few non-zero rows only:
+            # cheaper than a full-size column FFT.
+            phases = np.exp(-2j * np.pi * np.outer(np.arange(h), nonzero) / h)
+            eigenvalues = phases.astype(half.dtype) @ half
+        else:
+            spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
+            spectrum[nonzero] = half
+            eigenvalues = scipy.fft.fft(spectrum, axis=0, overwrite_x=True, workers=fft_workers())
     weights = np.full((1, w // 2 + 1), 2.0)
     weights[0, 0] = 1.0
     if w % 2 == 0:
@@ -228,8 +266,6 @@ def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
     image of ``(kh + 1)×(kw + 1)`` reproduces it exactly there (its far border is out
     of the kernel's reach), so the forward pass runs on that corner only.
     """
-    import scipy.fft
-
     h, w = op.input_shape[:2]
     kh, kw = op.effective.shape[2:]
     small = (min(h, kh + 1), min(w, kw + 1))
@@ -244,7 +280,9 @@ def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
     right = _dct_columns(w, small[1]) / _dct_of_delta(w)[:, None]
     factors = separable_factors(response)
     if factors is not None:
-        transformed = np.multiply.outer((left @ factors[0]).astype(real), right @ factors[1])
+        transformed = np.multiply.outer(
+            (left @ factors[0]).astype(real), (right @ factors[1]).astype(real)
+        )
     else:
         transformed = (left @ response).astype(real) @ right.T.astype(real)
     return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
@@ -410,8 +448,7 @@ def _dimension_reasons(op: ConvOperator) -> list[str]:
     h, w = op.input_shape[:2]
     if g.mode == "valid" and g.padding is None and op.stride1_shape != (h, w):
         reasons.append(
-            f"valid mode drops the border ({h}x{w} -> "
-            f"{op.stride1_shape[0]}x{op.stride1_shape[1]})"
+            f"valid mode drops the border ({h}x{w} -> {op.stride1_shape[0]}x{op.stride1_shape[1]})"
         )
     sh, sw = g.stride
     if sh * sw > 1:
@@ -471,9 +508,8 @@ def _dense_matrix(op: ConvOperator) -> np.ndarray:
     """One channel's block (a single kernel) or the whole operator (a bank), column by column."""
     if op.is_bank and op.effective.shape[:2] != (1, 1):
         n = op.shape[1]
-        return np.stack(
-            [op.forward(_unit(op.input_shape, i)).ravel() for i in range(n)], axis=1
-        )
+        return np.stack([op.forward(_unit(op.input_shape, i)).ravel() for i in range(n)], axis=1)
+    kernel = op.kernel if op.kernel.ndim == 2 else op.kernel[0, 0]
     h, w = op.input_shape[:2]
     n = h * w
     batch = min(n, 512)
@@ -482,7 +518,7 @@ def _dense_matrix(op: ConvOperator) -> np.ndarray:
         stop = min(n, start + batch)
         probe = np.zeros((h * w, stop - start))
         probe[np.arange(start, stop), np.arange(stop - start)] = 1.0
-        block = ConvOperator(op.kernel, (h, w, stop - start), op.geometry)
+        block = ConvOperator(kernel, (h, w, stop - start), op.geometry)
         out = block.forward(probe.reshape(h, w, stop - start))
         columns.append(out.reshape(-1, stop - start))
     return np.concatenate(columns, axis=1)

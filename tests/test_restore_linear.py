@@ -11,14 +11,17 @@ from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.restore import RestoreOptions
-from deconv_cli.restore.inverse import inverse, pinv
+from deconv_cli.restore.inverse import check_data, inverse, pinv
 from deconv_cli.restore.linear import tikhonov, wiener
 from deconv_cli.spectral import quantization_sigma
 
 LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-HAAR = 0.5 * np.array(
-    [[[1, 1], [1, 1]], [[1, -1], [1, -1]], [[1, 1], [-1, -1]], [[1, -1], [-1, 1]]], float
-)[:, None]
+HAAR = (
+    0.5
+    * np.array(
+        [[[1, 1], [1, 1]], [[1, -1], [1, -1]], [[1, 1], [-1, -1]], [[1, -1], [-1, 1]]], float
+    )[:, None]
+)
 
 
 def rng(seed=0):
@@ -176,7 +179,9 @@ def test_tikhonov_closed_form_equals_a_dense_solve(boundary, kernel):
     lap = dense_ndimage(LAPLACIAN, shape, boundary)
     result = tikhonov(y, op, RestoreOptions(reg=0.01))
     assert result.params["solver"].startswith("closed form")
-    np.testing.assert_allclose(result.image.ravel(), dense_regularized(a, lap, 0.01, y)[:, 0], atol=1e-10)
+    np.testing.assert_allclose(
+        result.image.ravel(), dense_regularized(a, lap, 0.01, y)[:, 0], atol=1e-10
+    )
     residual = np.linalg.norm(a @ result.image.ravel() - y.ravel()) / np.linalg.norm(y)
     assert result.residual == pytest.approx(residual, rel=1e-8)
 
@@ -201,7 +206,11 @@ def test_tikhonov_cg_equals_a_dense_solve(case):
     result = tikhonov(y, op, RestoreOptions(reg=0.01, tol=1e-12, iterations=5000))
     assert result.params["solver"].startswith("CG") and result.converged
     expected = dense_regularized(dense(op), dense_ndimage(LAPLACIAN, shape[:2], lap_mode), 0.01, y)
-    got = result.image.reshape(-1, expected.shape[1]) if len(shape) == 3 else result.image.reshape(-1, 1)
+    got = (
+        result.image.reshape(-1, expected.shape[1])
+        if len(shape) == 3
+        else result.image.reshape(-1, 1)
+    )
     if len(shape) == 3:
         got = np.stack([result.image[:, :, c].ravel() for c in range(shape[2])], axis=1)
     np.testing.assert_allclose(got, expected, atol=1e-8)
@@ -224,7 +233,9 @@ def test_wiener_is_the_textbook_filter_on_wrap():
     padded = np.zeros((h, w))
     padded[:5, :3] = kernel
     transfer = np.fft.fft2(np.roll(padded, (-2, -1), axis=(0, 1)))
-    expected = np.fft.ifft2(np.conj(transfer) / (np.abs(transfer) ** 2 + 0.03) * np.fft.fft2(y)).real
+    expected = np.fft.ifft2(
+        np.conj(transfer) / (np.abs(transfer) ** 2 + 0.03) * np.fft.fft2(y)
+    ).real
     result = wiener(y, op, RestoreOptions(nsr=0.03))
     np.testing.assert_allclose(result.image, expected, atol=1e-12)
     assert result.params["nsr"] == 0.03 and result.params["nsr_rule"] == "given"
@@ -267,7 +278,9 @@ def test_cg_with_tol_zero_runs_every_iteration():
     op = ConvOperator(gaussian1(), (16, 16), Geometry.create(boundary="constant"))
     y = rng(17).random((16, 16))
     calls = []
-    options = RestoreOptions(reg=0.01, iterations=7, tol=0, callback=lambda k, x, r: calls.append((k, r)))
+    options = RestoreOptions(
+        reg=0.01, iterations=7, tol=0, callback=lambda k, x, r: calls.append((k, r))
+    )
     result = tikhonov(y, op, options)
     assert [k for k, _ in calls] == list(range(1, 8)) and result.iterations == 7
     assert result.converged is None
@@ -278,7 +291,9 @@ def test_cg_with_tol_zero_runs_every_iteration():
 
 def test_cg_reports_the_iteration_cap():
     op = ConvOperator(gaussian1(), (16, 16), Geometry.create(boundary="constant"))
-    result = tikhonov(rng(18).random((16, 16)), op, RestoreOptions(reg=1e-6, iterations=2, tol=1e-12))
+    result = tikhonov(
+        rng(18).random((16, 16)), op, RestoreOptions(reg=1e-6, iterations=2, tol=1e-12)
+    )
     assert result.converged is False
     assert any("iteration cap (2)" in note for note in result.notes)
 
@@ -298,12 +313,20 @@ def test_bad_options_are_rejected(method, options, pattern):
         method(np.ones((16, 16)), op, options)
 
 
-def test_nan_data_is_rejected():
+@pytest.mark.parametrize("method", [inverse, pinv, tikhonov, wiener])
+@pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
+def test_non_finite_data_is_rejected(method, bad):
     op = ConvOperator(gaussian1(), (16, 16), Geometry.create(boundary="wrap"))
     y = np.ones((16, 16))
-    y[3, 4] = np.nan
-    with pytest.raises(DeconvError, match="NaN"):
-        tikhonov(y, op, RestoreOptions())
+    y[3, 4] = bad
+    with pytest.raises(DeconvError, match="NaN or Inf"):
+        method(y, op, RestoreOptions())
+
+
+def test_huge_finite_data_is_not_mistaken_for_inf():
+    op = ConvOperator(np.ones((1, 1)), (4, 4), Geometry.create(boundary="wrap"))
+    y = np.full((4, 4), 1e308)  # its sum overflows
+    np.testing.assert_array_equal(check_data(y, op), y)
 
 
 def test_strided_operator_falls_back_to_a_noise_rule():
@@ -343,9 +366,13 @@ def test_psnr_gain_over_the_blurred_image(case, method):
         kh, kw = kernel.shape
         m = 8
         y = blurred[m:-m, m:-m]
-        op = ConvOperator(kernel, (y.shape[0] + kh - 1, y.shape[1] + kw - 1), Geometry.create(mode="valid"))
+        op = ConvOperator(
+            kernel, (y.shape[0] + kh - 1, y.shape[1] + kw - 1), Geometry.create(mode="valid")
+        )
         top, left = (kh - 1) // 2, (kw - 1) // 2
-        restored = method(y, op, RestoreOptions()).image[top : top + y.shape[0], left : left + y.shape[1]]
+        restored = method(y, op, RestoreOptions()).image[
+            top : top + y.shape[0], left : left + y.shape[1]
+        ]
         reference = truth[m:-m, m:-m]
     else:
         y, reference = blurred, truth
@@ -368,3 +395,18 @@ def test_gcv_is_near_the_best_parameter_of_a_sweep():
         for v in sweep
     )
     assert auto_psnr >= best - 0.1
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [{"boundary": "reflect"}, {"mode": "full", "boundary": "constant"}],
+    ids=["dct", "lsqr"],
+)
+def test_inverse_handles_channels_and_float32(flags):
+    x = rng(22).random((20, 18, 3))
+    op = ConvOperator(gaussian1(), x.shape, Geometry.create(**flags))
+    assert relative_error(inverse(op.forward(x), op, RestoreOptions()).image, x) < 1e-8
+    op32 = ConvOperator(gaussian1(), x.shape, Geometry.create(**flags), dtype=np.float32)
+    result = inverse(op32.forward(x.astype(np.float32)), op32, RestoreOptions())
+    assert result.image.dtype == np.float32
+    assert relative_error(result.image, x) < 1e-2

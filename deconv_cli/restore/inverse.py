@@ -36,14 +36,28 @@ stand-in (which the exact operator may not share) are not amplified without boun
 
 
 def check_data(blurred: np.ndarray, op: ConvOperator) -> np.ndarray:
-    """``blurred`` as an array of ``op.dtype`` with ``op.output_shape``, or a GeometryError."""
+    """``blurred`` as an array of ``op.dtype``, checked: ``op.output_shape`` and finite.
+
+    Raises
+    ------
+    GeometryError
+        For a shape other than ``op.output_shape``.
+    DeconvError
+        For NaN or Inf values.
+    """
     y = np.asarray(blurred)
     if y.shape != op.output_shape:
         raise GeometryError(
             f"the data has shape {'x'.join(map(str, y.shape))} but the operator maps to "
             f"{'x'.join(map(str, op.output_shape))}"
         )
-    return y.astype(op.dtype, copy=False)
+    y = y.astype(op.dtype, copy=False)
+    # One reduction instead of a boolean pass; a sum can overflow, so check again then.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(np.add.reduce(y, axis=None))
+    if not math.isfinite(total) and not np.isfinite(y).all():
+        raise DeconvError("the data contains NaN or Inf values; deconvolution needs finite data")
+    return y
 
 
 def relative_residual(op: ConvOperator, x: np.ndarray, y: np.ndarray) -> float:
@@ -100,7 +114,7 @@ def inverse(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> R
     else:
         result = _least_squares(op, y, options, precondition=True, rcond=None)
         result.method = "inverse"
-        result.notes.insert(0, f"no fast diagonalization for this geometry ({reason})")
+        result.notes.insert(0, f"least squares (no fast diagonalization); null space: {reason}")
     result.residual = relative_residual(op, result.image, y)
     if amplification is not None:
         result.params["noise_amplification"] = float(f"{amplification:.3g}")

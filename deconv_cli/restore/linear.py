@@ -7,18 +7,19 @@ constant noise-to-signal power ratio. The minimizer solves the normal equations
 
 Where a fast transform diagonalizes ``A`` (and then ``L`` too) the solution is one
 filter, ``x = T⁻¹( conj(λ) / (|λ|² + ν |λ_L|²) · T y )``. Elsewhere (other boundaries,
-``full``/``valid`` modes, ``--boundary unknown``, strides, kernel banks) the normal
-equations are solved by conjugate gradients, preconditioned by the same filter for a
-diagonalizable stand-in of ``A`` on the image grid.
+``full``/``valid`` modes, ``--boundary unknown``, strides, kernel banks) conjugate
+gradients solve the normal equations from ``x₀ = 0``, with a DCT preconditioner where
+one helps (see :func:`_preconditioner`).
 
-Automatic parameters: ``ν`` for Tikhonov by generalized cross-validation (GCV),
-for Wiener by minimizing an unbiased estimate of the image-domain mean squared
-error given the noise level (:func:`deconv_cli.noise.estimate_noise_sigma` on a
-central crop of at most 512×512, unless ``noise_sigma`` is given). Both are exact
-functions of the spectrum where ``A`` is diagonalizable; elsewhere they are
-computed for the data mirrored to ``2H×2W`` (periodic without jumps) with the
-kernel's true transfer function on that grid, and the chosen ``ν`` is used with
-the exact operator.
+Automatic parameters: Tikhonov's ``ν`` by generalized cross-validation (GCV);
+Wiener's by the least estimated image-domain mean squared error, given the noise
+level (:func:`deconv_cli.noise.estimate_noise_sigma` on a central crop of at most
+256×256, unless ``noise_sigma`` is given). Both are exact functions of the spectrum
+where ``A`` is diagonalizable. Elsewhere they are computed on a periodic model: the
+data, minus its mean, times a smooth taper (so that tiling it adds no edges), with
+the kernel's true transfer function on that grid; the chosen ``ν`` is then used
+with the exact operator. (Mirroring the data instead, i.e. the DCT, is exact only
+for symmetric kernels and misleads GCV for, e.g., a 30° motion blur.)
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ PRECONDITIONER_DAMPING = 1e-3
 SAMPLE_LIMIT = 2**15
 """Spectral entries used by the parameter rules; larger spectra are sampled."""
 
-NOISE_CROP = 512
+NOISE_CROP = 256
 """The noise level is estimated on a central crop of at most this side."""
 
 LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -66,8 +67,9 @@ def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> 
     op : ConvOperator
     options : RestoreOptions
         ``reg``: ``ν`` (``None``: chosen by GCV); ``iterations``/``tol``: the CG
-        solver where ``A`` is not diagonalizable (default 300 and 1e-6, 1e-4 for
-        float32); ``callback`` once per CG iteration (once in closed form).
+        solver where ``A`` is not diagonalizable (default 1000 and 1e-6 on the
+        relative normal-equation residual, 1e-4 for float32); ``callback`` once per
+        CG iteration (once in closed form).
 
     Returns
     -------
@@ -106,10 +108,13 @@ def wiener(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Re
 
     Notes
     -----
-    The automatic ``nsr`` minimizes an unbiased estimate of ``E‖x̂ − x‖²``: with
-    ``a = |λ|²``, data energy ``P`` and noise energy ``s = σ²`` per coefficient,
-    ``Σ [a s − (a + 2ν)(P − s)] / (a + ν)²`` (the true signal power ``(P − s)/a``
-    substituted into the filter's bias and variance, constant terms dropped).
+    The automatic ``nsr`` minimizes the estimated ``E‖x̂ − x‖² = Σ (ν² |X|² + a σ²) /
+    (a + ν)²`` (``a = |λ|²``, summed over coefficients grouped by ``a``), with the
+    image's power ``|X|²`` per group the smaller of two estimates: the power of the
+    Tikhonov-GCV solution, and the data's power less the noise's, divided by ``a``.
+    Measured on ``camera`` it is within 0.02 dB of the best ``nsr`` at σ = 0.01; at
+    σ = 0.001 the gaps are 0.05-2 dB (largest for a motion blur), where Tikhonov's
+    GCV stays within 0.1 dB.
     """
     return _solve(blurred, op, options, "wiener")
 
@@ -121,9 +126,6 @@ def _solve(
     blurred: np.ndarray, op: ConvOperator, options: RestoreOptions, kind: str
 ) -> RestoreResult:
     y = check_data(blurred, op)
-    # One reduction instead of a boolean pass; a sum can overflow, so check again then.
-    if not math.isfinite(float(np.add.reduce(y, axis=None))) and not np.isfinite(y).all():
-        raise DeconvError("the data contains NaN or Inf values; deconvolution needs finite data")
     given = options.reg if kind == "tikhonov" else options.nsr
     flag = "--reg" if kind == "tikhonov" else "--nsr"
     if given is not None and not (math.isfinite(given) and given >= 0):
@@ -136,14 +138,14 @@ def _solve(
         sigma = _noise_sigma(y, options)
         params["noise_sigma"] = float(sigma)
     if diagonal is not None:
-        coefficients = diagonal.transform(y)
-        spectrum = _spectrum(diagonal, coefficients)
+        rows = diagonal.transform_rows(y)
+        spectrum = _spectrum(diagonal, rows)
         if given is None:
             weight, rule = _choose(spectrum, kind, sigma)
         else:
             weight, rule = float(given), "given"
         residual = _residual(spectrum, kind, weight, y)
-        x = _filter(diagonal, coefficients, kind, weight)
+        x = _filter(diagonal, rows, kind, weight)
         params["solver"] = f"closed form ({diagonal.kind.upper()})"
         iterations, converged = None, None
         if options.callback is not None:
@@ -194,35 +196,48 @@ def _laplacian_boundary(op: ConvOperator) -> str:
 # -- closed form -------------------------------------------------------------------
 
 
-def _filter(diagonal: Diagonal, coefficients: np.ndarray, kind: str, weight: float) -> np.ndarray:
-    """``T⁻¹( conj(λ)/(|λ|² + ν|λ_L|²) · T y )``, in place on ``coefficients = T y``.
+def _filter(diagonal: Diagonal, rows: np.ndarray, kind: str, weight: float) -> np.ndarray:
+    """``T⁻¹( conj(λ)/(|λ|² + ν|λ_L|²) · T y )`` from ``rows = transform_rows(y)`` (overwritten).
 
-    Written for few passes over the arrays (the closed form should cost little
-    more than its two transforms): where ``|λ|² + ν|λ_L|² = 0`` the gain is 0.
+    The gain is computed block by block inside :meth:`Diagonal.filter_columns`, so
+    the closed form costs little more than its transforms; where
+    ``|λ|² + ν|λ_L|² = 0`` the gain is 0.
     """
-    real = coefficients.real.dtype
-    eigenvalues = diagonal.eigenvalues
-    if np.iscomplexobj(eigenvalues):
-        eigenvalues = eigenvalues.astype(coefficients.dtype, copy=False)
-        denominator = eigenvalues.real**2
-        denominator += eigenvalues.imag**2
-    else:
-        eigenvalues = eigenvalues.astype(real, copy=False)
-        denominator = eigenvalues * eigenvalues
-    if kind == "tikhonov":
-        wy, wx = diagonal.laplacian_axes()
-        laplacian = wy.astype(real)[:, None] + wx.astype(real)[None, :]
-        laplacian *= laplacian
-        laplacian *= real.type(weight)
-        denominator += laplacian
-    else:
-        denominator += real.type(weight)
-    if denominator.min() <= 0:
-        denominator[denominator <= 0] = np.inf
-    expand = (slice(None), slice(None), None) if coefficients.ndim == 3 else ...
-    coefficients *= (np.conj(eigenvalues) if np.iscomplexobj(eigenvalues) else eigenvalues)[expand]
-    coefficients /= denominator[expand]
-    return diagonal.inverse_transform(coefficients)
+    real = rows.real.dtype
+    complex_ = np.iscomplexobj(diagonal.eigenvalues)
+    eigenvalues = diagonal.eigenvalues.astype(rows.dtype if complex_ else real, copy=False)
+    wy, wx = (axis.astype(real) for axis in diagonal.laplacian_axes())
+    nu = real.type(weight)
+
+    def gain(columns: slice) -> np.ndarray:
+        lam = eigenvalues[:, columns]
+        if complex_:
+            denominator = lam.real**2
+            denominator += lam.imag**2
+        else:
+            denominator = lam * lam
+        if kind == "tikhonov":
+            laplacian = wy[:, None] + wx[None, columns]
+            laplacian *= laplacian
+            laplacian *= nu
+            denominator += laplacian
+        else:
+            denominator += nu
+        if denominator.min() <= 0:
+            denominator[denominator <= 0] = np.inf
+        # conj(λ) · (1/d) on real parts: numpy's complex-by-real division is far slower.
+        np.reciprocal(denominator, out=denominator)
+        if not complex_:
+            denominator *= lam
+            return denominator
+        out = np.empty_like(lam)
+        np.multiply(lam.real, denominator, out=out.real)
+        np.multiply(lam.imag, denominator, out=out.imag)
+        np.negative(out.imag, out=out.imag)
+        return out
+
+    diagonal.filter_columns(rows, gain)
+    return diagonal.inverse_rows(rows)
 
 
 def _residual(spectrum: _Spectrum, kind: str, weight: float, y: np.ndarray) -> float:
@@ -256,10 +271,13 @@ class _Spectrum:
     count: np.ndarray
 
 
-def _spectrum(diagonal: Diagonal, coefficients: np.ndarray) -> _Spectrum:
-    """The entries of ``T y`` with their eigenvalues; sampled above :data:`SAMPLE_LIMIT`."""
+def _spectrum(diagonal: Diagonal, half: np.ndarray) -> _Spectrum:
+    """The entries of ``T y`` with their eigenvalues; sampled above :data:`SAMPLE_LIMIT`.
+
+    ``half`` is ``transform_rows(y)``: only the sampled columns are transformed further.
+    """
     h, wh = diagonal.eigenvalues.shape
-    channels = coefficients.shape[2] if coefficients.ndim == 3 else 1
+    channels = half.shape[2] if half.ndim == 3 else 1
     weights = np.broadcast_to(diagonal.weights, (1, wh))[0]
     step = max(1, math.ceil(math.sqrt(h * wh / SAMPLE_LIMIT)))
     if step == 1:
@@ -278,11 +296,11 @@ def _spectrum(diagonal: Diagonal, coefficients: np.ndarray) -> _Spectrum:
         parts = [(low_rows, low_cols, 1.0, None), (rows, cols, factor, outside)]
     wy, wx = diagonal.laplacian_axes()
     columns: list[list[np.ndarray]] = [[], [], [], []]
-    for rows, cols, factor, mask in parts:
-        ix = np.ix_(rows, cols)
+    for rows_index, cols, factor, mask in parts:
+        ix = np.ix_(rows_index, cols)
         lam = diagonal.eigenvalues[ix].astype(np.complex128)
         a = lam.real**2 + lam.imag**2
-        sub = coefficients[ix]
+        sub = diagonal.transform_columns(half[:, cols])[rows_index]
         power = sub.real.astype(np.float64) ** 2
         if np.iscomplexobj(sub):
             power += sub.imag.astype(np.float64) ** 2
@@ -291,7 +309,7 @@ def _spectrum(diagonal: Diagonal, coefficients: np.ndarray) -> _Spectrum:
         energy = power * (weights[cols] * diagonal.scale * factor)
         count = np.broadcast_to(weights[cols] * (channels * factor), a.shape)
         keep = np.ones(a.shape, dtype=bool) if mask is None else mask
-        b = (wy[rows][:, None] + wx[cols][None, :]) ** 2
+        b = (wy[rows_index][:, None] + wx[cols][None, :]) ** 2
         for column, values in zip(columns, (a, b, energy, count), strict=True):
             column.append(values[keep])
     return _Spectrum(*(np.concatenate(c) for c in columns))
@@ -299,7 +317,7 @@ def _spectrum(diagonal: Diagonal, coefficients: np.ndarray) -> _Spectrum:
 
 @dataclass
 class _Groups:
-    """Entries grouped by ``t`` (``|λ|²/|λ_L|²`` or ``|λ|²``), at least 64 coefficients a group.
+    """Entries grouped by ``t`` (``|λ|²/|λ_L|²`` or ``|λ|²``), at most 1000 groups.
 
     Per group: ``t``, the sums ``energy``, ``count`` and ``signal`` (a pilot
     estimate of the image's energy, for the Wiener risk). ``fixed``: coefficients
@@ -341,6 +359,8 @@ def _group(
     energy: np.ndarray,
     count: np.ndarray,
     signal: np.ndarray | None = None,
+    *,
+    per_group: int = 1,
     groups: int = 1000,
 ) -> _Groups:
     n = float(count.sum())
@@ -357,8 +377,7 @@ def _group(
     order = np.argsort(log_t)
     log_t = log_t[order]
     energy, count, signal = (v[live][order] for v in (energy, count, signal))
-    # At least 64 coefficients a group, so a group's noise energy is known to ~15%.
-    groups = max(1, min(groups, log_t.size // 64))
+    groups = max(1, min(groups, log_t.size // per_group))
     starts = np.unique(np.linspace(0, log_t.size, groups + 1).astype(np.intp)[:-1])
     count_g = np.add.reduceat(count, starts)
     return _Groups(
@@ -391,7 +410,8 @@ def _choose(spectrum: _Spectrum, kind: str, sigma: float | None) -> tuple[float,
     with np.errstate(divide="ignore", invalid="ignore"):
         gain2 = spectrum.a / (spectrum.a + reg * spectrum.b) ** 2
     pilot = np.nan_to_num(gain2, nan=0.0, posinf=0.0) * spectrum.energy
-    wiener = _group(spectrum.a.copy(), spectrum.energy, spectrum.count, pilot)
+    # At least 64 entries a group, so a group's noise energy is known to ~15%.
+    wiener = _group(spectrum.a.copy(), spectrum.energy, spectrum.count, pilot, per_group=64)
     nsr = _minimize(lambda nu: wiener.risk(nu, sigma), wiener.t)
     return nsr, f"least estimated MSE (σ={sigma:.3g}, Tikhonov-GCV pilot)"
 
@@ -418,15 +438,15 @@ def _minimize(objective, t: np.ndarray) -> float:
 def _choose_for_operator(
     y: np.ndarray, op: ConvOperator, kind: str, sigma: float | None
 ) -> tuple[float, str, str | None]:
-    """``ν`` for a non-diagonalizable operator, from the mirrored data on a periodic grid."""
+    """``ν`` for a non-diagonalizable operator, from the tapered data on a periodic grid."""
     g = op.geometry
     single = op.effective.shape[:2] == (1, 1)
     if not single or g.stride != (1, 1):
         return _fallback(y, op, kind, sigma)
     # A smooth (C∞) taper makes the data periodic without the jumps or kinks a
-    # periodic model would read as signal; mirroring instead is wrong for a
-    # non-symmetric kernel, and Moisan's periodic component keeps kinks that mislead
-    # GCV at low noise.
+    # periodic model would read as signal (Moisan's periodic component keeps kinks
+    # that mislead GCV at low noise); removing the mean first keeps the taper from
+    # leaking the strong zero frequency into the kernel's spectral zeros.
     taper = _taper(y.shape[0])[:, None] * _taper(y.shape[1])[None, :]
     centred = y - y.mean(axis=(0, 1))
     data = centred * (taper[..., None] if y.ndim == 3 else taper)
@@ -438,12 +458,12 @@ def _choose_for_operator(
     diagonal = diagonalize(periodic)
     if sigma is not None:
         sigma = sigma * math.sqrt(float(np.mean(taper**2)))
-    weight, rule = _choose(_spectrum(diagonal, diagonal.transform(data)), kind, sigma)
+    weight, rule = _choose(_spectrum(diagonal, diagonal.transform_rows(data)), kind, sigma)
     return weight, f"{rule} on the tapered data, periodic model", None
 
 
 def _taper(n: int) -> np.ndarray:
-    """A Planck taper: 1 inside, a C∞ ramp to 0 over ``n // 8`` samples at each end."""
+    """A Planck taper: 1 inside, a C∞ ramp to 0 over ``n // 4`` samples at each end."""
     width = n // 4
     window = np.ones(n)
     if width < 1:
