@@ -35,9 +35,7 @@ def _run(inputs, output, transform, *, dtype, overwrite, quiet, title, kernel, n
     paths = [Path(p) for p in inputs]
     outputs = resolve_outputs(paths, output)
     reports = [
-        process_file(
-            path, out, transform, dtype=dtype, overwrite=overwrite, inputs=tuple(paths)
-        )
+        process_file(path, out, transform, dtype=dtype, overwrite=overwrite, inputs=tuple(paths))
         for path, out in zip(paths, outputs, strict=True)
     ]
     if not quiet:
