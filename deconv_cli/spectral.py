@@ -44,8 +44,9 @@ class Diagonal:
     shape : (H, W)
         The spatial shape of the images it acts on.
     eigenvalues : ndarray
-        In the layout of :meth:`transform`'s output: ``H×(W//2+1)`` complex for
-        ``fft``, ``H×W`` real for ``dct``; broadcast over channels.
+        In the layout of :meth:`transform`'s output: ``H×(W//2+1)`` for ``fft``
+        (complex; real for a symmetric kernel centred on the pixel), ``H×W`` real for
+        ``dct``; broadcast over channels.
     weights : ndarray
         How many of the ``H·W`` eigenvalues each entry stands for (an ``rfft2``
         column other than 0 and ``W/2`` also stands for its conjugate), shape
@@ -229,15 +230,20 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
     rows = (bh - np.arange(kh)) % h
     cols = (bw - np.arange(kw)) % w
     real = np.float32 if dtype == np.float32 else np.float64
+    # A symmetric kernel centred on (0, 0) has a real transfer function: keeping it
+    # real makes the filters cheaper (real arithmetic, half the memory).
+    centred = bh == (kh - 1) // 2 and bw == (kw - 1) // 2
+    symmetric = centred and is_symmetric(kernel)
     factors = separable_factors(kernel)
     if factors is not None:
         # Rank one: the transform is the outer product of two 1-D transforms.
         col, row = np.zeros(h), np.zeros(w)
         np.add.at(col, rows, factors[0])
         np.add.at(row, cols, factors[1])
-        eigenvalues = np.multiply.outer(
-            scipy.fft.fft(col.astype(real)), scipy.fft.rfft(row.astype(real))
-        )
+        left, right = scipy.fft.fft(col.astype(real)), scipy.fft.rfft(row.astype(real))
+        if symmetric:
+            left, right = left.real, right.real
+        eigenvalues = np.multiply.outer(left, right)
     else:
         column = np.zeros((h, w), dtype=np.float64)
         np.add.at(column, (rows[:, None], cols[None, :]), kernel)
@@ -252,6 +258,8 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
             spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
             spectrum[nonzero] = half
             eigenvalues = scipy.fft.fft(spectrum, axis=0, overwrite_x=True, workers=fft_workers())
+        if symmetric:
+            eigenvalues = np.ascontiguousarray(eigenvalues.real)
     weights = np.full((1, w // 2 + 1), 2.0)
     weights[0, 0] = 1.0
     if w % 2 == 0:

@@ -225,17 +225,19 @@ def test_wiener_cg_equals_a_dense_solve():
     np.testing.assert_allclose(result.image.ravel(), expected, atol=1e-9)
 
 
-def test_wiener_is_the_textbook_filter_on_wrap():
-    kernel = rng(12).random((5, 3))
+@pytest.mark.parametrize(
+    "kernel", [rng(12).random((5, 3)), gaussian1()], ids=["random-complex", "symmetric-real"]
+)
+def test_wiener_is_the_textbook_filter_on_wrap(kernel):
     h, w = 16, 12
+    kh, kw = kernel.shape
     op = ConvOperator(kernel, (h, w), Geometry.create(boundary="wrap"))
     y = rng(13).random((h, w))
     padded = np.zeros((h, w))
-    padded[:5, :3] = kernel
-    transfer = np.fft.fft2(np.roll(padded, (-2, -1), axis=(0, 1)))
-    expected = np.fft.ifft2(
-        np.conj(transfer) / (np.abs(transfer) ** 2 + 0.03) * np.fft.fft2(y)
-    ).real
+    padded[:kh, :kw] = kernel
+    transfer = np.fft.fft2(np.roll(padded, (-(kh // 2), -(kw // 2)), axis=(0, 1)))
+    gain = np.conj(transfer) / (np.abs(transfer) ** 2 + 0.03)
+    expected = np.fft.ifft2(gain * np.fft.fft2(y)).real
     result = wiener(y, op, RestoreOptions(nsr=0.03))
     np.testing.assert_allclose(result.image, expected, atol=1e-12)
     assert result.params["nsr"] == 0.03 and result.params["nsr_rule"] == "given"

@@ -284,13 +284,18 @@ def _spectrum(diagonal: Diagonal, half: np.ndarray) -> _Spectrum:
         parts = [(np.arange(h), np.arange(wh), 1.0, None)]
     else:
         # Low frequencies carry most of the energy and the Laplacian varies fast
-        # there: take them all; sample the rest on a grid.
+        # there: take them all; sample the rest on a grid, every row and column
+        # shifted by a (seeded) random offset so no periodic pattern aliases with it.
         k0 = 8 * step
         index = np.arange(h)
         row_dist = np.minimum(index, h - index) if diagonal.kind == "fft" else index
         low_rows = np.flatnonzero(row_dist < k0)
         low_cols = np.arange(min(wh, k0))
-        rows, cols = np.arange(0, h, step), np.arange(0, wh, step)
+        jitter = np.random.default_rng(0)
+        rows = np.arange(0, h, step)
+        rows = np.minimum(rows + jitter.integers(0, step, rows.size), h - 1)
+        cols = np.arange(0, wh, step)
+        cols = np.minimum(cols + jitter.integers(0, step, cols.size), wh - 1)
         outside = ~((row_dist[rows] < k0)[:, None] & (cols < k0)[None, :])
         factor = (h * wh - low_rows.size * low_cols.size) / max(1, int(outside.sum()))
         parts = [(low_rows, low_cols, 1.0, None), (rows, cols, factor, outside)]
