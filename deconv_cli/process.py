@@ -8,6 +8,7 @@ and the atomic write are shared here.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,15 +48,16 @@ class ItemReport:
     details: dict[str, str]
 
 
-class Transform:
+class Transform(ABC):
     """What a processing command does to the data of one image.
 
     Subclasses are dataclasses of plain values, so a batch can send them to
     worker processes.
     """
 
+    @abstractmethod
     def __call__(self, image: Image, data: np.ndarray) -> Outcome:
-        raise NotImplementedError
+        """The result of the command on ``data`` (the pixels of ``image``)."""
 
 
 def compute_dtype(image: Image, dtype: str | None) -> np.dtype:

@@ -481,7 +481,9 @@ def _singular_values(op: ConvOperator) -> np.ndarray:
         if factors is not None:
             left, right = (svdvals(_axis_matrix(op, f, axis)) for axis, f in enumerate(factors))
             return np.multiply.outer(left, right).ravel()
-    return svdvals(_dense_matrix(op))
+    from deconv_cli.analysis import dense_matrix
+
+    return svdvals(dense_matrix(op))
 
 
 def _axis_matrix(op: ConvOperator, taps: np.ndarray, axis: int) -> np.ndarray:
@@ -510,26 +512,6 @@ def _unit(shape: tuple[int, ...], i: int) -> np.ndarray:
     e = np.zeros(math.prod(shape))
     e[i] = 1.0
     return e.reshape(shape)
-
-
-def _dense_matrix(op: ConvOperator) -> np.ndarray:
-    """One channel's block (a single kernel) or the whole operator (a bank), column by column."""
-    if op.is_bank and op.effective.shape[:2] != (1, 1):
-        n = op.shape[1]
-        return np.stack([op.forward(_unit(op.input_shape, i)).ravel() for i in range(n)], axis=1)
-    kernel = op.kernel if op.kernel.ndim == 2 else op.kernel[0, 0]
-    h, w = op.input_shape[:2]
-    n = h * w
-    batch = min(n, 512)
-    columns = []
-    for start in range(0, n, batch):
-        stop = min(n, start + batch)
-        probe = np.zeros((h * w, stop - start))
-        probe[np.arange(start, stop), np.arange(stop - start)] = 1.0
-        block = ConvOperator(kernel, (h, w, stop - start), op.geometry)
-        out = block.forward(probe.reshape(h, w, stop - start))
-        columns.append(out.reshape(-1, stop - start))
-    return np.concatenate(columns, axis=1)
 
 
 # -- noise amplification ----------------------------------------------------------
