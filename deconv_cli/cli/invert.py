@@ -12,7 +12,7 @@ from deconv_cli.cli.options import (
     output_shape_option,
     processing_options,
 )
-from deconv_cli.cli.process import _geometry, _run
+from deconv_cli.cli.process import _geometry, run_batch
 from deconv_cli.errors import DeconvError
 
 # flag name -> RestoreOptions field, for the options a method may take
@@ -141,11 +141,7 @@ def _positive(name):
     help="Clip the result to [0, 1] (integer outputs are always clipped on writing).",
 )
 def invert(
-    inputs,
-    output,
-    overwrite,
-    dtype,
-    quiet,
+    batch,
     kernel_spec,
     normalize,
     mode,
@@ -212,8 +208,6 @@ def invert(
             f"{', '.join(_flags(unused))} does not apply to --method {chosen.name} "
             f"(it takes {takes})"
         )
-    if (reference or history) and len(inputs) > 1:
-        raise DeconvError("--reference and --history take one input")
     unknown = boundary == "unknown"
     geometry = _geometry(
         mode, "reflect" if unknown else boundary, correlate, stride, dilation, padding
@@ -221,9 +215,11 @@ def invert(
     kernel = load_kernel(kernel_spec, normalize=normalize)
     sharp = _read_reference(reference)
     records = [] if history else None
-    silent = quiet or not chosen.iterative
-    with _Progress(silent, iterations) as progress:
-        make = Invert(
+
+    def build(single: bool) -> Invert:
+        if (reference or history) and not single:
+            raise DeconvError("--reference and --history take one input")
+        return Invert(
             kernel,
             geometry,
             chosen.name,
@@ -231,22 +227,21 @@ def invert(
             unknown_boundary=unknown,
             output_shape=parse_pair(output_shape, "--output-shape"),
             reference=sharp,
-            on_iteration=None if silent else progress.update,
+            on_iteration=progress.update if single and not silent else None,
             clip=clip,
             history=records,
         )
-        _run(
-            inputs,
-            output,
-            make,
-            dtype=dtype,
-            overwrite=overwrite,
-            quiet=quiet,
+
+    silent = batch.quiet or not chosen.iterative
+    with _Progress(silent, iterations) as progress:
+        run_batch(
+            batch,
+            build,
             title=f"invert ({geometry.describe() if not unknown else 'unknown boundary'})",
             kernel=kernel,
         )
     if history:
-        _write_history(history, records, overwrite)
+        _write_history(history, records, batch.overwrite)
 
 
 def _read_reference(path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass, fields
 
 import click
 
@@ -94,8 +95,26 @@ output_shape_option = click.option(
 )
 
 
+@dataclass
+class BatchRequest:
+    """The processing options every processing command shares, as one value."""
+
+    inputs: tuple[str, ...]
+    output: str
+    overwrite: bool
+    skip_existing: bool
+    dtype: str | None
+    quiet: bool
+    recursive: bool
+    name: str | None
+    fmt: str | None
+    jobs: int
+    scheduler: str | None
+    fail_fast: bool
+
+
 def processing_options(func):
-    """``INPUT... -o OUT --overwrite --dtype --quiet``."""
+    """``INPUT... -o OUT`` and the batch options, passed to ``func`` as ``batch=BatchRequest``."""
 
     @_stack(
         click.argument(
@@ -106,19 +125,60 @@ def processing_options(func):
             "--output",
             required=True,
             type=click.Path(path_type=str),
-            help="Output file, or a directory for several inputs (created if missing).",
+            help="Output file; a directory for several inputs (created if missing); "
+            "`-` for standard output.",
         ),
         click.option("--overwrite", is_flag=True, help="Replace existing output files."),
+        click.option(
+            "--skip-existing",
+            is_flag=True,
+            help="Skip inputs whose output exists (resume an interrupted batch).",
+        ),
         click.option(
             "--dtype",
             type=click.Choice(["uint8", "uint16", "float32", "float64"]),
             default=None,
             help="Output data type (default: the input's, as the format allows).",
         ),
-        click.option("-q", "--quiet", is_flag=True, help="Print nothing on success."),
+        click.option("-q", "--quiet", is_flag=True, help="Print nothing but failures."),
+        click.option(
+            "-r", "--recursive", is_flag=True, help="Descend into subdirectories of INPUT dirs."
+        ),
+        click.option(
+            "--name",
+            default=None,
+            metavar="TEMPLATE",
+            help="Output file names in the -o directory, from {stem} and {ext} "
+            "(default `{stem}{ext}`), e.g. `{stem}_deblurred{ext}`.",
+        ),
+        click.option(
+            "--format",
+            "fmt",
+            default=None,
+            metavar="png|tif|npy|jpg|bmp",
+            help="Output format (needed for `-o -` when the input's cannot be used).",
+        ),
+        click.option(
+            "-j",
+            "--jobs",
+            type=click.IntRange(min=0),
+            default=1,
+            show_default=True,
+            help="Parallel worker processes; 0 = one per core.",
+        ),
+        click.option(
+            "--scheduler",
+            default=None,
+            metavar="ADDRESS|local",
+            help="Run the items on a Dask cluster (`local` starts one); needs deconv-cli[dask].",
+        ),
+        click.option(
+            "--fail-fast", is_flag=True, help="Stop at the first failed item (default: go on)."
+        ),
     )
     @functools.wraps(func)
     def wrapper(**kwargs):
-        return func(**kwargs)
+        request = BatchRequest(**{f.name: kwargs.pop(f.name) for f in fields(BatchRequest)})
+        return func(batch=request, **kwargs)
 
     return wrapper

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 
 import click
 
@@ -12,6 +12,7 @@ from deconv_cli.cli.options import (
     output_shape_option,
     processing_options,
 )
+from deconv_cli.errors import DeconvError
 
 
 def _geometry(mode, boundary, correlate, stride, dilation, padding):
@@ -27,61 +28,197 @@ def _geometry(mode, boundary, correlate, stride, dilation, padding):
     )
 
 
-def _run(inputs, output, transform, *, dtype, overwrite, quiet, title, kernel, notes=()):
-    """Process every input into its output and print the summary on stderr."""
-    from deconv_cli.io import resolve_outputs
-    from deconv_cli.process import process_file
+def run_batch(batch, build, *, title, kernel, notes=()) -> None:
+    """Process every input of ``batch`` with ``build(single)``'s transform, and report.
 
-    paths = [Path(p) for p in inputs]
-    outputs = resolve_outputs(paths, output)
-    reports = [
-        process_file(path, out, transform, dtype=dtype, overwrite=overwrite, inputs=tuple(paths))
-        for path, out in zip(paths, outputs, strict=True)
-    ]
-    if not quiet:
-        _print_summary(title, kernel, reports, notes)
+    One item runs in this process and its failure is a usage error (exit 2); with
+    several, failures are reported per item, the rest go on, and the exit is 1.
+    """
+    from deconv_cli import batch as core
+    from deconv_cli.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED
+
+    if batch.overwrite and batch.skip_existing:
+        raise DeconvError("--overwrite and --skip-existing contradict each other; give one")
+    if batch.scheduler not in (None, "local") and batch.jobs != 1:
+        raise DeconvError("--jobs sets the workers of --scheduler local; a cluster has its own")
+    sources = core.collect(batch.inputs, recursive=batch.recursive)
+    stdin_data = b""
+    if any(s.path is None for s in sources):
+        stdin_data = sys.stdin.buffer.read()
+    items = core.plan(sources, batch.output, name=batch.name, fmt=batch.fmt, stdin_head=stdin_data)
+    single = len(items) == 1
+    settings = core.Settings(
+        build(single),
+        dtype=batch.dtype,
+        overwrite=batch.overwrite,
+        skip_existing=batch.skip_existing,
+    )
+    if single and batch.scheduler is None:
+        item = items[0]
+        if item.source.path is None or item.output is None:
+            results = [core.run_stdio(item, settings, stdin_data, sys.stdout.buffer)]
+        else:
+            results = [core._process(item, settings)]
+        if not batch.quiet:
+            _summary(title, kernel, results, notes, streamed=False)
+        return
+    jobs = core.available_cores() if batch.jobs == 0 else batch.jobs
+    results, interrupted = _run_with_progress(
+        core.run(items, settings, jobs=jobs, scheduler=batch.scheduler, fail_fast=batch.fail_fast),
+        len(items),
+        title,
+        quiet=batch.quiet,
+    )
+    _summary(title, kernel, results, notes, streamed=True, quiet=batch.quiet, total=len(items))
+    if interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)
+    if any(r.status == "failed" for r in results) or len(results) < len(items):
+        raise SystemExit(EXIT_CHECK_FAILED)
 
 
-def _print_summary(title, kernel, reports, notes) -> None:
-    """A rich table on a terminal; one plain line per item in logs and pipes."""
+def _run_with_progress(results, total, title, *, quiet):
+    """Collect results; a progress bar on a terminal, one line per item otherwise.
+
+    Ctrl-C stops starting items (the running ones finish, outputs stay complete) and
+    the summary shows what was done. Returns the results and whether it was interrupted.
+    """
+    import time
+
     from rich.console import Console
-    from rich.table import Table
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
-    rows = [
-        (
-            str(r.input),
-            f"{r.output} ({r.output_dtype})",
-            f"{_shape(r.input_shape)} -> {_shape(r.output_shape)}",
-            r.engine,
-            f"{r.seconds:.3f} s",
+    done = []
+    interrupted = False
+    start = time.perf_counter()
+    bar = None
+    if console.is_terminal and not quiet:
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
         )
-        for r in reports
-    ]
-    if console.is_terminal:
-        table = Table(title=title, caption=f"kernel {kernel.description}", title_justify="left")
-        for column in ("input", "output", "shape", "engine", "time"):
-            table.add_column(column, justify="right" if column == "time" else "left")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-    else:
-        click.echo(f"{title}, kernel {kernel.description}", err=True)
-        for source, out, shape, engine, seconds in rows:
-            click.echo(f"{source} -> {out}: {shape}, {engine} engine, {seconds}", err=True)
-    for r in reports:
-        if r.clipped:
-            click.echo(
-                f"{r.output}: {r.clipped} pixels clipped to the {r.output_dtype} range", err=True
-            )
-        for key, value in r.details.items():
-            click.echo(f"{r.output}: {key}: {value}", err=True)
-    for note in notes:
-        click.echo(note, err=True)
+        bar.start()
+        task = bar.add_task(title, total=total, rate="")
+    try:
+        for result in results:
+            done.append(result)
+            rate = len(done) / max(time.perf_counter() - start, 1e-9)
+            if bar is not None:
+                bar.update(task, advance=1, rate=f"{rate:.2f} items/s")
+            elif not quiet:
+                click.echo(f"[{len(done)}/{total}] {_line(result)}", err=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("deconv: interrupted: no new items were started; outputs are complete", err=True)
+    finally:
+        if bar is not None:
+            bar.stop()
+    return done, interrupted
+
+
+def _line(result) -> str:
+    """One line for one item: what was written, or why not."""
+    item = result.item
+    if result.status == "failed":
+        return f"FAILED {item.source.label}: {result.message}"
+    if result.status == "skipped":
+        return f"skipped {item.source.label}: {result.message}"
+    r = result.report
+    return (
+        f"{r.input} -> {r.output} ({r.output_dtype}): "
+        f"{_shape(r.input_shape)} -> {_shape(r.output_shape)}, {r.engine} engine, "
+        f"{r.seconds:.3f} s"
+    )
 
 
 def _shape(shape) -> str:
     return "x".join(map(str, shape))
+
+
+MAX_TABLE_ROWS = 20
+
+
+def _summary(title, kernel, results, notes, *, streamed, quiet=False, total=None) -> None:
+    """The end of a run on stderr: a table on a terminal, plain lines otherwise.
+
+    Per-item details (method, parameters, clipping) follow; in logs they are
+    printed once per item. Large batches list only the items not done.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
+    failed = [r for r in results if r.status == "failed"]
+    if quiet:
+        for r in failed:
+            click.echo(f"FAILED {r.item.source.label}: {r.message}", err=True)
+        return
+    shown = (
+        results if len(results) <= MAX_TABLE_ROWS else [r for r in results if r.status != "done"]
+    )
+    if console.is_terminal:
+        table = Table(title=title, caption=f"kernel {kernel.description}", title_justify="left")
+        for column in ("input", "output", "shape", "engine", "time", "status"):
+            table.add_column(column, justify="right" if column == "time" else "left")
+        for r in shown:
+            if r.report is None:
+                table.add_row(r.item.source.label, r.item.output_label, "", "", "", r.message)
+                continue
+            p = r.report
+            table.add_row(
+                str(p.input),
+                f"{p.output} ({p.output_dtype})",
+                f"{_shape(p.input_shape)} -> {_shape(p.output_shape)}",
+                p.engine,
+                f"{p.seconds:.3f} s",
+                r.status,
+            )
+        console.print(table)
+    elif not streamed:
+        click.echo(f"{title}, kernel {kernel.description}", err=True)
+        for r in shown:
+            click.echo(_line(r), err=True)
+    if len(results) <= MAX_TABLE_ROWS or not console.is_terminal:
+        for r in results:
+            if r.report is None:
+                continue
+            if r.report.clipped:
+                click.echo(
+                    f"{r.report.output}: {r.report.clipped} pixels clipped to the "
+                    f"{r.report.output_dtype} range",
+                    err=True,
+                )
+            for key, value in r.report.details.items():
+                click.echo(f"{r.report.output}: {key}: {value}", err=True)
+    if total is not None:
+        seconds = sum(r.report.seconds for r in results if r.report is not None)
+        missing = total - len(results)
+        click.echo(
+            f"{total} items: {counts['done']} done, {counts['skipped']} skipped, "
+            f"{counts['failed']} failed"
+            + (f", {missing} not run" if missing else "")
+            + f" ({seconds:.1f} s of processing)",
+            err=True,
+        )
+        for r in failed:
+            click.echo(f"failed: {r.item.source.label}: {r.message}", err=True)
+    for note in notes:
+        click.echo(note, err=True)
 
 
 @click.command()
@@ -96,11 +233,7 @@ def _shape(shape) -> str:
 )
 @click.option("--seed", type=int, default=None, help="Seed for --noise (reproducible data).")
 def convolve(
-    inputs,
-    output,
-    overwrite,
-    dtype,
-    quiet,
+    batch,
     kernel_spec,
     normalize,
     mode,
@@ -127,14 +260,10 @@ def convolve(
 
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
     kernel = load_kernel(kernel_spec, normalize=normalize)
-    make = Convolve(kernel, geometry, noise=parse_noise(noise), seed=seed)
-    _run(
-        inputs,
-        output,
-        make,
-        dtype=dtype,
-        overwrite=overwrite,
-        quiet=quiet,
+    transform = Convolve(kernel, geometry, noise=parse_noise(noise), seed=seed)
+    run_batch(
+        batch,
+        lambda single: transform,
         title=f"convolve ({geometry.describe()})",
         kernel=kernel,
     )
@@ -146,11 +275,7 @@ def convolve(
 @geometry_options()
 @output_shape_option
 def transpose(
-    inputs,
-    output,
-    overwrite,
-    dtype,
-    quiet,
+    batch,
     kernel_spec,
     normalize,
     mode,
@@ -180,14 +305,10 @@ def transpose(
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
     kernel = load_kernel(kernel_spec, normalize=normalize)
     requested = parse_pair(output_shape, "--output-shape")
-    make = Transpose(kernel, geometry, output_shape=requested)
-    _run(
-        inputs,
-        output,
-        make,
-        dtype=dtype,
-        overwrite=overwrite,
-        quiet=quiet,
+    transform = Transpose(kernel, geometry, output_shape=requested)
+    run_batch(
+        batch,
+        lambda single: transform,
         title=f"transpose ({geometry.describe()})",
         kernel=kernel,
         notes=[

@@ -1,0 +1,505 @@
+"""Many images through one transform: find inputs, name outputs, run, account for each.
+
+A batch is a list of :class:`Item` (an input file and the output it goes to), planned
+up front by :func:`plan` so that every naming problem (two inputs onto one output,
+an output over an input, a bad ``--name`` template) is a usage error before any work
+starts. :func:`run` then processes the items in this process, in worker processes
+(``jobs > 1``) or on a Dask cluster (``scheduler``), and yields one
+:class:`ItemResult` per item as it completes. A failing item never stops the others
+unless ``fail_fast``; outputs are written atomically, so an interrupted batch leaves
+only complete outputs and resumes with ``skip_existing``.
+
+Standard input and output (``-``) are carried through a private temporary directory:
+the data is written to a file there, read by the same readers as any file (the
+format is recognised from its first bytes) and the result is copied to the stream.
+
+This module imports nothing heavy at import time: worker processes set their thread
+limits before numpy is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from deconv_cli.errors import DeconvError, InputError, OutputError
+
+STDIO = "-"
+READ_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".npy")
+FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "bmp": ".bmp", "tif": ".tif"}
+FORMATS |= {"tiff": ".tif", "npy": ".npy"}
+NAME_FIELDS = ("stem", "ext")
+DEFAULT_NAME = "{stem}{ext}"
+# First bytes -> extension, to name data read from standard input.
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", ".png"),
+    (b"\x93NUMPY", ".npy"),
+    (b"II*\x00", ".tif"),
+    (b"MM\x00*", ".tif"),
+    (b"II+\x00", ".tif"),
+    (b"MM\x00+", ".tif"),
+    (b"\xff\xd8\xff", ".jpg"),
+    (b"BM", ".bmp"),
+    (b"GIF8", ".gif"),
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input: a file (``path``) or standard input (``path is None``).
+
+    ``relative`` is where the output goes under ``-o DIR``: the file's name, or
+    its path below the directory it was found in (``--recursive`` mirrors it).
+    """
+
+    path: Path | None
+    relative: Path
+
+    @property
+    def label(self) -> str:
+        return STDIO if self.path is None else str(self.path)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One unit of work: read ``source``, write ``output`` (None: standard output)."""
+
+    source: Source
+    output: Path | None
+    extension: str
+
+    @property
+    def output_label(self) -> str:
+        return "<stdout>" if self.output is None else str(self.output)
+
+
+@dataclass
+class ItemResult:
+    """How one item ended: ``done`` (with its report), ``skipped`` or ``failed``."""
+
+    item: Item
+    status: str
+    report: object | None = None  # a process.ItemReport when done
+    message: str = ""
+
+
+@dataclass
+class Settings:
+    """What every item shares: the transform and the writing options."""
+
+    transform: object  # a process.Transform
+    dtype: str | None = None
+    overwrite: bool = False
+    skip_existing: bool = False
+    fft_threads: int | None = None  # set in each worker (Dask); None: leave as is
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def collect(specs: Sequence[str], *, recursive: bool = False) -> list[Source]:
+    """The input files named by ``specs``: files, directories, ``-`` (standard input).
+
+    A directory contributes the image files (``READ_EXTENSIONS``, hidden files
+    excluded) directly in it, or below it with ``recursive``, in sorted order.
+    A file named twice is processed once.
+
+    Raises
+    ------
+    InputError
+        A path that does not exist, ``-`` given twice, a directory with no images.
+    """
+    sources: list[Source] = []
+    seen: set[str] = set()
+    for spec in specs:
+        if spec == STDIO:
+            if any(s.path is None for s in sources):
+                raise InputError("`-` (standard input) can be given only once")
+            sources.append(Source(None, Path("stdin")))
+            continue
+        path = Path(spec)
+        if path.is_dir():
+            found = _images_in(path, recursive)
+            if not found:
+                hint = "" if recursive else " (add --recursive to descend into subdirectories)"
+                raise InputError(f"`{path}`: no image files ({', '.join(READ_EXTENSIONS)}){hint}")
+            pairs = [(f, f.relative_to(path)) for f in found]
+        elif path.exists():
+            pairs = [(path, Path(path.name))]
+        else:
+            raise InputError(f"`{path}`: no such file or directory")
+        for file, relative in pairs:
+            key = os.path.normcase(os.path.realpath(file))
+            if key not in seen:
+                seen.add(key)
+                sources.append(Source(file, relative))
+    return sources
+
+
+def _images_in(directory: Path, recursive: bool) -> list[Path]:
+    walk = directory.rglob("*") if recursive else directory.iterdir()
+    return sorted(
+        p
+        for p in walk
+        if p.suffix.lower() in READ_EXTENSIONS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
+
+
+def check_name(template: str) -> str:
+    """Validate an output name template; fields ``{stem}`` and ``{ext}``."""
+    try:
+        example = template.format(stem="a", ext=".png")
+    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        raise DeconvError(
+            f"--name: `{template}` is not a valid template ({err!s}); "
+            "fields are {stem} (input name without extension) and {ext} (output extension)"
+        ) from err
+    if not example or "/" in template or os.sep in template or example in (".", ".."):
+        raise DeconvError(f"--name: `{template}` must give a file name, without directories")
+    return template
+
+
+def output_extension(fmt: str | None) -> str | None:
+    """The extension for ``--format`` (``None`` when not given)."""
+    if fmt is None:
+        return None
+    key = fmt.lower().lstrip(".")
+    if key not in FORMATS:
+        raise DeconvError(f"--format: `{fmt}` is not one of {', '.join(sorted(FORMATS))}")
+    return FORMATS[key]
+
+
+def plan(
+    sources: Sequence[Source],
+    output: str,
+    *,
+    name: str | None = None,
+    fmt: str | None = None,
+    stdin_head: bytes = b"",
+) -> list[Item]:
+    """Map each input to its output.
+
+    ``output`` is a file (one input, no ``name``), ``-`` (standard output, one input),
+    or a directory (created when needed): ``DIR/<relative dir>/<name>`` with
+    ``name`` (default ``{stem}{ext}``) formatted from the input's stem and the output
+    extension (``fmt``'s, else the input's; data from standard input is recognised
+    from ``stdin_head``, its first bytes).
+
+    Raises
+    ------
+    DeconvError
+        A bad template or format, several inputs with a file or ``-`` output, an
+        output that would replace an input, two inputs mapping onto one output.
+    """
+    template = check_name(name or DEFAULT_NAME)
+    forced = output_extension(fmt)
+    target = Path(output)
+    as_dir = name is not None or output.endswith(("/", os.sep)) or target.is_dir()
+    if output == STDIO:
+        if len(sources) != 1:
+            raise OutputError(f"-o -: standard output takes one input, not {len(sources)}")
+        if name is not None:
+            raise OutputError("--name names files in an output directory, not standard output")
+        source = sources[0]
+        ext = forced or _input_extension(source, stdin_head)
+        if ext is None:
+            raise OutputError("-o -: give --format (png, tif, npy, ...) for standard output")
+        return [Item(source, None, ext)]
+    if not as_dir and len(sources) > 1:
+        if target.exists() or target.suffix.lower() in _WRITE_EXTENSIONS:
+            raise OutputError(
+                f"-o `{target}` is a file but {len(sources)} inputs were given; "
+                "give a directory for several inputs"
+            )
+        as_dir = True
+    if not as_dir:
+        ext = target.suffix.lower()
+        if forced is not None and ext != forced:
+            raise OutputError(f"-o `{target}` names a `{ext}` file but --format says `{fmt}`")
+        items = [Item(sources[0], target, ext)]
+    else:
+        items = []
+        for source in sources:
+            ext = forced or _input_extension(source, stdin_head)
+            if ext is None:
+                raise OutputError(f"`{source.label}`: unknown format; give --format")
+            stem = source.relative.name[: -len(source.relative.suffix) or None]
+            file_name = template.format(stem=stem, ext=ext)
+            items.append(Item(source, target / source.relative.parent / file_name, ext))
+    _check_plan(items)
+    return items
+
+
+_WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
+
+
+def _input_extension(source: Source, stdin_head: bytes) -> str | None:
+    if source.path is not None:
+        return source.path.suffix.lower() or None
+    return sniff(stdin_head)
+
+
+def _check_plan(items: Sequence[Item]) -> None:
+    """No output onto an input, no two inputs onto one output."""
+    inputs = {_key(i.source.path): i.source.path for i in items if i.source.path is not None}
+    owners: dict[str, Item] = {}
+    for item in items:
+        key = _key(item.output)
+        if key in inputs:
+            raise OutputError(
+                f"`{item.output}` is an input; refusing to write over it "
+                "(choose another -o or a --name template)"
+            )
+        if key in owners:
+            raise OutputError(
+                f"inputs `{owners[key].source.label}` and `{item.source.label}` would both be "
+                f"written to `{item.output}`; use a --name template or separate runs"
+            )
+        owners[key] = item
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def sniff(head: bytes) -> str | None:
+    """The extension for data starting with ``head``, or None."""
+    return next((ext for magic, ext in _MAGIC if head.startswith(magic)), None)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def process_item(item: Item, settings: Settings) -> ItemResult:
+    """Run one item to completion; a bad input or output becomes a ``failed`` result.
+
+    Items reading standard input or writing standard output are run by
+    :func:`run_stdio` instead.
+    """
+    if settings.fft_threads is not None:
+        os.environ["DECONV_FFT_WORKERS"] = str(settings.fft_threads)
+    try:
+        return _process(item, settings)
+    except DeconvError as err:
+        return ItemResult(item, "failed", message=str(err))
+    except MemoryError:
+        return ItemResult(item, "failed", message="not enough memory for this image (try --tile)")
+
+
+def _process(item: Item, settings: Settings) -> ItemResult:
+    from deconv_cli.process import process_file
+
+    if item.output.exists() or item.output.is_symlink():
+        if settings.skip_existing:
+            return ItemResult(item, "skipped", message=f"`{item.output}` exists")
+        if not settings.overwrite:
+            raise OutputError(
+                f"`{item.output}` (the output for `{item.source.label}`) exists; "
+                "use --overwrite, or --skip-existing to resume a batch"
+            )
+    try:
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(
+            f"`{item.output.parent}`: cannot create the directory: {err.strerror or err}"
+        ) from err
+    report = process_file(
+        item.source.path,
+        item.output,
+        settings.transform,
+        dtype=settings.dtype,
+        overwrite=settings.overwrite,
+    )
+    return ItemResult(item, "done", report)
+
+
+def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryIO) -> ItemResult:
+    """Run the one item that reads standard input or writes standard output.
+
+    Errors propagate (a one-item run reports them as a usage error).
+    """
+    from deconv_cli.process import process_file
+
+    with tempfile.TemporaryDirectory(prefix="deconv-stdio-") as tmp:
+        source = item.source.path
+        if source is None:
+            if not stdin_data:
+                raise InputError("standard input is empty")
+            source = Path(tmp) / f"stdin{sniff(stdin_data) or ''}"
+            source.write_bytes(stdin_data)
+        if item.output is not None:
+            result = _process(Item(Source(source, item.source.relative), item.output, ""), settings)
+        else:
+            output = Path(tmp) / f"stdout{item.extension}"
+            report = process_file(source, output, settings.transform, dtype=settings.dtype)
+            with open(output, "rb") as handle:
+                shutil.copyfileobj(handle, stdout)
+            stdout.flush()
+            result = ItemResult(item, "done", report)
+    return _relabel(result, item)
+
+
+def run(
+    items: Sequence[Item],
+    settings: Settings,
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
+    fail_fast: bool = False,
+) -> Iterator[ItemResult]:
+    """Process ``items``, yielding each result as it completes.
+
+    ``jobs > 1`` runs them in that many worker processes, each with
+    ``cores // jobs`` FFT threads (never more threads than cores); ``scheduler``
+    (``"local"`` or a Dask scheduler address) runs them on a Dask cluster.
+
+    Stopping: with ``fail_fast`` the first failure, and Ctrl-C
+    (``KeyboardInterrupt``, re-raised once the batch has stopped) stop new items
+    from starting; the items already running finish and are yielded, so every
+    output is complete and accounted for.
+    """
+    if scheduler is not None:
+        yield from _run_dask(items, settings, scheduler, jobs, fail_fast)
+    elif jobs > 1 and len(items) > 1:
+        yield from _run_processes(items, settings, min(jobs, len(items)), fail_fast)
+    else:
+        for item in items:
+            result = process_item(item, settings)
+            yield result
+            if fail_fast and result.status == "failed":
+                return
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _drive(items, submit, wait_first, window: int, fail_fast: bool) -> Iterator[ItemResult]:
+    """Keep ``window`` items in flight; on a stop, start no more and drain the rest.
+
+    ``submit(item)`` returns a future, ``wait_first(futures)`` the finished ones.
+    """
+    queue = iter(items)
+    in_flight: dict[object, Item] = {}
+    stopping = interrupted = False
+    while True:
+        while not stopping and len(in_flight) < window:
+            item = next(queue, None)
+            if item is None:
+                break
+            in_flight[submit(item)] = item
+        if not in_flight:
+            break
+        try:
+            finished = wait_first(list(in_flight))
+        except KeyboardInterrupt:
+            if interrupted:  # a second Ctrl-C: stop waiting
+                raise
+            stopping = interrupted = True
+            continue
+        for future in finished:
+            result = _result(future, in_flight.pop(future))
+            yield result
+            stopping = stopping or (fail_fast and result.status == "failed")
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+def _result(future, item: Item) -> ItemResult:
+    """A worker's result; a worker that died or failed unexpectedly fails its item."""
+    try:
+        return _relabel(future.result(), item)
+    except Exception as err:  # the item must be accounted for, whatever happened to it
+        reason = str(err) or type(err).__name__
+        return ItemResult(item, "failed", message=f"worker failed ({type(err).__name__}): {reason}")
+
+
+def _worker_init(threads: int) -> None:
+    """Thread limits for a worker process (set before numpy loads); Ctrl-C is the parent's."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    os.environ["DECONV_FFT_WORKERS"] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_processes(items, settings, jobs: int, fail_fast: bool) -> Iterator[ItemResult]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, available_cores() // jobs)
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(threads,),
+    ) as pool:
+        yield from _drive(
+            items,
+            lambda item: pool.submit(process_item, item, settings),
+            lambda futures: wait(futures, return_when=FIRST_COMPLETED)[0],
+            2 * jobs,
+            fail_fast,
+        )
+
+
+def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool):
+    try:
+        from dask.distributed import Client, LocalCluster, wait
+    except ImportError as err:
+        raise DeconvError(
+            "--scheduler needs Dask: pip install 'deconv-cli[dask]' "
+            "(or: pip install 'dask[distributed]')"
+        ) from err
+    with contextlib.ExitStack() as stack:
+        if scheduler == "local":
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=jobs if jobs > 1 else available_cores(),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    host="127.0.0.1",
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        else:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="10s"))
+            except (OSError, TimeoutError, ValueError) as err:
+                raise DeconvError(
+                    f"--scheduler: cannot connect to the Dask scheduler at `{scheduler}`: {err}"
+                ) from err
+        single = replace(settings, fft_threads=1)  # one task per worker thread
+        slots = sum(client.nthreads().values()) or 1
+        yield from _drive(
+            items,
+            # Workers have their own working directory: they get absolute paths.
+            lambda item: client.submit(process_item, _absolute(item), single, pure=False),
+            lambda futures: wait(futures, return_when="FIRST_COMPLETED").done,
+            2 * slots,
+            fail_fast,
+        )
+
+
+def _absolute(item: Item) -> Item:
+    source = Source(item.source.path.absolute(), item.source.relative)
+    return Item(source, item.output.absolute(), item.extension)
+
+
+def _relabel(result: ItemResult, item: Item) -> ItemResult:
+    """A result for ``item`` run under other paths, with the paths as the user gave them."""
+    if result.report is not None:
+        result.report.input = Path(item.source.label)
+        result.report.output = Path(item.output_label)
+    result.item = item
+    return result

@@ -1,0 +1,363 @@
+"""Batches: folders, name templates, parallel and Dask runs, failures, resuming, pipes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import ndimage
+
+from deconv_cli import batch
+from deconv_cli.cli import main
+from deconv_cli.errors import DeconvError
+
+DECONV = [sys.executable, "-m", "deconv_cli"]
+
+
+def run(*args, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    """21 small PNG images (one in a subfolder), and one corrupt file."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    for i in range(20):
+        image = ndimage.gaussian_filter(rng.random((24, 20)), 2)
+        iio.imwrite(root / f"img{i:02d}.png", (image * 255).astype(np.uint8))
+    iio.imwrite(root / "sub" / "deep.png", (rng.random((24, 20)) * 255).astype(np.uint8))
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    return root
+
+
+def test_folder_with_a_corrupt_file_writes_every_good_image_and_exits_1(folder, tmp_path):
+    out = tmp_path / "out"
+    result = run("convolve", folder, "-k", "gaussian:sigma=1", "-o", out)
+    assert result.exit_code == 1, result.output
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [f"img{i:02d}.png" for i in range(20)]
+    assert "broken.png" in result.output and "1 failed" in result.output
+    for i in (0, 19):  # each written image is the blur of its input (oracle: ndimage)
+        x = iio.imread(folder / f"img{i:02d}.png") / 255
+        expected = np.rint(
+            np.clip(ndimage.gaussian_filter(x, 1, mode="reflect", truncate=3.0), 0, 1) * 255
+        )
+        assert np.abs(iio.imread(out / f"img{i:02d}.png") - expected).max() <= 1
+
+
+def test_skip_existing_redoes_nothing(folder, tmp_path):
+    out = tmp_path / "out"
+    run("convolve", folder, "-r", "-k", "box:size=3", "-o", out, "-q")
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    assert len(before) == 21
+    result = run("convolve", folder, "-r", "-k", "box:size=3", "-o", out, "--skip-existing")
+    assert result.exit_code == 1  # the corrupt file fails again
+    assert "0 done, 21 skipped, 1 failed" in result.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
+
+
+def test_existing_output_without_overwrite_is_a_failed_item_naming_both(folder, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "img03.png").write_bytes(b"keep me")
+    result = run("convolve", folder, "-k", "box:size=3", "-o", out)
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if x.startswith("failed:") and "img03" in x)
+    assert str(out / "img03.png") in line and str(folder / "img03.png") in line
+    assert (out / "img03.png").read_bytes() == b"keep me"
+    assert (out / "img04.png").exists()
+
+
+def test_overwrite_and_skip_existing_conflict(folder, tmp_path):
+    result = run(
+        "convolve", folder, "-k", "box", "-o", tmp_path / "o", "--overwrite", "--skip-existing"
+    )
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+def test_recursive_mirrors_the_tree_with_a_name_template_and_format(folder, tmp_path):
+    out = tmp_path / "out"
+    args = ["-k", "box:size=3", "-o", out, "--name", "{stem}_blurred{ext}", "--format", "npy"]
+    result = run("convolve", folder, "-r", *args, "-q")
+    assert result.exit_code == 1
+    assert (out / "sub" / "deep_blurred.npy").exists()
+    assert (out / "img00_blurred.npy").exists()
+    x = iio.imread(folder / "sub" / "deep.png") / 255
+    np.testing.assert_allclose(
+        np.load(out / "sub" / "deep_blurred.npy"),
+        ndimage.uniform_filter(x, 3, mode="reflect"),
+        atol=1e-12,
+    )
+    flat = run(
+        "convolve",
+        folder,
+        *args[:-2],
+        "-q",
+        "--name",
+        "{stem}{ext}",
+        "--format",
+        "npy",
+        "-o",
+        tmp_path / "flat",
+    )
+    assert not (tmp_path / "flat" / "sub").exists()  # without --recursive, only the top level
+    assert flat.exit_code == 1
+
+
+@pytest.mark.parametrize("command", [["convolve"], ["invert", "-m", "wiener"]])
+def test_jobs_2_gives_byte_identical_outputs_to_jobs_1(folder, tmp_path, command):
+    outputs = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        args = [*command, folder, "-k", "gaussian:sigma=1.5", "--format", "tif", "-o", out]
+        result = run(*args, "--dtype", "float32", "--jobs", jobs, "-q")
+        assert result.exit_code == 1, result.output
+        outputs[jobs] = digests(out)
+    assert len(outputs[1]) == 20
+    assert outputs[1] == outputs[2]
+
+
+def test_fail_fast_stops_at_the_first_failure(folder, tmp_path):
+    out = tmp_path / "out"
+    # "broken.png" sorts first: with --fail-fast nothing after it runs.
+    result = run("convolve", folder, "-k", "box", "-o", out, "--fail-fast")
+    assert result.exit_code == 1
+    assert "1 failed, 20 not run" in result.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_fail_fast_in_parallel_accounts_for_the_items_already_running(folder, tmp_path):
+    out = tmp_path / "out"
+    result = run("convolve", folder, "-k", "box", "-o", out, "--fail-fast", "-j", "2")
+    assert result.exit_code == 1
+    done = int(result.output.split(" done,")[0].rsplit(" ", 1)[1])
+    assert done == len(list(out.iterdir())) < 20
+
+
+def test_one_failing_item_is_a_usage_error(folder, tmp_path):
+    result = run("convolve", folder / "broken.png", "-k", "box", "-o", tmp_path / "x.png")
+    assert result.exit_code == 2
+    assert result.output.startswith("deconv: error:") and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["{f}/nope.png"], "no such file"),
+        (["{empty}"], "no image files"),
+        (["{f}", "--name", "{stem}{bad}{ext}"], "--name"),
+        (["{f}", "--name", "sub/{stem}{ext}"], "without directories"),
+        (["{f}", "--format", "webp"], "--format"),
+        (["{f}/img00.png", "{f}/img01.png", "-o", "-"], "standard output takes one input"),
+        (["{f}", "-o", "{f}"], "is an input"),
+        (["{f}/img00.png", "{f}/img01.png", "-o", "{tmp}/x.png"], "give a directory"),
+        (["{f}", "--jobs", "2", "--scheduler", "tcp://127.0.0.1:1"], "--jobs"),
+    ],
+    ids=[
+        "missing",
+        "empty-dir",
+        "bad-field",
+        "slash",
+        "format",
+        "stdout-many",
+        "over-input",
+        "file-many",
+        "jobs-and-address",
+    ],
+)
+def test_batch_usage_errors_are_one_line_exit_2(folder, tmp_path, args, needle):
+    (tmp_path / "empty").mkdir()
+    fields = {"f": folder, "empty": tmp_path / "empty", "tmp": tmp_path}
+    filled = [a.format(**fields) if a.startswith("{") and "stem" not in a else a for a in args]
+    if "-o" not in filled:
+        filled += ["-o", str(tmp_path / "out")]
+    result = run("convolve", *filled, "-k", "box")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("deconv: error:") and needle in lines[0]
+
+
+def test_two_inputs_onto_one_output_are_refused_before_any_work(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        np.save(tmp_path / d / "x.npy", np.ones((4, 4)))
+    result = run("convolve", tmp_path / "a", tmp_path / "b", "-k", "box", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and "would both be written" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_stdin_to_stdout_pipe_equals_file_processing(tmp_path):
+    x = ndimage.gaussian_filter(np.random.default_rng(1).random((32, 30)), 1)
+    np.save(tmp_path / "x.npy", x)
+    flags = ["-k", "gaussian:sigma=1", "--boundary", "wrap"]
+    deconv, geometry = " ".join(DECONV), " ".join(flags)
+    pipe = subprocess.run(
+        f"{deconv} convolve - {geometry} -o - -q < {tmp_path / 'x.npy'}"
+        f" | {deconv} invert - {geometry} -m inverse -o - -q > {tmp_path / 'piped.npy'}",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert pipe.returncode == 0, pipe.stderr
+    assert pipe.stderr == ""
+    np.testing.assert_allclose(np.load(tmp_path / "piped.npy"), x, atol=1e-10)
+    blurred = ndimage.gaussian_filter(x, 1, mode="wrap", truncate=3.0)
+    run("convolve", tmp_path / "x.npy", *flags, "-o", tmp_path / "y.npy", "-q")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), blurred, atol=1e-12)
+
+
+def test_stdin_png_keeps_its_format_and_stdout_needs_a_format_for_unknown_data(tmp_path):
+    image = (np.random.default_rng(2).random((16, 16)) * 255).astype(np.uint8)
+    data = iio.imwrite("<bytes>", image, extension=".png")
+    result = CliRunner().invoke(
+        main, ["convolve", "-", "-k", "identity", "-o", "-", "-q"], input=data
+    )
+    assert result.exit_code == 0
+    np.testing.assert_array_equal(iio.imread(result.stdout_bytes, extension=".png"), image)
+    bad = CliRunner().invoke(main, ["convolve", "-", "-k", "identity", "-o", "-"], input=b"garbage")
+    assert bad.exit_code == 2 and "--format" in bad.output
+    empty = CliRunner().invoke(main, ["convolve", "-", "-k", "identity", "-o", "x.npy"], input=b"")
+    assert empty.exit_code == 2 and "standard input is empty" in empty.output
+
+
+def test_local_dask_cluster_gives_identical_outputs(folder, tmp_path):
+    pytest.importorskip("dask.distributed")
+    outputs = {}
+    for name, extra in (("local", []), ("dask", ["--scheduler", "local", "--jobs", "2"])):
+        out = tmp_path / name
+        result = run(
+            "invert",
+            folder,
+            "-m",
+            "wiener",
+            "-k",
+            "gaussian:sigma=1",
+            "--format",
+            "npy",
+            "-o",
+            out,
+            "-q",
+            *extra,
+        )
+        assert result.exit_code == 1 and "broken.png" in result.output
+        outputs[name] = digests(out)
+    assert len(outputs["local"]) == 20
+    assert outputs["dask"] == outputs["local"]
+
+
+def test_scheduler_without_dask_says_how_to_install(folder, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)
+    result = run("convolve", folder, "-k", "box", "-o", tmp_path / "o", "--scheduler", "local")
+    assert result.exit_code == 2
+    assert "pip install 'deconv-cli[dask]'" in result.output
+
+
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path):
+    """SIGINT to the process group (what a terminal's Ctrl-C does) mid-batch."""
+    source = tmp_path / "in"
+    source.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(40):
+        np.save(source / f"x{i:02d}.npy", rng.random((160, 160)))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            *DECONV,
+            "invert",
+            str(source),
+            "-k",
+            "gaussian:sigma=2",
+            "-m",
+            "tv",
+            "-o",
+            str(out),
+            "-j",
+            "2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    first = proc.stderr.readline()
+    assert first.startswith("[1/40]"), first
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130
+    assert "interrupted" in rest and "Traceback" not in rest
+    done = int(rest.split(" done,")[0].rsplit(" ", 1)[1])
+    written = sorted(out.iterdir())
+    assert done == len(written) < 40
+    assert all(not p.name.startswith(".") for p in written)  # no temporary files
+    for p in written:
+        assert np.load(p).shape == (160, 160)
+
+
+def test_collect_finds_images_sorted_and_skips_hidden_files(tmp_path):
+    for name in ("b.png", "a.npy", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "c.tif").write_bytes(b"")
+    found = batch.collect([str(tmp_path)])
+    assert [s.relative for s in found] == [Path("a.npy"), Path("b.png")]
+    deep = batch.collect([str(tmp_path), str(tmp_path / "b.png")], recursive=True)
+    assert [s.relative for s in deep] == [Path("a.npy"), Path("b.png"), Path("d/c.tif")]
+    with pytest.raises(DeconvError, match="only once"):
+        batch.collect(["-", "-"])
+
+
+def test_plan_names_outputs_from_the_template():
+    sources = [
+        batch.Source(Path("in/a.png"), Path("a.png")),
+        batch.Source(Path("in/s/b.tif"), Path("s/b.tif")),
+    ]
+    items = batch.plan(sources, "out", name="{stem}_x{ext}")
+    assert [i.output for i in items] == [Path("out/a_x.png"), Path("out/s/b_x.tif")]
+    items = batch.plan(sources, "out", fmt="npy")
+    assert [i.output for i in items] == [Path("out/a.npy"), Path("out/s/b.npy")]
+    one = batch.plan(sources[:1], "result.tif")
+    assert one[0].output == Path("result.tif")
+    stdin = batch.plan([batch.Source(None, Path("stdin"))], "-", stdin_head=b"\x93NUMPY\x01")
+    assert stdin[0].output is None and stdin[0].extension == ".npy"
+    with pytest.raises(DeconvError, match="--format"):
+        batch.plan(sources[:1], "result.tif", fmt="png")
+
+
+def test_progress_lines_when_not_a_terminal(folder, tmp_path):
+    result = run("convolve", folder, "-k", "box", "-o", tmp_path / "o", "-j", "1")
+    lines = result.output.splitlines()
+    assert lines[0].startswith("[1/21] FAILED")
+    assert sum(line.startswith("[") for line in lines) == 21
+    assert any(line.startswith("21 items: 20 done") for line in lines)
+
+
+def test_quiet_batch_prints_only_failures(folder, tmp_path):
+    result = run("convolve", folder, "-k", "box", "-o", tmp_path / "o", "-q")
+    assert result.exit_code == 1
+    assert [line.split(":")[0] for line in result.output.splitlines()] == [
+        f"FAILED {folder / 'broken.png'}"
+    ]
+
+
+def test_jobs_0_uses_every_core_and_writes_every_good_image(folder, tmp_path):
+    result = run("convolve", folder, "-k", "box", "-o", tmp_path / "o", "-j", "0", "-q")
+    assert result.exit_code == 1
+    assert len(list((tmp_path / "o").iterdir())) == 20
