@@ -280,7 +280,7 @@ def sniff(head: bytes) -> str | None:
 
 
 def process_item(item: Item, settings: Settings) -> ItemResult:
-    """Run one item to completion; a bad input or output becomes a ``failed`` result.
+    """Run one item to completion; any error becomes a ``failed`` result.
 
     Items reading standard input or writing standard output are run by
     :func:`run_stdio` instead.
@@ -293,6 +293,8 @@ def process_item(item: Item, settings: Settings) -> ItemResult:
         return ItemResult(item, "failed", message=str(err))
     except MemoryError:
         return ItemResult(item, "failed", message="not enough memory for this image (try --tile)")
+    except Exception as err:  # a bug must not stop the other items; its type is reported
+        return ItemResult(item, "failed", message=f"unexpected {type(err).__name__}: {err}")
 
 
 def _process(item: Item, settings: Settings) -> ItemResult:
