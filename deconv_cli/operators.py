@@ -144,11 +144,29 @@ def effective_kernel(kernel: np.ndarray, geometry: Geometry) -> np.ndarray:
     bank = kernel if kernel.ndim == 4 else kernel[None, None]
     dh, dw = geometry.dilation
     co, ci, kh, kw = bank.shape
+    check_extent("--dilation", "dilated kernel", (dh * (kh - 1) + 1, dw * (kw - 1) + 1))
     dilated = np.zeros((co, ci, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=np.float64)
     dilated[:, :, ::dh, ::dw] = bank
     if not geometry.correlate:
         dilated = dilated[:, :, ::-1, ::-1]
     return np.ascontiguousarray(dilated)
+
+
+def check_extent(flag: str, what: str, shape: tuple[int, int]) -> None:
+    """Refuse a geometry whose padded image or dilated kernel exceeds the pixel limit.
+
+    The limit is 4x the one for reading images (:func:`deconv_cli.io.max_pixels`):
+    room for any sensible padding of the largest image deconv reads, while absurd
+    flags give an error line instead of an allocation failure.
+    """
+    from deconv_cli.io import max_pixels
+
+    limit = 4 * max_pixels()
+    if shape[0] * shape[1] > limit:
+        raise GeometryError(
+            f"{flag}: the {what} would be {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} "
+            f"pixels, above the limit of {limit:,} (4x --max-pixels)"
+        )
 
 
 def _axis_pads(n: int, k: int, geometry: Geometry, axis: int) -> tuple[int, int]:
@@ -300,6 +318,9 @@ class ConvOperator:
         h, w = self.input_shape[:2]
         self.pads = (_axis_pads(h, kh, geometry, 0), _axis_pads(w, kw, geometry, 1))
         self.padded_shape = (h + sum(self.pads[0]), w + sum(self.pads[1]))
+        check_extent(
+            "--padding" if geometry.padding else "--mode", "padded image", self.padded_shape
+        )
         self.stride1_shape = (self.padded_shape[0] - kh + 1, self.padded_shape[1] - kw + 1)
         if min(self.stride1_shape) < 1:
             raise GeometryError(

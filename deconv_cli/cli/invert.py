@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -47,13 +48,10 @@ def _flags(fields) -> list[str]:
     return [METHOD_OPTIONS[f] for f in fields if f in METHOD_OPTIONS]
 
 
-def _positive(name):
-    def check(ctx, param, value):
-        if value is not None and not value > 0:
-            raise click.BadParameter(f"must be > 0, got {value}")
-        return value
-
-    return check
+def _positive(ctx, param, value):
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise click.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
 
 
 @click.command(cls=MethodHelp)
@@ -84,42 +82,42 @@ def _positive(name):
     "--reg",
     type=float,
     default=None,
-    callback=_positive("--reg"),
+    callback=_positive,
     help="Tikhonov weight λ (default: chosen by GCV).",
 )
 @click.option(
     "--nsr",
     type=float,
     default=None,
-    callback=_positive("--nsr"),
+    callback=_positive,
     help="Wiener noise-to-signal ratio (default: estimated).",
 )
 @click.option(
     "--rcond",
     type=float,
     default=None,
-    callback=_positive("--rcond"),
+    callback=_positive,
     help="Relative singular-value cutoff of pinv.",
 )
 @click.option(
     "--lam",
     type=float,
     default=None,
-    callback=_positive("--lam"),
+    callback=_positive,
     help="TV weight λ (default: from the estimated noise level).",
 )
 @click.option(
     "--tv",
     type=float,
     default=None,
-    callback=_positive("--tv"),
+    callback=_positive,
     help="TV regularization weight for richardson-lucy.",
 )
 @click.option(
     "--noise-sigma",
     type=float,
     default=None,
-    callback=_positive("--noise-sigma"),
+    callback=_positive,
     help="Known noise standard deviation (default: estimated from the image).",
 )
 @click.option(
@@ -208,6 +206,8 @@ def invert(
             f"{', '.join(_flags(unused))} does not apply to --method {chosen.name} "
             f"(it takes {takes})"
         )
+    if history:
+        _check_history(history, batch)
     unknown = boundary == "unknown"
     geometry = _geometry(
         mode, "reflect" if unknown else boundary, correlate, stride, dilation, padding
@@ -242,6 +242,23 @@ def invert(
         )
     if history:
         _write_history(history, records, batch.overwrite)
+
+
+def _check_history(path, batch) -> None:
+    """Refuse a --history file that cannot be written, before any work is done."""
+    import os
+
+    def same(a, b) -> bool:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+    if any(same(path, p) for p in batch.inputs):
+        raise DeconvError(f"--history `{path}` is an input of this command; give another file")
+    if same(path, batch.output):
+        raise DeconvError(f"--history `{path}` is also the output (-o); give another file")
+    if os.path.isdir(path):
+        raise DeconvError(f"--history `{path}` is a directory; give a .csv file name")
+    if os.path.lexists(path) and not batch.overwrite:
+        raise DeconvError(f"--history `{path}` exists; use --overwrite")
 
 
 def _read_reference(path):

@@ -231,7 +231,9 @@ def _summary(title, kernel, results, notes, *, streamed, quiet=False, total=None
     metavar="SPEC",
     help="Add seeded noise after blurring: `gaussian:sigma=S` or `poisson:peak=P`.",
 )
-@click.option("--seed", type=int, default=None, help="Seed for --noise (reproducible data).")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="Seed for --noise (reproducible data)."
+)
 def convolve(
     batch,
     kernel_spec,
