@@ -32,6 +32,7 @@ from typing import BinaryIO
 from deconv_cli.errors import DeconvError, InputError, OutputError
 
 STDIO = "-"
+POLL = 0.2  # seconds between checks for a stop request while items run
 READ_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".npy")
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "bmp": ".bmp", "tif": ".tif"}
 FORMATS |= {"tiff": ".tif", "npy": ".npy"}
@@ -350,6 +351,32 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
     return _relabel(result, item)
 
 
+class Stop:
+    """Ctrl-C for a batch: the first asks to stop starting items, a second interrupts.
+
+    Used as a context manager (in the main thread), it replaces the SIGINT handler
+    for the duration of the batch, so a Ctrl-C never lands in the middle of
+    bookkeeping: :func:`run` sees :attr:`requested` between items, lets the running
+    ones finish and yields them, then ends.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> Stop:
+        self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
 def run(
     items: Sequence[Item],
     settings: Settings,
@@ -357,6 +384,7 @@ def run(
     jobs: int = 1,
     scheduler: str | None = None,
     fail_fast: bool = False,
+    stop: Stop | None = None,
 ) -> Iterator[ItemResult]:
     """Process ``items``, yielding each result as it completes.
 
@@ -364,21 +392,27 @@ def run(
     ``cores // jobs`` FFT threads (never more threads than cores); ``scheduler``
     (``"local"`` or a Dask scheduler address) runs them on a Dask cluster.
 
-    Stopping: with ``fail_fast`` the first failure, and Ctrl-C
-    (``KeyboardInterrupt``, re-raised once the batch has stopped) stop new items
-    from starting; the items already running finish and are yielded, so every
+    With ``fail_fast`` the first failure, and ``stop.requested`` (Ctrl-C), stop new
+    items from starting; the items already running finish and are yielded, so every
     output is complete and accounted for.
     """
+    stop = stop or Stop()
     if scheduler is not None:
-        yield from _run_dask(items, settings, scheduler, jobs, fail_fast)
+        yield from _run_dask(items, settings, scheduler, jobs, fail_fast, stop)
     elif jobs > 1 and len(items) > 1:
-        yield from _run_processes(items, settings, min(jobs, len(items)), fail_fast)
+        yield from _run_processes(items, settings, min(jobs, len(items)), fail_fast, stop)
     else:
-        for item in items:
-            result = process_item(item, settings)
-            yield result
-            if fail_fast and result.status == "failed":
-                return
+        yield from _drive(
+            items, lambda item: _done(process_item(item, settings)), set, 1, fail_fast, stop
+        )
+
+
+def _done(result: ItemResult):
+    from concurrent.futures import Future
+
+    future = Future()
+    future.set_result(result)
+    return future
 
 
 def available_cores() -> int:
@@ -386,35 +420,27 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _drive(items, submit, wait_first, window: int, fail_fast: bool) -> Iterator[ItemResult]:
+def _drive(items, submit, wait_first, window: int, fail_fast: bool, stop: Stop):
     """Keep ``window`` items in flight; on a stop, start no more and drain the rest.
 
-    ``submit(item)`` returns a future, ``wait_first(futures)`` the finished ones.
+    ``submit(item)`` returns a future, ``wait_first(futures)`` the finished ones
+    (possibly none, after a short wait, so a stop request is seen promptly).
     """
     queue = iter(items)
     in_flight: dict[object, Item] = {}
-    stopping = interrupted = False
+    failed = False
     while True:
-        while not stopping and len(in_flight) < window:
+        while not (stop.requested or failed) and len(in_flight) < window:
             item = next(queue, None)
             if item is None:
                 break
             in_flight[submit(item)] = item
         if not in_flight:
-            break
-        try:
-            finished = wait_first(list(in_flight))
-        except KeyboardInterrupt:
-            if interrupted:  # a second Ctrl-C: stop waiting
-                raise
-            stopping = interrupted = True
-            continue
-        for future in finished:
+            return
+        for future in wait_first(list(in_flight)):
             result = _result(future, in_flight.pop(future))
+            failed = failed or (fail_fast and result.status == "failed")
             yield result
-            stopping = stopping or (fail_fast and result.status == "failed")
-    if interrupted:
-        raise KeyboardInterrupt
 
 
 def _result(future, item: Item) -> ItemResult:
@@ -434,7 +460,7 @@ def _worker_init(threads: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_processes(items, settings, jobs: int, fail_fast: bool) -> Iterator[ItemResult]:
+def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -448,13 +474,14 @@ def _run_processes(items, settings, jobs: int, fail_fast: bool) -> Iterator[Item
         yield from _drive(
             items,
             lambda item: pool.submit(process_item, item, settings),
-            lambda futures: wait(futures, return_when=FIRST_COMPLETED)[0],
+            lambda futures: wait(futures, timeout=POLL, return_when=FIRST_COMPLETED)[0],
             2 * jobs,
             fail_fast,
+            stop,
         )
 
 
-def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool):
+def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop: Stop):
     try:
         from dask.distributed import Client, LocalCluster, wait
     except ImportError as err:
@@ -487,10 +514,18 @@ def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool):
             items,
             # Workers have their own working directory: they get absolute paths.
             lambda item: client.submit(process_item, _absolute(item), single, pure=False),
-            lambda futures: wait(futures, return_when="FIRST_COMPLETED").done,
+            lambda futures: _dask_wait(wait, futures),
             2 * slots,
             fail_fast,
+            stop,
         )
+
+
+def _dask_wait(wait, futures):
+    try:
+        return wait(futures, timeout=POLL, return_when="FIRST_COMPLETED").done
+    except TimeoutError:
+        return set()
 
 
 def _absolute(item: Item) -> Item:

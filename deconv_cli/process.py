@@ -118,11 +118,18 @@ class Convolve(Transform):
     geometry: Geometry
     noise: Noise | None = None
     seed: int | None = None
+    tile: int | None = None
 
     def __call__(self, image: Image, x: np.ndarray) -> Outcome:
         op = ConvOperator(self.kernel.array, x.shape, self.geometry, dtype=x.dtype)
-        y = op.forward(x)
         details = {}
+        if self.tile is None:
+            y = op.forward(x)
+        else:
+            from deconv_cli.tiles import tiled_forward
+
+            y = tiled_forward(op, x, self.tile)
+            details["tiles"] = f"{self.tile}x{self.tile} (exact)"
         if self.noise is not None:
             y = self.noise.apply(y, np.random.default_rng(self.seed))
             details["noise"] = f"{self.noise.describe()} (seed {self.seed})"
@@ -136,11 +143,18 @@ class Transpose(Transform):
     kernel: Kernel
     geometry: Geometry
     output_shape: tuple[int, int] | None = None
+    tile: int | None = None
 
     def __call__(self, image: Image, y: np.ndarray) -> Outcome:
         shape = input_shape_for(self.kernel.array, y.shape, self.geometry, self.output_shape)
         op = ConvOperator(self.kernel.array, shape, self.geometry, dtype=y.dtype)
-        return Outcome(op.adjoint(y), op)
+        if self.tile is None:
+            return Outcome(op.adjoint(y), op)
+        from deconv_cli.tiles import tiled_adjoint
+
+        return Outcome(
+            tiled_adjoint(op, y, self.tile), op, {"tiles": f"{self.tile}x{self.tile} (exact)"}
+        )
 
 
 @dataclass
@@ -161,6 +175,8 @@ class Invert(Transform):
     clip: bool = False
     on_iteration: Callable[[IterationRecord], None] | None = None
     history: list[IterationRecord] | None = None
+    tile: int | None = None
+    tile_margin: int | None = None
 
     def __call__(self, image: Image, y: np.ndarray) -> Outcome:
         problem = build_problem(
@@ -171,6 +187,30 @@ class Invert(Transform):
             output_shape=self.output_shape,
             dtype=y.dtype,
         )
+        if self.tile is None and self.tile_margin is not None:
+            raise GeometryError("--tile-margin: it sets the margin of --tile SIZE; give --tile too")
+        if self.tile is not None:
+            from deconv_cli.tiles import tiled_invert
+
+            if self.reference is not None or self.history is not None:
+                raise GeometryError(
+                    "--tile: --reference and --history follow the iterations of one solve, "
+                    "which a tiled invert does not have; run without --tile"
+                )
+            result = tiled_invert(
+                y,
+                self.kernel.array,
+                self.geometry,
+                self.method,
+                self.options,
+                self.tile,
+                margin=self.tile_margin,
+                unknown_boundary=self.unknown_boundary,
+                source_dtype=image.source_dtype,
+            )
+            if self.clip:
+                np.clip(result.image, 0, 1, out=result.image)
+            return Outcome(result.image, problem.op, describe_result(result))
         if self.reference is not None and self.reference.shape != problem.image_shape:
             raise GeometryError(
                 f"--reference has shape {_shape(self.reference.shape)}, the recovered image "

@@ -133,6 +133,14 @@ def _positive(ctx, param, value):
     help="Write iteration, residual, PSNR, SSIM, seconds as CSV (one input only).",
 )
 @click.option(
+    "--tile-margin",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="M",
+    help="With --tile: pixels each tile is extended by on every side "
+    "(default: from the kernel's extent).",
+)
+@click.option(
     "--clip/--no-clip",
     default=False,
     show_default=True,
@@ -160,6 +168,7 @@ def invert(
     noise_sigma,
     reference,
     history,
+    tile_margin,
     clip,
 ):
     """Recover images from blurred ones: true deconvolution, A x ≈ y.
@@ -230,6 +239,8 @@ def invert(
             on_iteration=progress.update if single and not silent else None,
             clip=clip,
             history=records,
+            tile=batch.tile,
+            tile_margin=tile_margin,
         )
 
     silent = batch.quiet or not chosen.iterative

@@ -111,6 +111,7 @@ class BatchRequest:
     jobs: int
     scheduler: str | None
     fail_fast: bool
+    tile: int | None
 
 
 def processing_options(func):
@@ -174,6 +175,14 @@ def processing_options(func):
         ),
         click.option(
             "--fail-fast", is_flag=True, help="Stop at the first failed item (default: go on)."
+        ),
+        click.option(
+            "--tile",
+            type=click.IntRange(min=1),
+            default=None,
+            metavar="SIZE",
+            help="Process each image in SIZE x SIZE tiles, with bounded memory "
+            "(exact for convolve/transpose).",
         ),
     )
     @functools.wraps(func)

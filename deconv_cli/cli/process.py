@@ -63,25 +63,31 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> None:
             _summary(title, kernel, results, notes, streamed=False)
         return
     jobs = core.available_cores() if batch.jobs == 0 else batch.jobs
-    results, interrupted = _run_with_progress(
-        core.run(items, settings, jobs=jobs, scheduler=batch.scheduler, fail_fast=batch.fail_fast),
-        len(items),
-        title,
-        quiet=batch.quiet,
-    )
+    with core.Stop() as stop:
+        results = _run_with_progress(
+            core.run(
+                items,
+                settings,
+                jobs=jobs,
+                scheduler=batch.scheduler,
+                fail_fast=batch.fail_fast,
+                stop=stop,
+            ),
+            len(items),
+            title,
+            quiet=batch.quiet,
+        )
+    if stop.requested:
+        click.echo("deconv: interrupted: no new items were started; outputs are complete", err=True)
     _summary(title, kernel, results, notes, streamed=True, quiet=batch.quiet, total=len(items))
-    if interrupted:
+    if stop.requested:
         raise SystemExit(EXIT_INTERRUPTED)
     if any(r.status == "failed" for r in results) or len(results) < len(items):
         raise SystemExit(EXIT_CHECK_FAILED)
 
 
 def _run_with_progress(results, total, title, *, quiet):
-    """Collect results; a progress bar on a terminal, one line per item otherwise.
-
-    Ctrl-C stops starting items (the running ones finish, outputs stay complete) and
-    the summary shows what was done. Returns the results and whether it was interrupted.
-    """
+    """Collect results: a progress bar on a terminal, one line per item otherwise."""
     import time
 
     from rich.console import Console
@@ -96,7 +102,6 @@ def _run_with_progress(results, total, title, *, quiet):
 
     console = Console(stderr=True)
     done = []
-    interrupted = False
     start = time.perf_counter()
     bar = None
     if console.is_terminal and not quiet:
@@ -121,13 +126,10 @@ def _run_with_progress(results, total, title, *, quiet):
                 bar.update(task, advance=1, rate=f"{rate:.2f} items/s")
             elif not quiet:
                 click.echo(f"[{len(done)}/{total}] {_line(result)}", err=True)
-    except KeyboardInterrupt:
-        interrupted = True
-        click.echo("deconv: interrupted: no new items were started; outputs are complete", err=True)
     finally:
         if bar is not None:
             bar.stop()
-    return done, interrupted
+    return done
 
 
 def _line(result) -> str:
@@ -262,7 +264,7 @@ def convolve(
 
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
     kernel = load_kernel(kernel_spec, normalize=normalize)
-    transform = Convolve(kernel, geometry, noise=parse_noise(noise), seed=seed)
+    transform = Convolve(kernel, geometry, noise=parse_noise(noise), seed=seed, tile=batch.tile)
     run_batch(
         batch,
         lambda single: transform,
@@ -307,7 +309,7 @@ def transpose(
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
     kernel = load_kernel(kernel_spec, normalize=normalize)
     requested = parse_pair(output_shape, "--output-shape")
-    transform = Transpose(kernel, geometry, output_shape=requested)
+    transform = Transpose(kernel, geometry, output_shape=requested, tile=batch.tile)
     run_batch(
         batch,
         lambda single: transform,
