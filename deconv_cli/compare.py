@@ -462,9 +462,11 @@ def compare_images(
     from deconv_cli.io import read_image
 
     thresholds = dict(thresholds or {})
-    for name in thresholds:
+    for name, limit in thresholds.items():
         if name not in METRICS:
             raise InputError(f"no metric named `{name}` to apply a threshold to")
+        if limit is None or math.isnan(limit):
+            raise InputError(f"the threshold for `{name}`: `{limit}` is not a number")
     names = resolve_metrics(list(metrics or METRICS) + list(thresholds))
     if data_range is not None and not (math.isfinite(data_range) and data_range > 0):
         raise InputError(f"--data-range: `{data_range}` must be a positive number")
@@ -482,7 +484,7 @@ def compare_images(
     def load(path: Path) -> np.ndarray:
         if path not in cache:
             cache.clear()  # keeps a reference shared by many candidates, nothing more
-            cache[path] = prepare(read_image(path), data_range)
+            cache[path] = prepare(read_image(path, max_channels=None), data_range)
         return cache[path]
 
     results = []
@@ -491,7 +493,7 @@ def compare_images(
             results.append(PairResult(pair, [_missing_row(pair)]))
             continue
         ref = load(pair.reference)
-        cand = prepare(read_image(pair.candidate), data_range)
+        cand = prepare(read_image(pair.candidate, max_channels=None), data_range)
         if ref.shape != cand.shape:
             raise InputError(
                 f"shapes differ: reference `{pair.reference}` is {_shape_text(ref)}, candidate "

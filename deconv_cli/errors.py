@@ -5,7 +5,10 @@ Exit codes
 0  success
 1  a check failed (a ``compare`` threshold, a failed item in a batch)
 2  bad usage or bad input: one clear line on stderr, no traceback
+3  internal error (a bug): one line naming the exception; ``DECONV_DEBUG=1`` shows
+   the traceback
 130  interrupted (Ctrl-C); a batch prints what it did first
+143  terminated (SIGTERM); the file being written is removed first
 
 The core raises :class:`DeconvError` subclasses (they are ``ValueError`` s, so
 library callers can catch them generically); only the CLI turns them into exit
@@ -17,6 +20,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 3  # an unexpected exception: a bug, reported on one line
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 

@@ -24,7 +24,12 @@ unfiltered and written back by :func:`write_image` when the caller passes it.
 Refused with an :class:`~deconv_cli.errors.InputError`: missing files, directories,
 empty, truncated or corrupt files, multi-frame or multi-page files, pickled ``.npy``,
 NaN/Inf pixels, and images above the pixel limit (``2**28`` = 268,435,456 pixels,
-H×W, by default; set the environment variable ``DECONV_MAX_PIXELS`` to change it).
+H×W, by default; set the environment variable ``DECONV_MAX_PIXELS``, or
+``deconv --max-pixels N``, to change it). The limit is checked on the file's header,
+before any pixel is decoded, so a small file that decodes to gigapixels (a
+decompression bomb) costs nothing; a ``.npy`` whose header promises more data than
+the file holds is refused as truncated before anything is allocated. Pipes, devices
+and sockets are refused: the reader opens a file more than once.
 
 Writing
 -------
@@ -33,12 +38,26 @@ Writing
 (``numpy.rint``: ties to even) and the number of clipped pixels is reported; float
 outputs are written exactly. Every write is atomic and refuses to replace an input,
 or an existing file unless ``overwrite=True``.
+
+Inside :func:`protect_inputs` (every ``deconv`` command runs in one), every file this
+process has read is an input too, and no file is written twice.
+
+Temporary files are named ``.deconv-PID-HOST-XXXXXXXX.EXT`` beside the output. A
+process killed before its rename (SIGKILL, power loss) leaves one behind; the next
+write into that directory removes those of processes that no longer exist on this
+host (and only those: the name must match, the file be a regular file owned by the
+same user, the host be this one and the process gone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import math
 import os
+import re
+import socket
+import stat
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -140,7 +159,11 @@ class WriteResult:
 
 
 def max_pixels() -> int:
-    """The pixel limit (H×W) for reading: ``DECONV_MAX_PIXELS`` or ``2**28``."""
+    """The pixel limit (H×W) for reading: ``DECONV_MAX_PIXELS`` or ``2**28``.
+
+    ``deconv --max-pixels N`` sets the variable for the command (and any worker
+    process it starts), through :func:`pixel_limit`.
+    """
     raw = os.environ.get(MAX_PIXELS_ENV)
     if raw is None or not raw.strip():
         return DEFAULT_MAX_PIXELS
@@ -151,6 +174,29 @@ def max_pixels() -> int:
     if value <= 0:
         raise InputError(f"{MAX_PIXELS_ENV}: `{raw}` is not a positive whole number of pixels")
     return value
+
+
+@contextlib.contextmanager
+def pixel_limit(limit: int | None):
+    """Set the pixel limit to ``limit`` (None: leave it) while the context is active.
+
+    The limit lives in the ``DECONV_MAX_PIXELS`` environment variable, so worker
+    processes started inside the context inherit it.
+    """
+    if limit is None:
+        yield
+        return
+    if int(limit) <= 0:
+        raise InputError(f"--max-pixels: `{limit}` is not a positive whole number of pixels")
+    saved = os.environ.get(MAX_PIXELS_ENV)
+    os.environ[MAX_PIXELS_ENV] = str(int(limit))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = saved
 
 
 def read_image(path: PathLike, *, max_channels: int | None = MAX_CHANNELS) -> Image:
@@ -194,6 +240,14 @@ def read_image(path: PathLike, *, max_channels: int | None = MAX_CHANNELS) -> Im
 def _read_head(path: Path) -> bytes:
     """The first bytes of ``path``, turning every reason it cannot be read into one line."""
     try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # open() below says why
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise InputError(
+            f"`{path}` is not a regular file (a pipe, device or socket); save it to a file first"
+        )
+    try:
         with open(path, "rb") as fh:
             head = fh.read(64)
     except FileNotFoundError as err:
@@ -206,6 +260,7 @@ def _read_head(path: Path) -> bytes:
         raise InputError(f"`{path}` cannot be opened: {err.strerror or err}") from err
     if path.is_dir():  # pragma: no cover - platforms where open() accepts directories
         raise InputError(f"`{path}` is a directory, not an image file")
+    note_input(path)
     if not head:
         raise InputError(f"`{path}` is empty (0 bytes)")
     return head
@@ -223,13 +278,49 @@ def _chain(err: BaseException) -> list[BaseException]:
     return chain
 
 
+_TRUNCATED = re.compile(
+    r"truncated|failed to read \d+ bytes|ends? early|end of (file|stream)", re.I
+)
+
+
 def _reason(err: BaseException) -> str:
     """A one-line reason from a decoder exception (the innermost cause is the useful one)."""
     seen = _chain(err)[-1]
+    text = " ".join(str(seen).split()) or type(seen).__name__
     if type(seen).__name__ in ("UnidentifiedImageError", "TiffFileError", "InitializationError"):
         return "not a recognised image format, or corrupt"
-    text = " ".join(str(seen).split()) or type(seen).__name__
+    struct_error = type(seen).__name__ == "error" and type(seen).__module__ == "struct"
+    if struct_error or isinstance(seen, EOFError):
+        return "truncated (the file ends early)"
+    if _TRUNCATED.search(text) and "truncated" not in text.lower():
+        text = f"truncated ({text})"
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def _tifffile_quiet():
+    """Collect tifffile's logged complaints instead of printing them on stderr.
+
+    Yields the list of messages, for the error when the file turns out unreadable.
+    """
+    import logging
+
+    logger = logging.getLogger("tifffile")
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(" ".join(record.getMessage().split()))
+
+    handler = Collect(level=logging.WARNING)
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved
 
 
 def _decode_error(path: Path, err: BaseException) -> InputError:
@@ -260,14 +351,35 @@ def _check_shape(path: Path, shape: Sequence[int], limit: int, max_channels: int
 
 
 def _too_large(path: Path, limit: int, shape: Sequence[int]) -> str:
+    pixels = shape[0] * shape[1]
+    channels = shape[2] if len(shape) > 2 else 1
     return (
-        f"`{path}` has {shape[0] * shape[1]:,} pixels ({_shape_text(shape[:2])}), above the "
-        f"limit of {limit:,}; set {MAX_PIXELS_ENV} to a larger number to read it"
+        f"`{path}` has {pixels:,} pixels ({_shape_text(shape[:2])}), above the "
+        f"limit of {limit:,}; set {MAX_PIXELS_ENV} or `deconv --max-pixels {pixels}` to "
+        f"read it, if you trust the file (it needs {_bytes_text(pixels * channels * 8)} "
+        "as float64)"
     )
+
+
+def _bytes_text(nbytes: float) -> str:
+    return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
 
 
 def _read_npy(path: Path, head: bytes, limit: int, max_channels: int | None) -> np.ndarray:
     """Read a ``.npy`` file without ever unpickling it; shape checked from the header."""
+    shape, dtype = _npy_header(path, head)
+    if dtype is not None:
+        _check_dtype(path, dtype)
+        _check_shape(path, shape, limit, max_channels)
+    return load_npy(path)
+
+
+def _npy_header(path: Path, head: bytes) -> tuple[tuple[int, ...] | None, np.dtype | None]:
+    """Shape and dtype from a ``.npy`` header, refusing pickles and truncated files.
+
+    The file's size is checked against the header before any data is read, so a
+    small file whose header declares a huge array allocates nothing.
+    """
     if not head.startswith(_NPY_MAGIC):
         if head.startswith(b"\x80"):  # the pickle protocol 2+ opcode
             raise InputError(
@@ -285,26 +397,36 @@ def _read_npy(path: Path, head: bytes, limit: int, max_channels: int | None) -> 
             elif version == (2, 0):
                 shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
             else:
-                shape, dtype = None, None
+                return None, None
+            offset = fh.tell()
+            size = os.fstat(fh.fileno()).st_size
     except Exception as err:
         raise InputError(f"`{path}` has a corrupt .npy header: {_reason(err)}") from err
-    if dtype is not None:
-        if dtype.hasobject:
-            raise InputError(
-                f"`{path}` holds Python objects (pickled), which are never loaded; "
-                "save a plain numeric array"
-            )
-        _check_dtype(path, dtype)
-        _check_shape(path, shape, limit, max_channels)
-    return load_npy(path)
+    if dtype.hasobject:
+        raise InputError(
+            f"`{path}` holds Python objects (pickled), which are never loaded; "
+            "save a plain numeric array"
+        )
+    if any(n < 0 for n in shape):
+        raise InputError(f"`{path}` has a corrupt .npy header: negative shape {shape}")
+    needed = math.prod(shape) * dtype.itemsize
+    if size - offset < needed:
+        raise InputError(
+            f"`{path}` is truncated: its header promises {_shape_text(shape)} "
+            f"{dtype.name} ({needed:,} bytes of data), the file holds {max(size - offset, 0):,}"
+        )
+    return shape, dtype
 
 
 def load_npy(path: PathLike) -> np.ndarray:
     """Load one ``.npy`` array with ``allow_pickle=False``: pickled data is refused.
 
-    No shape or dtype policy: callers (images, kernels) apply their own.
+    No shape or dtype policy: callers (images, kernels) apply their own. The header
+    is checked first: pickles and files shorter than their header says are refused
+    before anything is allocated.
     """
     path = Path(path)
+    _npy_header(path, _read_head(path))
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -314,6 +436,8 @@ def load_npy(path: PathLike) -> np.ndarray:
                 "save a plain numeric array"
             ) from err
         raise InputError(f"`{path}` is truncated or corrupt: {_reason(err)}") from err
+    except (InputError, MemoryError):
+        raise
     except Exception as err:
         raise InputError(f"`{path}` is truncated or corrupt: {_reason(err)}") from err
     if not isinstance(array, np.ndarray):  # pragma: no cover - np.load of an npz
@@ -326,8 +450,11 @@ def _read_tiff(path: Path, limit: int, max_channels: int | None) -> tuple[np.nda
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_quiet() as complaints, tifffile.TiffFile(path) as tif:
             pages = [page for page in tif.pages if not getattr(page, "is_reduced", False)]
+            if not pages:
+                detail = f": {complaints[0]}" if complaints else ""
+                raise InputError(f"`{path}` is a corrupt TIFF, no readable page{detail}")
             if len(pages) != 1:
                 raise InputError(
                     f"`{path}` holds {len(pages)} TIFF pages; deconv reads one image per "
@@ -406,12 +533,26 @@ def _pillow_guard_off():
         PILImage.MAX_IMAGE_PIXELS = saved
 
 
+@contextlib.contextmanager
+def _metadata_warnings_off():
+    """Pillow warns (as UserWarning) about corrupt EXIF or TIFF tags it skips: not our data."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 def _read_pillow(path: Path, limit: int, max_channels: int | None) -> tuple[np.ndarray, bool]:
     """Read with imageio's Pillow plugin: the header first (shape, frames), then the pixels."""
     import imageio.v3 as iio
 
     try:
-        with _pillow_guard_off(), iio.imopen(path, "r", plugin="pillow") as file:
+        with (
+            _pillow_guard_off(),
+            _metadata_warnings_off(),
+            iio.imopen(path, "r", plugin="pillow") as file,
+        ):
             props = file.properties()
             shape = props.shape
             if props.is_batch:
@@ -641,6 +782,12 @@ def write_image(
         data = data[:, :, 0]
     channels = (1 if data.ndim == 2 else data.shape[2]) + (alpha is not None)
     _check_channels(path, name, (*data.shape[:2], channels) if channels > 1 else data.shape[:2])
+    if name == "PNG" and alpha is None and channels in (2, 4):
+        # PNG has no way to say "2 (or 4) channels of data": its last one is alpha.
+        raise OutputError(
+            f"`{path}`: PNG stores {channels} channels as {'grey' if channels == 2 else 'RGB'}"
+            f"+alpha, but this result has {channels} data channels; write .tif or .npy"
+        )
 
     clipped = 0
     if out_dtype.kind == "u":
@@ -680,21 +827,27 @@ def _write_png(tmp: Path, pixels: np.ndarray, has_alpha: bool) -> None:
         with open(tmp, "wb") as fh:
             writer.write_array(fh, pixels.reshape(-1))
         return
+    _pillow_write(tmp, pixels, ".png")
+
+
+def _pillow_write(tmp: Path, pixels: np.ndarray, extension: str, **options) -> None:
+    """Encode with imageio's Pillow plugin into a file this function opens and closes.
+
+    Given a path, imageio keeps its own handle, whose failed close (a full disk) is
+    raised again from a destructor, printing a traceback at exit.
+    """
     import imageio.v3 as iio
 
-    iio.imwrite(tmp, pixels, plugin="pillow", extension=".png")
+    with open(tmp, "wb") as fh:
+        iio.imwrite(fh, pixels, plugin="pillow", extension=extension, **options)
 
 
 def _write_jpeg(tmp: Path, pixels: np.ndarray, has_alpha: bool) -> None:
-    import imageio.v3 as iio
-
-    iio.imwrite(tmp, pixels, plugin="pillow", extension=".jpg", quality=95, subsampling=0)
+    _pillow_write(tmp, pixels, ".jpg", quality=95, subsampling=0)
 
 
 def _write_bmp(tmp: Path, pixels: np.ndarray, has_alpha: bool) -> None:
-    import imageio.v3 as iio
-
-    iio.imwrite(tmp, pixels, plugin="pillow", extension=".bmp")
+    _pillow_write(tmp, pixels, ".bmp")
 
 
 def _write_tiff(tmp: Path, pixels: np.ndarray, has_alpha: bool) -> None:
@@ -730,6 +883,79 @@ _WRITERS: dict[str, Callable[[Path, np.ndarray, bool], None]] = {
 # --------------------------------------------------------------------------- paths
 
 
+class _Guard:
+    """Files read and written while :func:`protect_inputs` is active."""
+
+    def __init__(self) -> None:
+        self.read: dict[tuple[int, int], Path] = {}
+        self.written: dict[tuple[int, int], Path] = {}
+
+
+_guard: _Guard | None = None
+
+
+@contextlib.contextmanager
+def protect_inputs():
+    """While active, no file this process has read is replaced, and none is written twice.
+
+    Every ``deconv`` command runs inside one, so an output path that happens to
+    name an input (an image, a kernel file, ``--reference``), or two outputs that
+    name one file, are refused whatever option they came from. Files are known by
+    device and inode, so other spellings and links of one file are caught too.
+    Nested use keeps the outer record.
+    """
+    global _guard
+    if _guard is not None:
+        yield
+        return
+    _guard = _Guard()
+    try:
+        yield
+    finally:
+        _guard = None
+
+
+def note_input(path: PathLike) -> None:
+    """Record ``path`` as an input of the running command (see :func:`protect_inputs`)."""
+    if _guard is None:
+        return
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        _guard.read.setdefault((info.st_dev, info.st_ino), Path(path))
+
+
+def _check_guard(path: Path) -> None:
+    if _guard is None:
+        return
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    key = (info.st_dev, info.st_ino)
+    if key in _guard.read:
+        raise OutputError(
+            f"`{path}` is an input of this command{_alias(path, _guard.read[key])}; "
+            "refusing to write over it (choose another output)"
+        )
+    if key in _guard.written:
+        raise OutputError(
+            f"`{path}` was already written by this command{_alias(path, _guard.written[key])}; "
+            "two outputs name one file (choose distinct paths)"
+        )
+
+
+def _alias(path: Path, other: Path) -> str:
+    return "" if str(path) == str(other) else f" (as `{other}`)"
+
+
+def _note_written(path: Path) -> None:
+    if _guard is None:
+        return
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        _guard.written[(info.st_dev, info.st_ino)] = path
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two paths name the same file (samefile when both exist, else resolved paths)."""
     try:
@@ -748,9 +974,22 @@ def _check_not_input(path: Path, inputs: Sequence[PathLike]) -> None:
             )
 
 
+def check_target(path: PathLike, *, overwrite: bool, inputs: Sequence[PathLike] = ()) -> None:
+    """Refuse an output path before any work: see :func:`atomic_write` for the rules.
+
+    Raises
+    ------
+    OutputError
+        ``path`` is an input (given, or read in :func:`protect_inputs`), a
+        directory, exists without ``overwrite``, or its directory is missing.
+    """
+    _check_target(Path(path), overwrite, inputs)
+
+
 def _check_target(path: Path, overwrite: bool, inputs: Sequence[PathLike]) -> None:
     """Refuse an input, a directory, an existing file (without overwrite), a missing folder."""
     _check_not_input(path, inputs)
+    _check_guard(path)
     if path.is_dir():
         raise OutputError(f"`{path}` is a directory; give a file name")
     if (path.exists() or path.is_symlink()) and not overwrite:
@@ -767,6 +1006,90 @@ def _new_file_mode(path: Path) -> int:
         umask = os.umask(0o022)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+# Temporary files: ".deconv-PID-HOST-XXXXXXXX.EXT" (XXXXXXXX from tempfile.mkstemp).
+TEMP_PREFIX = ".deconv-"
+_TEMP_NAME = re.compile(r"\.deconv-(?P<pid>[0-9]+)-(?P<host>[A-Za-z0-9._-]+)-[a-z0-9_]{8}(\.\w+)?")
+_cleaned: set[str] = set()
+
+
+def _host() -> str:
+    """This host's name as it appears in temporary file names."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:64] or "localhost"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (it may be another user's)."""
+    if pid <= 0:
+        return True  # not a process id: never treat the file as stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def stale_temp_files(directory: PathLike) -> list[Path]:
+    """Temporary files in ``directory`` left by ``deconv`` processes that no longer exist.
+
+    Only regular files named ``.deconv-PID-HOST-XXXXXXXX[.EXT]``, owned by this
+    user, whose HOST is this host and whose process PID is gone, other than this
+    process's own.
+    """
+    directory = Path(directory)
+    host, me, uid = _host(), os.getpid(), os.geteuid() if hasattr(os, "geteuid") else None
+    stale = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match is None or match["host"] != host:
+            continue
+        pid = int(match["pid"])
+        if pid == me or _pid_alive(pid):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(info.st_mode) or (uid is not None and info.st_uid != uid):
+            continue
+        stale.append(directory / entry.name)
+    return sorted(stale)
+
+
+def remove_stale_temp_files(directory: PathLike) -> list[Path]:
+    """Remove :func:`stale_temp_files` from ``directory``; return those removed."""
+    removed = []
+    for path in stale_temp_files(directory):
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _clean_once(directory: Path) -> None:
+    """Remove stale temporary files the first time this process writes in ``directory``."""
+    key = os.path.realpath(directory)
+    if key in _cleaned:
+        return
+    _cleaned.add(key)
+    remove_stale_temp_files(directory)
+
+
+_FULL = (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _out_of_space(err: BaseException) -> bool:
+    """ENOSPC, EFBIG, EDQUOT, or numpy's report of a short write (the same, seen late)."""
+    if not isinstance(err, OSError):
+        return False
+    return err.errno in _FULL or bool(re.search(r"\d+ requested and \d+ written", str(err)))
 
 
 def atomic_write(
@@ -793,14 +1116,23 @@ def atomic_write(
     ------
     OutputError
         ``path`` is an input, exists without ``overwrite``, is a directory, its
-        directory is missing or unwritable, or ``write`` failed. The temporary file
-        is removed on every failure.
+        directory is missing or unwritable, or ``write`` failed (a full disk
+        included). The temporary file is removed on every failure.
+
+    Notes
+    -----
+    The temporary file is ``.deconv-PID-HOST-XXXXXXXX`` plus the output's extension.
+    Before the first write into a directory, temporary files there of processes
+    that no longer exist are removed (:func:`remove_stale_temp_files`).
     """
     path = Path(path)
     _check_target(path, overwrite, inputs)
     directory = path.parent
+    _clean_once(directory)
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".deconv-", suffix=path.suffix)
+        fd, tmp_name = tempfile.mkstemp(
+            dir=directory, prefix=f"{TEMP_PREFIX}{os.getpid()}-{_host()}-", suffix=path.suffix
+        )
     except OSError as err:
         raise OutputError(
             f"`{path}`: cannot write in `{directory}`: {err.strerror or err}"
@@ -815,6 +1147,7 @@ def atomic_write(
         finally:
             os.close(fd)
         os.chmod(tmp, _new_file_mode(path))
+        _check_guard(path)
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -822,7 +1155,10 @@ def atomic_write(
         if isinstance(err, (DeconvError, MemoryError)) or not isinstance(err, Exception):
             raise
         reason = err.strerror if isinstance(err, OSError) and err.strerror else _reason(err)
+        if any(_out_of_space(e) for e in _chain(err)):
+            reason += " (the disk is full or a file size limit was reached; nothing was written)"
         raise OutputError(f"`{path}` cannot be written: {reason}") from err
+    _note_written(path)
     with contextlib.suppress(OSError):
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
@@ -901,3 +1237,80 @@ def resolve_outputs(
                 f"-o `{target}`: cannot create the directory: {err.strerror or err}"
             ) from err
     return outputs
+
+
+# --------------------------------------------------------------------------- memory maps
+
+
+def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | None:
+    """A read-only memory map of a float ``.npy`` image, to process it in tiles.
+
+    The header is validated as :func:`read_image` validates it (no pickles, pixel
+    type, shape, pixel limit, truncation) and the values are checked to be finite,
+    reading the file in blocks, so memory stays bounded whatever the image's size.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A ``.npy`` file.
+    max_channels : int or None, optional
+        The most channels accepted (default: any number).
+
+    Returns
+    -------
+    numpy.memmap or None
+        The array (H, W) or (H, W, C) as stored, float32 or float64; ``None`` when
+        the values need scaling (integers, bool, float16) or the header is of an
+        unknown version: read those with :func:`read_image`.
+    """
+    path = Path(path)
+    shape, dtype = _npy_header(path, _read_head(path))
+    if dtype is None:
+        return None
+    _check_dtype(path, dtype)
+    _check_shape(path, shape, max_pixels(), max_channels)
+    if dtype.newbyteorder("=") not in (_F32, _F64):
+        return None
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    block = max(1, (64 << 20) // max(1, array[0].nbytes))
+    bad = 0
+    for start in range(0, array.shape[0], block):
+        finite = np.isfinite(array[start : start + block])
+        bad += int(np.count_nonzero(~finite.all(axis=2) if finite.ndim == 3 else ~finite))
+    if bad:
+        raise InputError(
+            f"`{path}` has {bad:,} NaN/Inf pixels; deconv needs finite values "
+            "(replace them first, e.g. with numpy.nan_to_num)"
+        )
+    return array
+
+
+def write_npy_mapped(
+    path: PathLike,
+    shape: tuple[int, ...],
+    dtype,
+    fill: Callable[[np.ndarray], None],
+    *,
+    overwrite: bool = False,
+    inputs: Sequence[PathLike] = (),
+) -> Path:
+    """Write a ``.npy`` file atomically through a memory map that ``fill(array)`` fills.
+
+    The result never needs to be in memory at once: ``fill`` writes it piece by
+    piece (e.g. :func:`deconv_cli.tiles.tiled_invert` with ``out=array``). The map
+    is of a temporary file renamed into place when ``fill`` returns, as
+    :func:`atomic_write` does (and with its refusals).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+
+    def write(tmp: Path) -> None:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
+        fill(array)
+        array.flush()
+
+    atomic_write(path, write, overwrite=overwrite, inputs=inputs)
+    return Path(path)

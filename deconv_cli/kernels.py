@@ -580,7 +580,11 @@ def _load_file(path: Path, spec: str, normalize: bool) -> Kernel:
         else:
             array = _read_image(path)
     except InputError as err:
-        raise KernelError(f"{where}: {err}") from None
+        message, named = str(err), f"`{path}`"
+        if message.startswith(named):  # the reader names the file: say it once
+            rest = message[len(named) :]
+            message = rest[1:].lstrip() if rest.startswith(":") else "it" + rest
+        raise KernelError(f"{where}: {message}") from None
     array = _validate_array(array, where)
     shape = "x".join(str(n) for n in array.shape)
     return _finish(array, f"file {spec} ({shape})", None, normalize, where)
@@ -592,6 +596,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def _read_text(path: Path, where: str) -> np.ndarray:
+    from deconv_cli.io import note_input
+
+    note_input(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:

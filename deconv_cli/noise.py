@@ -9,6 +9,8 @@ import numpy as np
 from deconv_cli.errors import DeconvError
 
 _PARAMS = {"gaussian": "sigma", "poisson": "peak"}
+# numpy's Poisson sampler refuses means above about 9.2e18 (int64 counts); stay well below.
+_MAX_POISSON_MEAN = 1e18
 
 
 @dataclass(frozen=True)
@@ -22,12 +24,33 @@ class Noise:
         return f"{self.kind}:{_PARAMS[self.kind]}={self.value:g}"
 
     def apply(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Return a noisy copy of ``y`` (same dtype)."""
+        """Return a noisy copy of ``y`` (same dtype).
+
+        Raises
+        ------
+        DeconvError
+            The noise cannot be drawn for this data (a Poisson mean above 1e18
+            photons) or overflows the data's dtype.
+        """
         if self.kind == "gaussian":
-            noisy = y + self.value * rng.standard_normal(y.shape)
+            with np.errstate(over="ignore", invalid="ignore"):
+                noisy = (y + self.value * rng.standard_normal(y.shape)).astype(y.dtype, copy=False)
         else:
-            noisy = rng.poisson(np.clip(y, 0, None) * self.value) / self.value
-        return noisy.astype(y.dtype, copy=False)
+            mean = np.clip(y, 0, None) * self.value
+            top = float(mean.max(initial=0.0))
+            if not top < _MAX_POISSON_MEAN:
+                raise DeconvError(
+                    f"--noise: `{self.describe()}`: the brightest pixel would count {top:.3g} "
+                    f"photons, more than Poisson noise can be drawn for ({_MAX_POISSON_MEAN:.0e}); "
+                    "give a smaller peak"
+                )
+            noisy = (rng.poisson(mean) / self.value).astype(y.dtype, copy=False)
+        if not np.isfinite(noisy).all():
+            raise DeconvError(
+                f"--noise: `{self.describe()}` overflows {y.dtype} (the noisy data is not "
+                "finite); give a smaller value"
+            )
+        return noisy
 
 
 def parse_noise(spec: str | None) -> Noise | None:
@@ -53,12 +76,22 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
     """Standard deviation of white gaussian noise in ``image``, estimated from its wavelets.
 
     Uses ``skimage.restoration.estimate_sigma`` (Donoho's median absolute deviation of
-    the finest diagonal wavelet coefficients), averaged over channels.
+    the finest diagonal wavelet coefficients), averaged over channels. An image with no
+    nonzero fine-scale coefficient at all (a constant one) shows no noise: 0.
     """
+    import warnings
+
     from skimage.restoration import estimate_sigma
 
     channel_axis = -1 if image.ndim == 3 else None
-    sigma = estimate_sigma(
-        image.astype(np.float64, copy=False), channel_axis=channel_axis, average_sigmas=True
-    )
-    return float(sigma)
+    with warnings.catch_warnings():
+        # skimage mistakes a grey image at most 4 pixels wide for a colour one; the axis is right.
+        warnings.filterwarnings("ignore", message=r"image is size \d+ on the last axis")
+        # skimage takes the median of the *nonzero* coefficients: none for a constant image.
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+        sigma = estimate_sigma(
+            image.astype(np.float64, copy=False), channel_axis=channel_axis, average_sigmas=True
+        )
+    sigma = float(sigma)
+    return sigma if np.isfinite(sigma) else 0.0

@@ -180,6 +180,10 @@ def roundtrip(
 
     names = check_methods(methods)
     x = np.asarray(image, dtype=np.float64)
+    if np.ndim(kernel) == 4 and np.shape(kernel)[1] == 1 and x.ndim == 3 and x.shape[2] == 1:
+        # A bank's size-one channel axis is dropped (so the inverse problem recovers H×W):
+        # measure against the same H×W.
+        x = x[:, :, 0]
     op = ConvOperator(kernel, x.shape, geometry)
     y, sigma, description = degrade(op, x, noise=noise, seed=seed, bits=bits)
     if sigma is None:

@@ -1,38 +1,190 @@
 """The ``deconv`` command line: a click group; each command parses, calls the core, reports.
 
-Exit codes are defined in :mod:`deconv_cli.errors`; the mapping from core errors to
-exit codes happens here, in :class:`DeconvGroup`, and nowhere else.
+Exit codes are defined in :mod:`deconv_cli.errors`; the mapping from errors to exit
+codes happens here, in :class:`DeconvGroup`, and nowhere else:
+
+- a core :class:`~deconv_cli.errors.DeconvError` and every click usage error (unknown
+  option, bad value, missing argument) print one line, ``deconv: error: ...``, and
+  exit 2;
+- running out of memory is the same, ``deconv: error: not enough memory ...``;
+- Ctrl-C exits 130, SIGTERM 143, after removing the temporary file being written;
+- Python warnings print on one line each, ``deconv: warning: ...``;
+- anything else is a bug: one line, ``deconv: internal error: ...``, exit 3 (set
+  ``DECONV_DEBUG=1`` to get the traceback instead).
+
+Every command runs inside :func:`deconv_cli.io.protect_inputs`: no file the command
+read is ever written over, whichever option names it, and no file is written twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
+import os
+import signal
 import sys
+import threading
 
 import click
 
 from deconv_cli import __version__
-from deconv_cli.errors import EXIT_USAGE, DeconvError
+from deconv_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeconvError
+
+DEBUG_ENV = "DECONV_DEBUG"
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class OneLineError(click.ClickException):
+    """A click error shown as ``deconv: error: MESSAGE`` on one line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"deconv: error: {self.format_message()}", err=True)
+
+
+def _one_line(err: click.ClickException) -> OneLineError:
+    """Click's usage errors (usage text, a hint, the message) as one line, with the help hint."""
+    message = " ".join(err.format_message().split())
+    ctx = getattr(err, "ctx", None)
+    if isinstance(err, click.UsageError) and ctx is not None:
+        words = ctx.command_path.split()[1:]
+        message += f" (see `{' '.join(['deconv', *words, '--help'])}`)"
+    return OneLineError(message, err.exit_code)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+@contextlib.contextmanager
+def _sigterm_cleans_up():
+    """SIGTERM raises SystemExit(143), so the file being written is removed, as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:  # someone else (a test runner, a scheduler) owns it
+        yield
+        return
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        click.echo("deconv: terminated", err=True)
+        raise SystemExit(EXIT_TERMINATED)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Python warnings as ``deconv: warning: MESSAGE (Category, file.py:line)``, once each.
+
+    The default format spends a second line on the source line that warned, which
+    means nothing to a user and breaks one-line-per-event logs.
+    """
+    import warnings
+
+    seen: set[tuple[str, str]] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        where = f"{category.__name__}, {os.path.basename(filename)}:{lineno}"
+        if (text, where) not in seen:
+            seen.add((text, where))
+            click.echo(f"deconv: warning: {text} ({where})", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 class DeconvGroup(click.Group):
-    """A click group that turns core errors into one line on stderr and exit code 2."""
+    """A click group that turns every error into one line on stderr and its exit code."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except OneLineError:
+            raise
+        except click.ClickException as err:
+            raise _one_line(err) from None
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _sigterm_cleans_up(), _one_line_warnings():
+                return super().invoke(ctx)
         except DeconvError as err:
             click.echo(f"deconv: error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except OneLineError:
+            raise
+        except click.ClickException as err:
+            raise _one_line(err) from None
+        except (click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except MemoryError:
-            click.echo("deconv: error: not enough memory for this job", err=True)
+            click.echo(
+                "deconv: error: not enough memory for this job (try a smaller image, "
+                "kernel or geometry)",
+                err=True,
+            )
             ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("deconv: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
+        except OSError as err:
+            if err.errno == errno.EPIPE or _debug():
+                raise  # click quiets a closed stdout (`deconv ... | head`)
+            _internal(ctx, err)
+        except Exception as err:
+            if _debug():
+                raise
+            _internal(ctx, err)
+
+
+def _internal(ctx: click.Context, err: Exception) -> None:
+    """A bug: one line naming the exception, and how to get the traceback."""
+    text = " ".join(str(err).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    click.echo(
+        f"deconv: internal error: {type(err).__name__}: {text} (a bug in deconv; please "
+        f"report it with the command line; {DEBUG_ENV}=1 shows the traceback)",
+        err=True,
+    )
+    ctx.exit(EXIT_INTERNAL)
+
+
+def _max_pixels(ctx: click.Context, param, value):
+    if value is not None:
+        from deconv_cli.io import pixel_limit
+
+        ctx.with_resource(pixel_limit(value))
+    return value
 
 
 @click.group(cls=DeconvGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="deconv")
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    expose_value=False,
+    is_eager=True,
+    callback=_max_pixels,
+    help="Largest image (height × width) any command reads; default 268435456 (2**28) "
+    "or $DECONV_MAX_PIXELS. Checked on the file's header, before decoding, against "
+    "decompression bombs.",
+)
 def main() -> None:
     """Blur and deblur images, and find out when a blur can be undone.
 
@@ -44,7 +196,33 @@ def main() -> None:
     analyze    is this operator invertible, and how well?
     roundtrip  blur, transpose and invert one image, in one table
     kernels    list kernel families, or show one kernel
+
+    \b
+    Exit codes: 0 success; 1 a check failed (compare thresholds, a failed batch
+    item); 2 bad usage or bad input (one line on stderr); 3 internal error (a bug).
     """
+
+
+def _protected(callback):
+    """Run a command inside :func:`deconv_cli.io.protect_inputs` (after parsing, so that
+    ``--help`` stays fast: the import brings numpy)."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        from deconv_cli.io import protect_inputs
+
+        with protect_inputs():
+            return callback(*args, **kwargs)
+
+    return run
+
+
+def _leaves(command: click.Command):
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            yield from _leaves(sub)
+    else:
+        yield command
 
 
 def _register() -> None:
@@ -52,6 +230,9 @@ def _register() -> None:
 
     for module in (process, invert, compare, analyze, kernels):
         for command in module.COMMANDS:
+            for leaf in _leaves(command):
+                if leaf.callback is not None:
+                    leaf.callback = _protected(leaf.callback)
             main.add_command(command)
 
 

@@ -21,8 +21,10 @@ format_option = click.option(
 
 
 def _positive_sigma(ctx, param, value):
-    if value is not None and not value >= 0:
-        raise click.BadParameter(f"must be >= 0, got {value}")
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
     return value
 
 
@@ -250,6 +252,10 @@ def analyze(
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
     kernel = load_kernel(kernel_spec, normalize=normalize)
     input_shape, image_bits = _image_shape(image, shape, kernel.array)
+    if spectrum is not None:  # refuse a bad --spectrum path before the work
+        from deconv_cli.io import check_target
+
+        check_target(spectrum, overwrite=overwrite, inputs=(image,) if image else ())
     op = ConvOperator(kernel.array, input_shape, geometry)
     source = None
     if noise_sigma is None and bits is None and image_bits is not None:
@@ -291,7 +297,12 @@ def verdict_lines(analysis) -> list[str]:
     metavar="SPEC",
     help="Add seeded noise after blurring: `gaussian:sigma=S` or `poisson:peak=P`.",
 )
-@click.option("--seed", type=int, default=None, help="Seed for --noise (reproducible data).")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Seed for --noise (reproducible data).",
+)
 @click.option(
     "--bits",
     type=click.IntRange(1, 32),

@@ -21,11 +21,22 @@ THRESHOLDS = (
 )
 
 
+def _a_number(ctx, param, value):
+    if value is not None and value != value:  # NaN passes every comparison
+        raise click.BadParameter(f"`{value}` is not a number", ctx=ctx, param=param)
+    return value
+
+
 def _threshold_options(func):
     for option, metric, text in reversed(THRESHOLDS):
-        func = click.option(option, f"threshold_{metric}", type=float, default=None, help=text)(
-            func
-        )
+        func = click.option(
+            option,
+            f"threshold_{metric}",
+            type=float,
+            default=None,
+            callback=_a_number,
+            help=text,
+        )(func)
     return func
 
 

@@ -91,7 +91,10 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
 
     kernel = load_kernel(spec, normalize=normalize)
     if save is not None:
+        from deconv_cli.io import check_target
+
         _check_save_path(save)
+        check_target(save, overwrite=overwrite)  # before printing: fail before any output
     shape = "x".join(str(n) for n in kernel.array.shape)
     click.echo(f"{kernel.description}  shape {shape}")
     for label, matrix, total in kernel_slices(kernel):
@@ -101,9 +104,13 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
             np.array2string(matrix, precision=precision, suppress_small=True, max_line_width=120)
         )
     if save is not None:
-        from deconv_cli.io import write_image
+        from deconv_cli.io import atomic_write
 
-        write_image(save, kernel.array, overwrite=overwrite)
+        def write(tmp: Path) -> None:  # np.save, not write_image: a bank is 4-D
+            with open(tmp, "wb") as handle:
+                np.save(handle, kernel.array, allow_pickle=False)
+
+        atomic_write(save, write, overwrite=overwrite)
         click.echo(f"deconv: wrote {save}", err=True)
 
 
