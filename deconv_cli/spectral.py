@@ -234,30 +234,26 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
     # real makes the filters cheaper (real arithmetic, half the memory).
     centred = bh == (kh - 1) // 2 and bw == (kw - 1) // 2
     symmetric = centred and is_symmetric(kernel)
-    factors = separable_factors(kernel)
-    if factors is not None:
-        # Rank one: the transform is the outer product of two 1-D transforms.
-        col, row = np.zeros(h), np.zeros(w)
-        np.add.at(col, rows, factors[0])
-        np.add.at(row, cols, factors[1])
-        left, right = scipy.fft.fft(col.astype(real)), scipy.fft.rfft(row.astype(real))
-        if symmetric:
-            left, right = left.real, right.real
-        eigenvalues = np.multiply.outer(left, right)
+    left, right = _low_rank(kernel)
+    if left.shape[1] <= _LOW_RANK_LIMIT:
+        # kernel = left @ right, so the transform is (fft of the placed columns of
+        # `left`) @ (rfft of the placed rows of `right`): a product with a small inner size.
+        col, row = np.zeros((h, left.shape[1])), np.zeros((w, left.shape[1]))
+        np.add.at(col, rows, left)
+        np.add.at(row, cols, right.T)
+        left = scipy.fft.fft(col.astype(real), axis=0)
+        right = scipy.fft.rfft(row.astype(real), axis=0).T
+        if symmetric:  # the imaginary parts are rounding
+            left, right = np.ascontiguousarray(left.real), np.ascontiguousarray(right.real)
+        eigenvalues = _product(left, right)
     else:
         column = np.zeros((h, w), dtype=np.float64)
         np.add.at(column, (rows[:, None], cols[None, :]), kernel)
         nonzero = np.unique(rows)
         half = scipy.fft.rfft(column[nonzero].astype(real), axis=1, workers=fft_workers())
-        if nonzero.size <= 32:
-            # The DFT down the columns as a product with the few non-zero rows only:
-            # cheaper than a full-size column FFT.
-            phases = np.exp(-2j * np.pi * np.outer(np.arange(h), nonzero) / h)
-            eigenvalues = phases.astype(half.dtype) @ half
-        else:
-            spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
-            spectrum[nonzero] = half
-            eigenvalues = scipy.fft.fft(spectrum, axis=0, overwrite_x=True, workers=fft_workers())
+        spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
+        spectrum[nonzero] = half
+        eigenvalues = scipy.fft.fft(spectrum, axis=0, overwrite_x=True, workers=fft_workers())
         if symmetric:
             eigenvalues = np.ascontiguousarray(eigenvalues.real)
     weights = np.full((1, w // 2 + 1), 2.0)
@@ -286,14 +282,34 @@ def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
     # matrix products instead of two full-size DCTs.
     left = _dct_columns(h, small[0]) / _dct_of_delta(h)[:, None]
     right = _dct_columns(w, small[1]) / _dct_of_delta(w)[:, None]
-    factors = separable_factors(response)
-    if factors is not None:
-        transformed = np.multiply.outer(
-            (left @ factors[0]).astype(real), (right @ factors[1]).astype(real)
-        )
-    else:
-        transformed = (left @ response).astype(real) @ right.T.astype(real)
+    u, v = _low_rank(response)
+    transformed = _product((left @ u).astype(real), (v @ right.T).astype(real))
     return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
+
+
+def _product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``left @ right`` for a small inner size. Real factors go through ``einsum``, as
+    fast as BLAS on one thread, whose threads stall (4x slower here) when another
+    process holds a core; ``einsum`` is slow for complex factors, which keep BLAS."""
+    if np.iscomplexobj(left) or np.iscomplexobj(right):
+        return left @ right
+    return np.einsum("ir,rj->ij", left, right)
+
+
+_LOW_RANK_LIMIT = 32
+"""Above this kernel rank a column FFT builds the FFT eigenvalues faster than a product."""
+
+
+def _low_rank(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(left, right)`` with ``left @ right == matrix`` and inner size its numerical rank.
+
+    The rank counts singular values above ``max(m, n) · eps · σ_max`` (numpy's rule).
+    A symmetric kernel of side ``k`` has rank at most ``(k + 1) / 2``; a gaussian, 1.
+    """
+    u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    rank = max(1, int(np.count_nonzero(s > s[0] * max(matrix.shape) * _EPS)))
+    root = np.sqrt(s[:rank])
+    return u[:, :rank] * root, root[:, None] * vt[:rank]
 
 
 def _dct_columns(n: int, count: int) -> np.ndarray:

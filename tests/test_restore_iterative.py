@@ -257,6 +257,27 @@ def test_rl_discrepancy_rule_stops_near_the_best_iteration():
     assert "discrepancy_iteration" in result.params
 
 
+def test_rl_noise_estimate_is_skimage_s_on_unclipped_data():
+    from skimage.restoration import estimate_sigma
+
+    x, op, y = noisy_problem(size=64)
+    result = richardson_lucy(y, op, iterations=2)
+    assert result.params["noise_sigma"] == pytest.approx(estimate_sigma(y), rel=1e-12)
+
+
+def test_rl_noise_estimate_ignores_clipped_data():
+    """Noise clipped at 0 on a black background has a smaller spread: skimage's estimate
+    counts it and is low; the rule's estimate skips it and finds the true level."""
+    from skimage.restoration import estimate_sigma
+
+    x = np.pad(camera_crop(128), 16)
+    op = ConvOperator(np.full((1, 9), 1 / 9), x.shape, Geometry.create(boundary="constant"))
+    y = np.maximum(op.forward(x) + 0.01 * rng(0).standard_normal(x.shape), 0)
+    result = richardson_lucy(y, op, iterations=2)
+    assert estimate_sigma(y) < 0.009
+    assert result.params["noise_sigma"] == pytest.approx(0.01, rel=0.04)
+
+
 @pytest.mark.parametrize("mode", ["same", "valid"], ids=["reflect", "valid-unknown"])
 def test_rl_tv_term_gains_and_converges(mode):
     x, op, y = noisy_problem(Geometry.create(mode=mode), sigma=0.02)
@@ -298,6 +319,23 @@ def test_rl_keeps_float32():
     op32 = ConvOperator(op.kernel, op.input_shape, op.geometry, dtype=np.float32)
     result = richardson_lucy(y.astype(np.float32), op32, iterations=5, tol=0)
     assert result.image.dtype == np.float32
+
+
+def test_rl_float32_keeps_the_float64_quality_on_a_dark_background():
+    """A black frame and clipped low noise: acceleration drives the dark pixels towards 0,
+    where float32 rounding in ``A x`` must not be amplified by ``y / A x``."""
+    x = np.pad(camera_crop(64), 8)
+    kernel = np.full((1, 9), 1 / 9)  # a horizontal motion blur
+    geometry = Geometry.create(boundary="constant")
+    y = ConvOperator(kernel, x.shape, geometry).forward(x)
+    y = np.maximum(y + 0.001 * rng(3).standard_normal(y.shape), 0)
+    scores = {}
+    for dtype in (np.float64, np.float32):
+        op = ConvOperator(kernel, x.shape, geometry, dtype=dtype)
+        result = richardson_lucy(y.astype(dtype), op, iterations=60, tol=0)
+        scores[dtype] = psnr(x, result.image.astype(np.float64))
+    assert scores[np.float64] > psnr(x, y) + 5
+    assert scores[np.float32] == pytest.approx(scores[np.float64], abs=0.1)
 
 
 # -- CGLS and LSQR ----------------------------------------------------------------------

@@ -226,7 +226,9 @@ def test_wiener_cg_equals_a_dense_solve():
 
 
 @pytest.mark.parametrize(
-    "kernel", [rng(12).random((5, 3)), gaussian1()], ids=["random-complex", "symmetric-real"]
+    "kernel",
+    [rng(12).random((5, 3)), gaussian1(), load_kernel("disk:radius=2").array],
+    ids=["random-complex", "symmetric-real", "symmetric-real-rank-3"],
 )
 def test_wiener_is_the_textbook_filter_on_wrap(kernel):
     h, w = 16, 12
