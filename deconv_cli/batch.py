@@ -13,8 +13,8 @@ Standard input and output (``-``) are carried through a private temporary direct
 the data is written to a file there, read by the same readers as any file (the
 format is recognised from its first bytes) and the result is copied to the stream.
 
-This module imports nothing heavy at import time: worker processes set their thread
-limits before numpy is loaded.
+Worker processes are forked (spawned where fork does not exist) and limited to
+``cores // jobs`` FFT threads each.
 """
 
 from __future__ import annotations
@@ -453,7 +453,11 @@ def _result(future, item: Item) -> ItemResult:
 
 
 def _worker_init(threads: int) -> None:
-    """Thread limits for a worker process (set before numpy loads); Ctrl-C is the parent's."""
+    """Thread limits for a worker process; Ctrl-C is handled by the parent.
+
+    FFT threads are read per call; the BLAS/OpenMP variables reach libraries that are
+    loaded after this (under spawn).
+    """
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ["DECONV_FFT_WORKERS"] = str(threads)
@@ -464,10 +468,15 @@ def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+    import deconv_cli.process  # noqa: F401  (forked workers start with it imported)
+
     threads = max(1, available_cores() // jobs)
+    # fork: workers start in milliseconds with everything imported (spawn re-imports
+    # numpy, scipy and skimage in each worker: about a second each).
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(
         max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=multiprocessing.get_context(method),
         initializer=_worker_init,
         initargs=(threads,),
     ) as pool:
