@@ -22,6 +22,7 @@ from deconv_cli.kernels import Kernel
 from deconv_cli.noise import Noise
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
 from deconv_cli.restore import RestoreOptions, RestoreResult
+from deconv_cli.tiles import check_memory
 
 
 @dataclass
@@ -121,6 +122,9 @@ class Convolve(Transform):
     tile: int | None = None
 
     def __call__(self, image: Image, x: np.ndarray) -> Outcome:
+        check_memory(
+            "convolve", x.shape, self.kernel.array, self.geometry, dtype=x.dtype, tile=self.tile
+        )
         op = ConvOperator(self.kernel.array, x.shape, self.geometry, dtype=x.dtype)
         details = {}
         if self.tile is None:
@@ -146,6 +150,9 @@ class Transpose(Transform):
     tile: int | None = None
 
     def __call__(self, image: Image, y: np.ndarray) -> Outcome:
+        check_memory(
+            "transpose", y.shape, self.kernel.array, self.geometry, dtype=y.dtype, tile=self.tile
+        )
         shape = input_shape_for(self.kernel.array, y.shape, self.geometry, self.output_shape)
         op = ConvOperator(self.kernel.array, shape, self.geometry, dtype=y.dtype)
         if self.tile is None:
@@ -179,6 +186,17 @@ class Invert(Transform):
     tile_margin: int | None = None
 
     def __call__(self, image: Image, y: np.ndarray) -> Outcome:
+        check_memory(
+            "invert",
+            y.shape,
+            self.kernel.array,
+            self.geometry,
+            method=self.method,
+            dtype=y.dtype,
+            unknown_boundary=self.unknown_boundary,
+            tile=self.tile,
+            margin=self.tile_margin,
+        )
         problem = build_problem(
             self.kernel.array,
             y.shape,

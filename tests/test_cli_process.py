@@ -445,3 +445,17 @@ def test_clipped_pixels_are_counted_in_the_summary(tmp_path):
     # the laplacian of a single bright pixel: -4 at the centre (clipped to 0), +1 at its four
     # neighbours (1.0 fits exactly): one clipped pixel
     assert "1 pixels clipped to the uint8 range" in result.output
+
+
+def test_a_job_that_would_not_fit_in_memory_is_refused_with_a_tile_size(
+    image, tmp_path, monkeypatch
+):
+    import deconv_cli.tiles
+
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((1024, 1024)))
+    monkeypatch.setattr(deconv_cli.tiles, "available_bytes", lambda: 40 * 2**20)
+    result = run("convolve", big, "-k", "gaussian:sigma=2", "-o", tmp_path / "y.npy")
+    assert result.exit_code == 2, result.output
+    assert "--tile" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "y.npy").exists()
