@@ -59,6 +59,7 @@ import re
 import socket
 import stat
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,7 +391,11 @@ def _npy_header(path: Path, head: bytes) -> tuple[tuple[int, ...] | None, np.dty
             raise InputError(f"`{path}` is an .npz archive; save one array with np.save")
         raise InputError(f"`{path}` is not a .npy file (no NumPy header)")
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            # numpy parses the header with ast.literal_eval (safe); a corrupt one may
+            # hold backslashes, which Python warns about: the error below says enough.
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             version = np.lib.format.read_magic(fh)
             if version == (1, 0):
                 shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
@@ -536,8 +541,6 @@ def _pillow_guard_off():
 @contextlib.contextmanager
 def _metadata_warnings_off():
     """Pillow warns (as UserWarning) about corrupt EXIF or TIFF tags it skips: not our data."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         yield

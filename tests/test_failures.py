@@ -785,10 +785,6 @@ def test_constant_image_inverts_to_itself(tmp_path, value, shape, ext):
     np.testing.assert_allclose(np.load(out), x / (255 if ext == ".png" else 1), atol=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restore/linear.py CG divides by rz = 0 when it converges exactly with --tol 0",
-)
 def test_tikhonov_cg_converging_exactly_with_tol_0(tmp_path):
     y = np.array([[0.63696169, 0.26978671], [0.04097352, 0.01652764], [0.81327024, 0.91275558]])
     np.save(tmp_path / "y.npy", y)

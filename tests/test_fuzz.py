@@ -478,8 +478,7 @@ def method_flags(draw) -> list[str]:
     if "iterations" in takes and draw(chance(80)):
         flags += ["--iterations", str(draw(st.integers(1, 25)))]
     options = {
-        # --tol 0 with tikhonov/wiener CG: a known bug, see test_failures (xfail)
-        "--tol": ("tol", _num(1e-9, 0.1)),
+        "--tol": ("tol", st.one_of(st.just("0"), _num(1e-9, 0.1))),
         "--reg": ("reg", _num(1e-6, 10)),
         "--nsr": ("nsr", _num(1e-6, 10)),
         "--rcond": ("rcond", _num(1e-12, 0.1)),

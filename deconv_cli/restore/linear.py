@@ -602,6 +602,8 @@ def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: Rest
             break
         z = r if precondition is None else precondition(r)
         rz_new = _dot(r, z)
+        if rz_new == 0:  # the residual vanished: solved exactly
+            break
         p *= rz_new / rz
         p += z
         rz = rz_new
