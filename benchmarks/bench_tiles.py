@@ -283,7 +283,7 @@ CALIBRATION_JOBS = [
     ("invert", "wiener", "motion:length=15,angle=30", "reflect"),
     ("invert", "tikhonov", "gaussian:sigma=2", "reflect"),
     ("invert", "tikhonov", "motion:length=15,angle=30", "reflect"),
-    ("invert", "inverse", "gaussian:sigma=2", "wrap"),
+    ("invert", "inverse", "gaussian:sigma=1", "wrap"),
     ("invert", "tv", "gaussian:sigma=2", "reflect"),
     ("invert", "tv", "motion:length=15,angle=30", "reflect"),
     ("invert", "richardson-lucy", "gaussian:sigma=2", "reflect"),

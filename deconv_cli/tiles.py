@@ -501,14 +501,17 @@ COPIES = {
     "convolve": 8.0,
     "transpose": 8.0,
     "closed form": 4.5,
-    "cg": 19.0,
-    "tv": 0.0,
-    "richardson-lucy": 0.0,
-    "least squares": 0.0,
+    "inverse": 7.0,
+    "cg": 25.0,
+    "tv": 40.0,
+    "richardson-lucy": 17.0,
+    "least squares": 17.0,
 }
 """Peak allocated memory of an untiled job, in image-sized arrays of the computation's
-dtype (the larger of the image and the data, channels included), per path; measured by
-``benchmarks/bench_tiles.py calibrate`` (slopes over 1024² and 2048², rounded up)."""
+dtype (the larger of the image and the data, channels included), per path: the largest
+slope measured by ``benchmarks/bench_tiles.py calibrate`` (1024² and 2048², float64
+and float32, a gaussian and a motion blur), rounded up. Float32 jobs keep some float64
+work arrays, hence the same counts for both."""
 FIXED_BYTES = 100 << 20
 """Allocations that do not grow with the image (spectra samples, crops, buffers)."""
 SUGGESTED_TILES = (4096, 2048, 1024, 512, 256)
@@ -566,7 +569,7 @@ def _path(
     if command != "invert":
         return command
     if method in ("wiener", "tikhonov", "inverse") and _diagonalizable(kernel, geometry, unknown):
-        return "closed form"
+        return "inverse" if method == "inverse" else "closed form"
     if method in ("wiener", "tikhonov"):
         return "cg"
     if method in ("tv", "richardson-lucy"):

@@ -479,29 +479,36 @@ def test_estimate_grows_with_the_image_and_tiles_bound_it():
     assert slow > estimate(1024)  # CG (a kernel the DCT does not diagonalize)
 
 
-def test_estimate_bounds_the_traced_peak():
+@pytest.mark.parametrize(
+    "command,method",
+    [("convolve", None), ("transpose", None), ("invert", "wiener"), ("invert", "tv")],
+    ids=["convolve", "transpose", "wiener", "tv"],
+)
+def test_estimate_bounds_the_traced_peak(command, method):
     # tracemalloc sees numpy's allocations: an independent measure of the peak
     import tracemalloc
 
     from deconv_cli.invert import build_problem, invert
     from deconv_cli.kernels import load_kernel
     from deconv_cli.restore import RestoreOptions
-    from deconv_cli.tiles import estimate_bytes
+    from deconv_cli.tiles import FIXED_BYTES, estimate_bytes
 
     kernel, geometry = load_kernel("gaussian:sigma=2").array, Geometry()
     y = rng(10).random((512, 512))
+    op = ConvOperator(kernel, y.shape, geometry)
     problem = build_problem(kernel, y.shape, geometry)
-    invert(y, problem, "wiener", RestoreOptions())  # imports and caches outside the trace
-    for command in ("convolve", "invert"):
-        tracemalloc.start()
-        if command == "convolve":
-            ConvOperator(kernel, y.shape, geometry).forward(y)
-        else:
-            invert(y, problem, "wiener", RestoreOptions())
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        estimate = estimate_bytes(command, y.shape, kernel, geometry, method="wiener")
-        assert peak <= estimate, command
+    run = {
+        "convolve": lambda: op.forward(y),
+        "transpose": lambda: op.adjoint(y),
+        "invert": lambda: invert(y, problem, method, RestoreOptions(iterations=3)),
+    }[command]
+    run()  # imports and caches outside the trace
+    tracemalloc.start()
+    run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    scaled = estimate_bytes(command, y.shape, kernel, geometry, method=method) - FIXED_BYTES
+    assert peak <= scaled <= 3 * peak
 
 
 def test_check_memory_suggests_a_tile_that_fits(monkeypatch):
