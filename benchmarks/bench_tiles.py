@@ -13,12 +13,13 @@ Sections (run all, or name some):
 ``calibrate`` Peak memory of untiled jobs (process_file, .npy in and out) per command and
               method: a fixed part plus copies of the image, fitted on two sizes, to
               calibrate ``tiles.estimate_bytes``.
-``memory``    Peak memory of a wiener invert, 4096x4096 and 8192x8192 float32, untiled
-              (process_file) and tiled (memory-mapped .npy in and out, tiles of 1024).
+``memory``    Peak memory and time of a wiener invert, 4096x4096 and 8192x8192 float32:
+              the ``deconv`` command untiled and with ``--tile 1024``, and the library
+              between memory-mapped .npy files (io.map_npy, io.write_npy_mapped).
 
-Peak memory is measured in a child process: ``ru_maxrss`` (every resident page, the
-memory-mapped input and output files included) and the peak of ``RssAnon`` sampled every
-5 ms (allocated memory only: arrays, FFT buffers; file pages excluded).
+Each job runs in a child process: ``ru_maxrss`` (every resident page, memory-mapped
+files included) from ``os.wait4``, and the peak of its ``RssAnon`` (allocated memory
+only: arrays, FFT buffers; file pages excluded) sampled every 5 ms.
 
 Run: .venv/bin/python benchmarks/bench_tiles.py [exact] [quality] [calibrate] [memory]
 """
@@ -26,6 +27,7 @@ Run: .venv/bin/python benchmarks/bench_tiles.py [exact] [quality] [calibrate] [m
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -192,35 +194,18 @@ def _parameter(result) -> str:
 # -- memory ------------------------------------------------------------------------------
 
 CHILD = r"""
-import json, resource, sys, threading, time
-import numpy as np
+import json, sys
 
 args = json.loads(sys.argv[1])
-peak = [0]
-done = threading.Event()
-
-def anon():
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-def sample():
-    while not done.wait(0.005):
-        peak[0] = max(peak[0], anon())
-
 from deconv_cli.io import map_npy, write_npy_mapped
 from deconv_cli.kernels import load_kernel
-from deconv_cli.operators import ConvOperator, Geometry
+from deconv_cli.operators import Geometry
 from deconv_cli.process import Convolve, Invert, Transpose, process_file
-from deconv_cli.restore import RestoreOptions
-from deconv_cli.tiles import tiled_adjoint, tiled_forward, tiled_invert
-import deconv_cli.restore, scipy.fft, scipy.ndimage, skimage.restoration  # noqa: F401
+from deconv_cli.restore import RestoreOptions, methods
+from deconv_cli.tiles import tiled_invert
+import scipy.fft, scipy.ndimage, skimage.restoration  # noqa: F401
 
-deconv_cli.restore.methods()
-threading.Thread(target=sample, daemon=True).start()
-start = time.perf_counter()
+methods()
 kernel = load_kernel(args["kernel"])
 geometry = Geometry.create(boundary=args["boundary"])
 if args["run"] == "untiled":
@@ -231,39 +216,46 @@ if args["run"] == "untiled":
     else:
         transform = Invert(kernel, geometry, args["method"], RestoreOptions())
     process_file(args["input"], args["output"], transform, overwrite=True)
-elif args["run"] == "tiled":
+elif args["run"] == "mapped":
     y = map_npy(args["input"])
-    tile = args["tile"]
 
     def fill(out):
-        op = ConvOperator(kernel.array, y.shape, geometry, dtype=y.dtype)
-        if args["command"] == "convolve":
-            tiled_forward(op, y, tile, out=out)
-        elif args["command"] == "transpose":
-            tiled_adjoint(op, y, tile, out=out)
-        else:
-            tiled_invert(y, kernel.array, geometry, args["method"], RestoreOptions(), tile, out=out)
+        options = RestoreOptions()
+        tiled_invert(y, kernel.array, geometry, args["method"], options, args["tile"], out=out)
 
     write_npy_mapped(args["output"], y.shape, y.dtype, fill, overwrite=True)
-seconds = time.perf_counter() - start
-done.set()
-peak[0] = max(peak[0], anon())
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": seconds, "maxrss": rss, "anon": peak[0]}))
 """
 
 
+def measure(command: list[str]) -> dict:
+    """Run ``command``; its wall time, ``ru_maxrss`` and the peak ``RssAnon`` (every 5 ms)."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        anon = 0
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                with open(f"/proc/{child.pid}/status") as fh:
+                    for line in fh:
+                        if line.startswith("RssAnon:"):
+                            anon = max(anon, int(line.split()[1]) * 1024)
+            except OSError:
+                pass
+            time.sleep(0.005)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode:
+            errors.seek(0)
+            raise RuntimeError(errors.read().decode().strip().splitlines()[-1])
+    return {"seconds": seconds, "maxrss": usage.ru_maxrss * 1024, "anon": anon}
+
+
 def run_child(**args) -> dict:
-    """Run one job in a fresh Python process; its time, ``ru_maxrss`` and peak ``RssAnon``."""
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(args)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """A job of :data:`CHILD` in a fresh Python process (``run="none"``: imports only)."""
+    return measure([sys.executable, "-c", CHILD, json.dumps(args)])
 
 
 def write_input(path: Path, n: int, dtype) -> None:
@@ -338,40 +330,60 @@ def calibrate() -> None:
 
 
 def memory() -> None:
+    deconv = str(Path(sys.executable).parent / "deconv")
+    spec, tile = "gaussian:sigma=2", 1024
     with tempfile.TemporaryDirectory() as folder:
         print(
-            "peak memory, invert --method wiener (gaussian sigma=2, reflect), float32; "
-            "tiled: .npy memory-mapped in and out, tiles of 1024"
+            f"peak memory, invert --method wiener -k {spec} (reflect), float32 .npy in "
+            f"and out, tiles of {tile}: the deconv command untiled and with --tile, and "
+            "the library between memory-mapped .npy files (io.map_npy, io.write_npy_mapped)"
         )
-        print("| image | run | time (s) | peak RSS (MiB) | peak allocated (RssAnon, MiB) |")
-        print("|---|---|---|---|---|")
-        base = run_child(run="none", kernel="gaussian:sigma=2", boundary="reflect")
         print(
-            f"| — | imports only | — | {base['maxrss'] / 2**20:.0f} | {base['anon'] / 2**20:.0f} |"
+            "| image | run | time (s) | time ratio | peak RSS (MiB) | peak allocated "
+            "(RssAnon, MiB) |"
+        )
+        print("|---|---|---|---|---|---|")
+        base = run_child(run="none", kernel=spec, boundary="reflect")
+        print(
+            f"| — | imports only | | | {base['maxrss'] / 2**20:.0f} | {base['anon'] / 2**20:.0f} |"
         )
         for n in (4096, 8192):
-            source = Path(folder) / f"in{n}.npy"
+            source, target = Path(folder) / f"in{n}.npy", Path(folder) / "out.npy"
             write_input(source, n, np.float32)
-            times = {}
-            for run in ("untiled", "tiled"):
-                got = run_child(
-                    run=run,
+            cli = [
+                deconv,
+                "invert",
+                str(source),
+                "-k",
+                spec,
+                "--method",
+                "wiener",
+                "-o",
+                str(target),
+                "--overwrite",
+                "--quiet",
+            ]
+            runs = {
+                "untiled": measure(cli),
+                f"--tile {tile}": measure(cli + ["--tile", str(tile)]),
+                "memory-mapped tiles": run_child(
+                    run="mapped",
                     command="invert",
                     method="wiener",
-                    tile=1024,
-                    kernel="gaussian:sigma=2",
+                    tile=tile,
+                    kernel=spec,
                     boundary="reflect",
                     input=str(source),
-                    output=str(Path(folder) / "out.npy"),
-                )
-                times[run] = got["seconds"]
+                    output=str(target),
+                ),
+            }
+            for name, got in runs.items():
+                ratio = got["seconds"] / runs["untiled"]["seconds"]
                 print(
-                    f"| {n}x{n} ({n * n * 4 / 2**20:.0f} MiB) | {run} | {got['seconds']:.1f} | "
-                    f"{got['maxrss'] / 2**20:.0f} | {got['anon'] / 2**20:.0f} |",
+                    f"| {n}x{n} ({n * n * 4 / 2**20:.0f} MiB) | {name} | {got['seconds']:.1f} "
+                    f"| {ratio:.2f} | {got['maxrss'] / 2**20:.0f} | {got['anon'] / 2**20:.0f} |",
                     flush=True,
                 )
-            ratio = times["tiled"] / times["untiled"]
-            print(f"| {n}x{n} | time ratio tiled/untiled | {ratio:.2f} | | |")
             source.unlink()
 
 
