@@ -8,7 +8,7 @@ Sections (run all, or name some):
               (order 3), blurred, seeded gaussian noise; tiles of 256, margins of 1, 2, 3
               and 5 kernel extents; wiener, tikhonov, tv, richardson-lucy. At 1024x1024 the
               parameter crop (1024) is the whole image, so this is the tiling error alone.
-              Then 2048x2048, tiles of 512, default margin: automatic parameters chosen on
+``parameters`` 2048x2048, tiles of 512, default margin: automatic parameters chosen on
               the central 1024x1024 crop against the untiled run's (the whole image's).
 ``calibrate`` Peak memory of untiled jobs (process_file, .npy in and out) per command and
               method: a fixed part plus copies of the image, fitted on two sizes, to
@@ -19,9 +19,12 @@ Sections (run all, or name some):
 
 Each job runs in a child process: ``ru_maxrss`` (every resident page, memory-mapped
 files included) from ``os.wait4``, and the peak of its ``RssAnon`` (allocated memory
-only: arrays, FFT buffers; file pages excluded) sampled every 5 ms.
+only: arrays, FFT buffers; file pages excluded) sampled every 5 ms. A child's
+``ru_maxrss`` is at least its parent's RSS when it was started (Linux keeps the high-water
+mark across exec): the "imports only" row shows that floor.
 
-Run: .venv/bin/python benchmarks/bench_tiles.py [exact] [quality] [calibrate] [memory]
+Run: .venv/bin/python benchmarks/bench_tiles.py [exact] [quality] [parameters] [calibrate]
+     [memory]
 """
 
 from __future__ import annotations
@@ -154,9 +157,12 @@ def quality() -> None:
                     f"| {psnr:.1f} | {worst:.1e} |",
                     flush=True,
                 )
+
+
+def parameters() -> None:
     n, tile = 2048, 512
     print(
-        f"\nautomatic parameters, {n}x{n}, tiles of {tile}, default margin "
+        f"automatic parameters, {n}x{n}, tiles of {tile}, default margin "
         "(chosen on the central 1024x1024 crop vs the whole image); time ratio tiled/untiled"
     )
     print(
@@ -259,10 +265,23 @@ def run_child(**args) -> dict:
 
 
 def write_input(path: Path, n: int, dtype) -> None:
-    """Camera upscaled to ``n x n``, blurred (gaussian sigma=2, reflect), seeded noise 0.01."""
-    op = ConvOperator(load_kernel("gaussian:sigma=2").array, (n, n), Geometry.create())
-    y = op.forward(scene(n)) + 0.01 * np.random.default_rng(0).standard_normal((n, n))
-    np.save(path, y.astype(dtype))
+    """Camera upscaled to ``n x n``, blurred (gaussian sigma=2, reflect), seeded noise 0.01.
+
+    Made in a child process: Linux carries a parent's peak RSS into the ``ru_maxrss`` of
+    the children it starts, so the benchmark itself must stay small.
+    """
+    script = (
+        "import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import bench_tiles as b; "
+        "from deconv_cli.kernels import load_kernel; "
+        "n, dtype = int(sys.argv[3]), np.dtype(sys.argv[4]); "
+        "op = b.ConvOperator(load_kernel('gaussian:sigma=2').array, (n, n), b.Geometry()); "
+        "y = op.forward(b.scene(n)) + 0.01 * np.random.default_rng(0).standard_normal((n, n)); "
+        "np.save(sys.argv[2], y.astype(dtype))"
+    )
+    folder = str(Path(__file__).parent)
+    subprocess.run(
+        [sys.executable, "-c", script, folder, str(path), str(n), np.dtype(dtype).name], check=True
+    )
 
 
 CALIBRATION_JOBS = [
@@ -387,7 +406,13 @@ def memory() -> None:
             source.unlink()
 
 
-SECTIONS = {"exact": exact, "quality": quality, "calibrate": calibrate, "memory": memory}
+SECTIONS = {
+    "exact": exact,
+    "quality": quality,
+    "parameters": parameters,
+    "calibrate": calibrate,
+    "memory": memory,
+}
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or SECTIONS:

@@ -51,9 +51,9 @@ PILOT_SIDE = 1024
 """A tiled invert chooses its automatic parameters on a central crop of at most this side."""
 
 
-def _check_tile(tile: int, name: str = "--tile") -> int:
+def _check_tile(tile: int) -> int:
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-        raise DeconvError(f"{name}: `{tile}` must be a whole number of pixels >= 1")
+        raise DeconvError(f"--tile: `{tile}` must be a whole number of pixels >= 1")
     return int(tile)
 
 
@@ -139,19 +139,6 @@ def _check_array(a: np.ndarray, shape: tuple[int, ...], what: str) -> None:
         )
 
 
-def _forward_tiles(op: ConvOperator, x: np.ndarray, tile: int):
-    """Yield ``(rows, cols, block)``: the blocks of ``A x`` on a grid of ``tile``-sized tiles."""
-    windows = _Windows(op)
-    maps = [_index_map(op.input_shape[a], op.pads[a], op.geometry.boundary) for a in (0, 1)]
-    (kh, kw), (sh, sw) = op.effective.shape[2:], op.geometry.stride
-    for r0, r1 in _spans(op.output_shape[0], tile):
-        rows = maps[0][sh * r0 : sh * (r1 - 1) + kh]
-        for c0, c1 in _spans(op.output_shape[1], tile):
-            cols = maps[1][sw * c0 : sw * (c1 - 1) + kw]
-            window = _gather(x, rows, cols, op.dtype)
-            yield slice(r0, r1), slice(c0, c1), windows(rows.size, cols.size).forward(window)
-
-
 def tiled_forward(
     op: ConvOperator, x: np.ndarray, tile: int, *, out: np.ndarray | None = None
 ) -> np.ndarray:
@@ -183,8 +170,15 @@ def tiled_forward(
     tile = _check_tile(tile)
     _check_array(x, op.input_shape, "image")
     out = _output(out, op.output_shape, op.dtype)
-    for rows, cols, block in _forward_tiles(op, x, tile):
-        out[rows, cols] = block
+    windows = _Windows(op)
+    maps = [_index_map(op.input_shape[a], op.pads[a], op.geometry.boundary) for a in (0, 1)]
+    (kh, kw), (sh, sw) = op.effective.shape[2:], op.geometry.stride
+    for r0, r1 in _spans(op.output_shape[0], tile):
+        rows = maps[0][sh * r0 : sh * (r1 - 1) + kh]
+        for c0, c1 in _spans(op.output_shape[1], tile):
+            cols = maps[1][sw * c0 : sw * (c1 - 1) + kw]
+            window = _gather(x, rows, cols, op.dtype)
+            out[r0:r1, c0:c1] = windows(rows.size, cols.size).forward(window)
     return out
 
 
@@ -231,7 +225,8 @@ def tiled_adjoint(
     maps = [_index_map(op.input_shape[a], op.pads[a], op.geometry.boundary) for a in (0, 1)]
 
     def pieces(axis: int, start: int, stop: int):
-        """Per run on ``axis``: the data range, the padded range it fills, the tile indices."""
+        """Per run of padded positions on ``axis`` that land in the tile ``[start, stop)``:
+        the data above it, its part of that data's window adjoint, and its tile indices."""
         k, s, index = kernel_extent[axis], stride[axis], maps[axis]
         found = []
         for p0, p1 in _runs(np.flatnonzero((index >= start) & (index < stop))):
@@ -374,8 +369,9 @@ def tiled_invert(
     -------
     RestoreResult
         The pilot's method and parameters, plus ``tiles`` and ``tile_parameters``;
-        ``iterations`` the most any tile ran; ``residual`` the whole image's
-        ``‖A x − y‖ / ‖y‖`` (``None`` for ``unknown_boundary``).
+        ``iterations`` the most any tile ran; ``residual`` the windows' relative
+        residuals ``‖A x − y‖ / ‖y‖`` combined (weighted by ``‖y‖²`` of each window;
+        the margins overlap, so it estimates the whole image's).
 
     Notes
     -----
@@ -417,7 +413,8 @@ def tiled_invert(
     periodic = geometry.boundary == "wrap" and not unknown_boundary
 
     def solve(span, chosen: str, opts: RestoreOptions, note_dtype=None):
-        """Invert the window of ``span``: the result, and where ``span`` lies in its image."""
+        """Invert the window of ``span``: the result, where ``span`` lies in its image, and
+        the window's data energy ``‖y‖²``."""
         (a0, a1), (b0, b1) = span
         rows, top = _window(a0, a1, h, margin, periodic)
         cols, left = _window(b0, b1, w, margin, periodic)
@@ -431,19 +428,25 @@ def tiled_invert(
             kernel, data.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
         )
         result = invert(data, problem, chosen, opts, source_dtype=note_dtype)
-        return result, (slice(top, top + a1 - a0), slice(left, left + b1 - b0))
+        flat = data.reshape(-1)
+        data_energy = float(np.einsum("i,i->", flat, flat, dtype=np.float64))
+        return result, (slice(top, top + a1 - a0), slice(left, left + b1 - b0)), data_energy
 
-    pilot, _ = solve(
+    pilot, _, _ = solve(
         (_central(h, PILOT_SIDE), _central(w, PILOT_SIDE)), method, options, source_dtype
     )
     fixed = _fixed_options(options, pilot)
     iterations, converged = [], []
+    misfit = energy = 0.0
     for done, span in enumerate(spans, 1):
-        result, core = solve(span, pilot.method, fixed)
+        result, core, data_energy = solve(span, pilot.method, fixed)
         (a0, a1), (b0, b1) = span
         out[a0:a1, b0:b1] = result.image[core]
         iterations.append(result.iterations)
         converged.append(result.converged)
+        if result.residual is not None:
+            misfit += result.residual**2 * data_energy
+            energy += data_energy
         if on_tile is not None:
             on_tile(done, len(spans))
     counted = [k for k in iterations if k is not None]
@@ -454,28 +457,15 @@ def tiled_invert(
     unconverged = converged.count(False)
     if unconverged:
         notes.append(f"{unconverged} of {len(spans)} tiles stopped before their rule was met")
-    residual = None
-    if not unknown_boundary:
-        residual = _residual(whole.op, out, blurred, tile)
     return RestoreResult(
         image=out,
         method=pilot.method,
         params=params,
         iterations=max(counted) if counted else None,
-        residual=residual,
+        residual=math.sqrt(misfit / energy) if energy > 0 else None,
         converged=None if converged.count(None) == len(spans) else not unconverged,
         notes=notes,
     )
-
-
-def _residual(op: ConvOperator, x: np.ndarray, y: np.ndarray, tile: int) -> float:
-    """``‖A x − y‖ / ‖y‖``, computed tile by tile."""
-    misfit = energy = 0.0
-    for rows, cols, block in _forward_tiles(op, x, tile):
-        data = np.asarray(y[rows, cols], dtype=np.float64)
-        misfit += float(np.sum((block - data) ** 2))
-        energy += float(np.sum(data**2))
-    return math.sqrt(misfit / energy) if energy > 0 else 0.0
 
 
 # -- memory ------------------------------------------------------------------------------
@@ -635,8 +625,9 @@ def estimate_bytes(
     unknown_boundary : bool
         ``invert --boundary unknown``.
     tile, margin : int, optional
-        Estimate the tiled job: the input and output arrays plus the work of one
-        window (for ``invert``, of the larger of a tile's window and the parameter crop).
+        Estimate the tiled job: the input, the result and the copy of it written to
+        the file, plus the work of one window (for ``invert``, of the larger of a
+        tile's window and the parameter crop).
     mapped : bool
         The tiled job's input and output are memory-mapped files: not counted.
 
@@ -666,7 +657,9 @@ def estimate_bytes(
         window = (sh * tile + kh) * (sw * tile + kw)
     else:
         window = (tile + kh) * (tile + kw)
-    arrays = 0 if mapped else (math.prod(op.input_shape) + math.prod(op.output_shape)) * itemsize
+    # the input, the result, and the copy of it that write_image makes (measured)
+    held = math.prod(op.input_shape) + 2 * math.prod(op.output_shape)
+    arrays = 0 if mapped else held * itemsize
     # the window's own copy (gathered from the input) besides the path's work
     return FIXED_BYTES + arrays + int((copies + 1) * window * channels * itemsize)
 
