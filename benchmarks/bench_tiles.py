@@ -14,8 +14,8 @@ Sections (run all, or name some):
               method: a fixed part plus copies of the image, fitted on two sizes, to
               calibrate ``tiles.estimate_bytes``.
 ``memory``    Peak memory and time of a wiener invert, 4096x4096 and 8192x8192 float32:
-              the ``deconv`` command untiled and with ``--tile 1024``, and the library
-              between memory-mapped .npy files (io.map_npy, io.write_npy_mapped).
+              the ``deconv`` command untiled, with ``--tile 1024`` to .npy (input and
+              output memory-mapped) and with ``--tile 1024`` to a float32 .tif (in memory).
 
 Each job runs in a child process: ``ru_maxrss`` (every resident page, memory-mapped
 files included) from ``os.wait4``, and the peak of its ``RssAnon`` (allocated memory
@@ -203,12 +203,10 @@ CHILD = r"""
 import json, sys
 
 args = json.loads(sys.argv[1])
-from deconv_cli.io import map_npy, write_npy_mapped
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import Geometry
 from deconv_cli.process import Convolve, Invert, Transpose, process_file
 from deconv_cli.restore import RestoreOptions, methods
-from deconv_cli.tiles import tiled_invert
 import scipy.fft, scipy.ndimage, skimage.restoration  # noqa: F401
 
 methods()
@@ -222,14 +220,6 @@ if args["run"] == "untiled":
     else:
         transform = Invert(kernel, geometry, args["method"], RestoreOptions())
     process_file(args["input"], args["output"], transform, overwrite=True)
-elif args["run"] == "mapped":
-    y = map_npy(args["input"])
-
-    def fill(out):
-        options = RestoreOptions()
-        tiled_invert(y, kernel.array, geometry, args["method"], options, args["tile"], out=out)
-
-    write_npy_mapped(args["output"], y.shape, y.dtype, fill, overwrite=True)
 """
 
 
@@ -353,9 +343,9 @@ def memory() -> None:
     spec, tile = "gaussian:sigma=2", 1024
     with tempfile.TemporaryDirectory() as folder:
         print(
-            f"peak memory, invert --method wiener -k {spec} (reflect), float32 .npy in "
-            f"and out, tiles of {tile}: the deconv command untiled and with --tile, and "
-            "the library between memory-mapped .npy files (io.map_npy, io.write_npy_mapped)"
+            f"peak memory, deconv invert --method wiener -k {spec} (reflect), float32 .npy "
+            f"in: untiled, with --tile {tile} to .npy (memory-mapped input and output) and "
+            "with --tile to a float32 .tif (input and output in memory)"
         )
         print(
             "| image | run | time (s) | time ratio | peak RSS (MiB) | peak allocated "
@@ -369,32 +359,14 @@ def memory() -> None:
         for n in (4096, 8192):
             source, target = Path(folder) / f"in{n}.npy", Path(folder) / "out.npy"
             write_input(source, n, np.float32)
-            cli = [
-                deconv,
-                "invert",
-                str(source),
-                "-k",
-                spec,
-                "--method",
-                "wiener",
-                "-o",
-                str(target),
-                "--overwrite",
-                "--quiet",
-            ]
+            cli = [deconv, "invert", str(source), "-k", spec, "--method", "wiener"]
+            cli += ["--overwrite", "--quiet", "-o"]
+            tiled = ["--tile", str(tile)]
+            tif = str(Path(folder) / "out.tif")
             runs = {
-                "untiled": measure(cli),
-                f"--tile {tile}": measure(cli + ["--tile", str(tile)]),
-                "memory-mapped tiles": run_child(
-                    run="mapped",
-                    command="invert",
-                    method="wiener",
-                    tile=tile,
-                    kernel=spec,
-                    boundary="reflect",
-                    input=str(source),
-                    output=str(target),
-                ),
+                "untiled": measure(cli + [str(target)]),
+                f"--tile {tile}, .npy out (mapped)": measure(cli + [str(target)] + tiled),
+                f"--tile {tile}, .tif out": measure(cli + [tif] + tiled),
             }
             for name, got in runs.items():
                 ratio = got["seconds"] / runs["untiled"]["seconds"]

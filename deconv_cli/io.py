@@ -1218,30 +1218,44 @@ def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | 
 
 def write_npy_mapped(
     path: PathLike,
-    shape: tuple[int, ...],
-    dtype,
-    fill: Callable[[np.ndarray], None],
+    fill: Callable[[Callable[[tuple[int, ...], np.dtype], np.ndarray]], None],
     *,
     overwrite: bool = False,
     inputs: Sequence[PathLike] = (),
 ) -> Path:
-    """Write a ``.npy`` file atomically through a memory map that ``fill(array)`` fills.
+    """Write a ``.npy`` file atomically through a memory map that ``fill`` fills.
 
-    The result never needs to be in memory at once: ``fill`` writes it piece by
-    piece (e.g. :func:`deconv_cli.tiles.tiled_invert` with ``out=array``). The map
-    is of a temporary file renamed into place when ``fill`` returns, as
-    :func:`atomic_write` does (and with its refusals).
+    ``fill(allocate)`` calls ``allocate(shape, dtype)`` once, when it knows the
+    result's shape, and writes the returned memory map piece by piece (e.g.
+    :func:`deconv_cli.tiles.tiled_invert` with ``out=``), so the result never needs
+    to be in memory at once. The map is of a temporary file renamed into place when
+    ``fill`` returns, as :func:`atomic_write` does (and with its refusals).
 
     Returns
     -------
     Path
         The file written.
+
+    Raises
+    ------
+    OutputError
+        As :func:`atomic_write`; also when ``fill`` did not call ``allocate``.
     """
+    maps = []
 
     def write(tmp: Path) -> None:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
-        fill(array)
-        array.flush()
+        def allocate(shape: tuple[int, ...], dtype) -> np.ndarray:
+            if maps:
+                raise OutputError(f"`{path}`: allocate was called twice")
+            maps.append(
+                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
+            )
+            return maps[0]
+
+        fill(allocate)
+        if not maps:
+            raise OutputError(f"`{path}`: nothing was computed to write")
+        maps[0].flush()
 
     atomic_write(path, write, overwrite=overwrite, inputs=inputs)
     return Path(path)

@@ -17,12 +17,15 @@ import numpy as np
 
 from deconv_cli.errors import GeometryError
 from deconv_cli.invert import IterationRecord, Monitor, build_problem, invert
-from deconv_cli.io import Image, parse_dtype, read_image, write_image
+from deconv_cli.io import Image, map_npy, parse_dtype, read_image, write_image, write_npy_mapped
 from deconv_cli.kernels import Kernel
 from deconv_cli.noise import Noise
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
 from deconv_cli.restore import RestoreOptions, RestoreResult
 from deconv_cli.tiles import check_memory
+
+Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
+"""``allocate(shape, dtype)``: the array a tiled result is written into."""
 
 
 @dataclass
@@ -56,9 +59,20 @@ class Transform(ABC):
     worker processes.
     """
 
+    tile: int | None = None
+
     @abstractmethod
-    def __call__(self, image: Image, data: np.ndarray) -> Outcome:
-        """The result of the command on ``data`` (the pixels of ``image``)."""
+    def __call__(self, image: Image, data: np.ndarray, allocate: Allocate | None = None) -> Outcome:
+        """The result of the command on ``data`` (the pixels of ``image``).
+
+        With ``tile`` and ``allocate`` (the memory-mapped output file of
+        :func:`process_file`), the tiles are written into ``allocate(shape, dtype)``
+        and ``data`` may be a memory map too: memory stays bounded by the tile.
+        """
+
+    def mappable(self) -> bool:
+        """Whether the result can be computed tile by tile into a memory map."""
+        return self.tile is not None
 
 
 def compute_dtype(image: Image, dtype: str | None) -> np.dtype:
@@ -77,11 +91,57 @@ def process_file(
     overwrite: bool = False,
     inputs: tuple[Path, ...] = (),
 ) -> ItemReport:
-    """Read ``path``, apply the transform built for it, write ``output`` atomically."""
+    """Read ``path``, apply the transform built for it, write ``output`` atomically.
+
+    A tiled job from a float ``.npy`` file to a ``.npy`` file (with no other
+    ``--dtype``) runs between memory maps of the two files, so that neither the
+    image nor the result is ever in memory at once (:func:`_mapped`).
+    """
     start = time.perf_counter()
-    image = read_image(path, max_channels=None)  # conv-layer feature maps have many channels
-    data = image.data.astype(compute_dtype(image, dtype), copy=False)
-    outcome = transform(image, data)
+    inputs = inputs or (path,)
+    mapped = _mapped(path, output, transform, dtype)
+    if mapped is not None:
+        image = Image(mapped, None, mapped.dtype, Path(path))
+        outcomes = []
+
+        def fill(allocate: Allocate) -> None:
+            outcomes.append(transform(image, mapped, allocate))
+
+        written = write_npy_mapped(output, fill, overwrite=overwrite, inputs=inputs)
+        outcome = outcomes[0]
+        clipped, output_dtype, details = 0, outcome.data.dtype, dict(outcome.details)
+    else:
+        image = read_image(path, max_channels=None)  # conv-layer feature maps: many channels
+        outcome = transform(image, image.data.astype(compute_dtype(image, dtype), copy=False))
+        written, clipped, output_dtype, details = _write(
+            output, image, outcome, dtype, overwrite, inputs
+        )
+    return ItemReport(
+        input=Path(path),
+        output=written,
+        input_shape=image.data.shape,
+        output_shape=outcome.data.shape,
+        engine=outcome.operator.engine,
+        seconds=time.perf_counter() - start,
+        clipped=clipped,
+        output_dtype=str(output_dtype),
+        details=details,
+    )
+
+
+def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray | None:
+    """The memory map of ``path`` when the job can run between memory maps, else None."""
+    npy = [Path(p).suffix.lower() == ".npy" for p in (path, output)]
+    if not (all(npy) and transform.mappable()):
+        return None
+    array = map_npy(path)  # None for integer or float16 data, which need scaling
+    if array is None or not array.dtype.isnative or parse_dtype(dtype) not in (None, array.dtype):
+        return None
+    return array
+
+
+def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs):
+    """Write an in-memory result: the file, pixels clipped, dtype, and summary lines."""
     # Alpha is carried through unfiltered, when the result still has its pixel grid.
     keep_alpha = image.alpha is not None and outcome.data.shape[:2] == image.alpha.shape
     details = dict(outcome.details)
@@ -96,19 +156,9 @@ def process_file(
         source_dtype=source_dtype,
         alpha=image.alpha if keep_alpha else None,
         overwrite=overwrite,
-        inputs=inputs or (path,),
+        inputs=inputs,
     )
-    return ItemReport(
-        input=Path(path),
-        output=result.path,
-        input_shape=image.data.shape,
-        output_shape=outcome.data.shape,
-        engine=outcome.operator.engine,
-        seconds=time.perf_counter() - start,
-        clipped=result.clipped,
-        output_dtype=str(result.dtype),
-        details=details,
-    )
+    return result.path, result.clipped, result.dtype, details
 
 
 @dataclass
@@ -121,9 +171,18 @@ class Convolve(Transform):
     seed: int | None = None
     tile: int | None = None
 
-    def __call__(self, image: Image, x: np.ndarray) -> Outcome:
+    def mappable(self) -> bool:
+        return self.tile is not None and self.noise is None  # noise is drawn for the whole image
+
+    def __call__(self, image: Image, x: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
-            "convolve", x.shape, self.kernel.array, self.geometry, dtype=x.dtype, tile=self.tile
+            "convolve",
+            x.shape,
+            self.kernel.array,
+            self.geometry,
+            dtype=x.dtype,
+            tile=self.tile,
+            mapped=allocate is not None,
         )
         op = ConvOperator(self.kernel.array, x.shape, self.geometry, dtype=x.dtype)
         details = {}
@@ -132,8 +191,9 @@ class Convolve(Transform):
         else:
             from deconv_cli.tiles import tiled_forward
 
-            y = tiled_forward(op, x, self.tile)
-            details["tiles"] = f"{self.tile}x{self.tile} (exact)"
+            out = allocate(op.output_shape, op.dtype) if allocate else None
+            y = tiled_forward(op, x, self.tile, out=out)
+            details["tiles"] = _tiles(self.tile, allocate)
         if self.noise is not None:
             y = self.noise.apply(y, np.random.default_rng(self.seed))
             details["noise"] = f"{self.noise.describe()} (seed {self.seed})"
@@ -149,9 +209,15 @@ class Transpose(Transform):
     output_shape: tuple[int, int] | None = None
     tile: int | None = None
 
-    def __call__(self, image: Image, y: np.ndarray) -> Outcome:
+    def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
-            "transpose", y.shape, self.kernel.array, self.geometry, dtype=y.dtype, tile=self.tile
+            "transpose",
+            y.shape,
+            self.kernel.array,
+            self.geometry,
+            dtype=y.dtype,
+            tile=self.tile,
+            mapped=allocate is not None,
         )
         shape = input_shape_for(self.kernel.array, y.shape, self.geometry, self.output_shape)
         op = ConvOperator(self.kernel.array, shape, self.geometry, dtype=y.dtype)
@@ -159,9 +225,9 @@ class Transpose(Transform):
             return Outcome(op.adjoint(y), op)
         from deconv_cli.tiles import tiled_adjoint
 
-        return Outcome(
-            tiled_adjoint(op, y, self.tile), op, {"tiles": f"{self.tile}x{self.tile} (exact)"}
-        )
+        out = allocate(op.input_shape, op.dtype) if allocate else None
+        x = tiled_adjoint(op, y, self.tile, out=out)
+        return Outcome(x, op, {"tiles": _tiles(self.tile, allocate)})
 
 
 @dataclass
@@ -185,7 +251,7 @@ class Invert(Transform):
     tile: int | None = None
     tile_margin: int | None = None
 
-    def __call__(self, image: Image, y: np.ndarray) -> Outcome:
+    def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
             "invert",
             y.shape,
@@ -196,6 +262,7 @@ class Invert(Transform):
             unknown_boundary=self.unknown_boundary,
             tile=self.tile,
             margin=self.tile_margin,
+            mapped=allocate is not None,
         )
         problem = build_problem(
             self.kernel.array,
@@ -224,6 +291,7 @@ class Invert(Transform):
                 self.tile,
                 margin=self.tile_margin,
                 unknown_boundary=self.unknown_boundary,
+                out=allocate(problem.image_shape, problem.op.dtype) if allocate else None,
                 source_dtype=image.source_dtype,
             )
             if self.clip:
@@ -261,6 +329,10 @@ def describe_result(result: RestoreResult) -> dict[str, str]:
     for i, note in enumerate(result.notes, 1):
         details[f"note {i}" if len(result.notes) > 1 else "note"] = note
     return details
+
+
+def _tiles(tile: int, allocate: Allocate | None) -> str:
+    return f"{tile}x{tile} (exact{', memory-mapped' if allocate else ''})"
 
 
 def _shape(shape: tuple[int, ...]) -> str:

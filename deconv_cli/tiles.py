@@ -724,6 +724,15 @@ def check_memory(
         tiled = estimate_bytes(command, shape, kernel, geometry, tile=size, **job)
         if tiled <= room:
             raise DeconvError(f"{message}; use --tile {size} (about {_gb(tiled)})")
+    if not mapped:
+        for size in [tile] * (tile is not None) + sizes:
+            job["mapped"] = True
+            tiled = estimate_bytes(command, shape, kernel, geometry, tile=size, **job)
+            if tiled <= room:
+                raise DeconvError(
+                    f"{message}; use --tile {size} with float .npy input and output, which "
+                    f"are then memory-mapped (about {_gb(tiled)})"
+                )
     smaller = f"; even --tile {sizes[-1]} needs about {_gb(tiled)}" if sizes else ""
     raise DeconvError(f"{message}{smaller}: free memory or process a smaller image")
 

@@ -343,10 +343,11 @@ def test_tiled_invert_between_memory_mapped_files(scene, tmp_path):
     options = RestoreOptions(nsr=0.01)
     expected = tiled_invert(y.astype(np.float32), kernel, geometry, "wiener", options, 48).image
 
-    def fill(out):
+    def fill(allocate):
+        out = allocate(mapped.shape, mapped.dtype)
         tiled_invert(mapped, kernel, geometry, "wiener", options, 48, out=out)
 
-    write_npy_mapped(tmp_path / "x.npy", mapped.shape, mapped.dtype, fill)
+    write_npy_mapped(tmp_path / "x.npy", fill)
     written = np.load(tmp_path / "x.npy")
     assert written.dtype == np.float32
     np.testing.assert_array_equal(written, expected)
@@ -385,17 +386,20 @@ def test_write_npy_mapped_is_atomic(tmp_path):
 
     target = tmp_path / "out.npy"
 
-    def fail(out):
-        out[:] = 1
+    def fail(allocate):
+        allocate((3, 3), np.float64)[:] = 1
         raise RuntimeError("disk on fire")
 
     with pytest.raises(OutputError, match="disk on fire"):
-        write_npy_mapped(target, (3, 3), np.float64, fail)
+        write_npy_mapped(target, fail)
     assert list(tmp_path.iterdir()) == []
-    write_npy_mapped(target, (3, 3), np.float64, lambda out: out.fill(2.0))
+    with pytest.raises(OutputError, match="nothing was computed"):
+        write_npy_mapped(target, lambda allocate: None)
+    assert list(tmp_path.iterdir()) == []
+    write_npy_mapped(target, lambda allocate: allocate((3, 3), np.float64).fill(2.0))
     np.testing.assert_array_equal(np.load(target), np.full((3, 3), 2.0))
     with pytest.raises(OutputError, match="exists; use --overwrite"):
-        write_npy_mapped(target, (3, 3), np.float64, lambda out: None)
+        write_npy_mapped(target, lambda allocate: allocate((3, 3), np.float64))
 
 
 # -- the processing transforms ------------------------------------------------------------
@@ -441,6 +445,93 @@ def test_invert_tile_flag_errors(scene):
         Invert(kernel, Geometry(), "wiener", options, reference=scene, tile=32)(
             _image(scene), scene
         )
+
+
+# -- the commands with --tile ------------------------------------------------------------
+
+
+def deconv(*args):
+    from click.testing import CliRunner
+
+    from deconv_cli.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def no_whole_reads(monkeypatch):
+    """Make reading a whole image fail: a job that still succeeds ran on memory maps."""
+    import deconv_cli.process
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole image was read into memory")
+
+    monkeypatch.setattr(deconv_cli.process, "read_image", refuse)
+
+
+@pytest.mark.parametrize("command", ["convolve", "transpose"])
+def test_tiled_command_between_npy_files_is_memory_mapped_and_exact(
+    tmp_path, command, no_whole_reads
+):
+    from scipy import ndimage
+
+    from deconv_cli.kernels import load_kernel
+
+    x = rng(10).random((70, 90))
+    np.save(tmp_path / "x.npy", x)
+    flags = ["-k", "disk:radius=3", "--boundary", "wrap", "--tile", "32"]
+    result = deconv(command, tmp_path / "x.npy", *flags, "-o", tmp_path / "y.npy")
+    assert result.exit_code == 0, result.output
+    assert "memory-mapped" in result.output
+    # a symmetric kernel: A = Aᵀ = scipy's periodic convolution
+    expected = ndimage.convolve(x, load_kernel("disk:radius=3").array, mode="wrap")
+    assert relative_gap(np.load(tmp_path / "y.npy"), expected) <= 1e-12
+
+
+def test_tiled_invert_between_npy_files_equals_the_in_memory_tiles(scene, tmp_path, no_whole_reads):
+    from deconv_cli.restore import RestoreOptions
+    from deconv_cli.tiles import tiled_invert
+
+    y, kernel, geometry, _ = blur(scene, "reflect")
+    np.save(tmp_path / "y.npy", y.astype(np.float32))
+    flags = ["-k", "gaussian:sigma=1.5", "-m", "wiener", "--nsr", "0.01", "--tile", "48"]
+    result = deconv("invert", tmp_path / "y.npy", *flags, "-o", tmp_path / "x.npy")
+    assert result.exit_code == 0, result.output
+    written = np.load(tmp_path / "x.npy")
+    expected = tiled_invert(
+        y.astype(np.float32), kernel, geometry, "wiener", RestoreOptions(nsr=0.01), 48
+    )
+    assert written.dtype == np.float32
+    np.testing.assert_array_equal(written, expected.image)
+
+
+IN_MEMORY = {
+    "uint8 input": ([], ".npy"),
+    "float32 output": (["--dtype", "float32"], ".npy"),
+    "tif output": (["--dtype", "float64"], ".tif"),
+    "noise": (["--noise", "gaussian:sigma=0.1", "--seed", "3"], ".npy"),
+}
+
+
+@pytest.mark.parametrize("case", IN_MEMORY)
+def test_tiled_jobs_that_need_the_whole_image_run_in_memory(tmp_path, case):
+    """Integer data (scaled), another --dtype, another format, or noise drawn for the
+    whole image: the job reads the image into memory and gives the untiled values."""
+    import imageio.v3 as iio
+
+    x = rng(11).random((40, 50))
+    source = tmp_path / "x.npy"
+    np.save(source, (x * 255).astype(np.uint8) if case == "uint8 input" else x)
+    extra, suffix = IN_MEMORY[case]
+    flags = ["-k", "gaussian:sigma=1", *extra, "-o"]
+    untiled = deconv("convolve", source, *flags, tmp_path / f"untiled{suffix}")
+    tiled = deconv("convolve", source, *flags, tmp_path / f"tiled{suffix}", "--tile", "16")
+    assert untiled.exit_code == tiled.exit_code == 0, tiled.output
+    assert "memory-mapped" not in tiled.output
+    read = np.load if suffix == ".npy" else iio.imread
+    a, b = read(tmp_path / f"tiled{suffix}"), read(tmp_path / f"untiled{suffix}")
+    assert a.dtype == b.dtype
+    assert relative_gap(a.astype(np.float64), b.astype(np.float64)) <= 1e-6
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -533,6 +624,21 @@ def test_check_memory_suggests_a_tile_that_fits(monkeypatch):
     assert tiles.check_memory(*args, method="wiener") == need
     monkeypatch.setattr(tiles, "available_bytes", lambda: None)  # unknown: no check
     assert tiles.check_memory(*args, method="wiener") == need
+
+
+def test_check_memory_suggests_memory_maps_when_holding_the_image_cannot_fit():
+    from deconv_cli.tiles import check_memory, estimate_bytes
+
+    args = ("invert", (8192, 8192), np.ones((13, 13)) / 169, Geometry())
+    image = 8192 * 8192 * 8
+    mapped = estimate_bytes(*args, method="wiener", tile=1024, mapped=True)
+    assert mapped < image  # the tiles' work is far below one image
+    for tile in (None, 1024):
+        with pytest.raises(DeconvError, match="with float .npy input and output") as caught:
+            check_memory(*args, method="wiener", tile=tile, available=image)
+        size = int(str(caught.value).split("use --tile ")[1].split()[0])
+        assert estimate_bytes(*args, method="wiener", tile=size, mapped=True) <= image
+    assert check_memory(*args, method="wiener", tile=1024, mapped=True, available=image) == mapped
 
 
 def test_check_memory_without_a_way_out():
