@@ -90,21 +90,20 @@ def _run_with_progress(results, total, title, *, quiet):
     """Collect results: a progress bar on a terminal, one line per item otherwise."""
     import time
 
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
     done = []
     start = time.perf_counter()
     bar = None
-    if console.is_terminal and not quiet:
+    console = None if quiet else _console()  # rich is imported only when it prints
+    if console is not None and console.is_terminal:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -130,6 +129,12 @@ def _run_with_progress(results, total, title, *, quiet):
         if bar is not None:
             bar.stop()
     return done
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _line(result) -> str:
@@ -160,16 +165,15 @@ def _summary(title, kernel, results, notes, *, streamed, quiet=False, total=None
     Per-item details (method, parameters, clipping) follow; in logs they are
     printed once per item. Large batches list only the items not done.
     """
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(stderr=True)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     failed = [r for r in results if r.status == "failed"]
     if quiet:
         for r in failed:
             click.echo(f"FAILED {r.item.source.label}: {r.message}", err=True)
         return
+    from rich.table import Table
+
+    console = _console()
     shown = (
         results if len(results) <= MAX_TABLE_ROWS else [r for r in results if r.status != "done"]
     )
