@@ -234,8 +234,9 @@ class Transpose(Transform):
 class Invert(Transform):
     """Solve ``A x ≈ y`` with a registered method.
 
-    ``on_iteration`` (a progress display) and ``history`` (a list receiving the
-    per-iteration records) are for single-process runs.
+    ``on_iteration`` (a progress display), ``on_tile`` (``on_tile(done, total)`` after
+    each tile of a ``tile`` run) and ``history`` (a list receiving the per-iteration
+    records) are for single-process runs.
     """
 
     kernel: Kernel
@@ -250,6 +251,7 @@ class Invert(Transform):
     history: list[IterationRecord] | None = None
     tile: int | None = None
     tile_margin: int | None = None
+    on_tile: Callable[[int, int], None] | None = None
 
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
@@ -293,6 +295,7 @@ class Invert(Transform):
                 unknown_boundary=self.unknown_boundary,
                 out=allocate(problem.image_shape, problem.op.dtype) if allocate else None,
                 source_dtype=image.source_dtype,
+                on_tile=self.on_tile,
             )
             if self.clip:
                 np.clip(result.image, 0, 1, out=result.image)

@@ -505,6 +505,18 @@ def test_tiled_invert_between_npy_files_equals_the_in_memory_tiles(scene, tmp_pa
     np.testing.assert_array_equal(written, expected.image)
 
 
+def test_tiled_invert_reports_progress_per_tile(tmp_path):
+    np.save(tmp_path / "y.npy", rng(12).random((64, 64)))
+    flags = ["-k", "gaussian:sigma=1", "-m", "wiener", "--nsr", "0.01", "--tile", "16"]
+    shown = deconv("invert", tmp_path / "y.npy", *flags, "-o", tmp_path / "x.npy")
+    assert shown.exit_code == 0, shown.output
+    lines = [line for line in shown.stderr.splitlines() if line.startswith("tile ")]
+    # the first tile, then each tile that completes another tenth of the 16
+    assert lines == [f"tile {k}/16" for k in (1, 2, 4, 5, 7, 8, 10, 12, 13, 15, 16)]
+    quiet = deconv("invert", tmp_path / "y.npy", *flags, "-q", "-o", tmp_path / "q.npy")
+    assert quiet.exit_code == 0 and quiet.output == ""
+
+
 IN_MEMORY = {
     "uint8 input": ([], ".npy"),
     "float32 output": (["--dtype", "float32"], ".npy"),

@@ -237,13 +237,14 @@ def invert(
             output_shape=parse_pair(output_shape, "--output-shape"),
             reference=sharp,
             on_iteration=progress.update if single and not silent else None,
+            on_tile=progress.tile if single and not silent else None,
             clip=clip,
             history=records,
             tile=batch.tile,
             tile_margin=tile_margin,
         )
 
-    silent = batch.quiet or not chosen.iterative
+    silent = batch.quiet or not (chosen.iterative or batch.tile)
     with _Progress(silent, iterations) as progress:
         run_batch(
             batch,
@@ -308,9 +309,11 @@ def _num(value) -> str:
 
 
 class _Progress:
-    """A rich progress bar on a terminal, a plain line every 10 iterations otherwise."""
+    """A rich progress bar on a terminal; plain lines otherwise: every 10 iterations, or
+    the first, every tenth and the last of the tiles."""
 
     def __init__(self, silent: bool, total: int | None) -> None:
+        """``total``: the iterations expected; a tiled run counts tiles instead."""
         self.silent = silent
         self.total = total
         self.bar = None
@@ -333,6 +336,13 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=record.iteration, description=text)
         elif record.iteration % 10 == 0 or record.iteration == 1:
+            click.echo(text, err=True)
+
+    def tile(self, done: int, total: int) -> None:
+        text = f"tile {done}/{total}"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total, description=text)
+        elif done == 1 or done * 10 // total > (done - 1) * 10 // total:  # each tenth
             click.echo(text, err=True)
 
     def __exit__(self, *exc):
