@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from deconv_cli.cli.options import geometry_options, kernel_options
-from deconv_cli.cli.process import _geometry
 
 FORMATS = ("table", "json")
 
@@ -210,15 +209,9 @@ def _columns():
 @click.option("--overwrite", is_flag=True, help="Replace an existing --spectrum file.")
 def analyze(
     image,
-    kernel_spec,
-    normalize,
+    kernel,
     shape,
-    mode,
-    boundary,
-    correlate,
-    stride,
-    dilation,
-    padding,
+    geometry,
     noise_sigma,
     bits,
     fmt,
@@ -244,13 +237,11 @@ def analyze(
 
     from deconv_cli.analysis import analyze as run_analysis
     from deconv_cli.errors import DeconvError
-    from deconv_cli.kernels import load_kernel
     from deconv_cli.operators import ConvOperator
 
     if noise_sigma is not None and bits is not None:
         raise DeconvError("give --noise-sigma or --bits, not both")
-    geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
-    kernel = load_kernel(kernel_spec, normalize=normalize)
+    geometry, kernel = geometry.create(), kernel.load()
     input_shape, image_bits = _image_shape(image, shape, kernel.array)
     if spectrum is not None:  # refuse a bad --spectrum path before the work
         from deconv_cli.io import check_target
@@ -329,14 +320,8 @@ def verdict_lines(analysis) -> list[str]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def roundtrip(
     image,
-    kernel_spec,
-    normalize,
-    mode,
-    boundary,
-    correlate,
-    stride,
-    dilation,
-    padding,
+    kernel,
+    geometry,
     noise,
     seed,
     bits,
@@ -364,13 +349,11 @@ def roundtrip(
     import json
 
     from deconv_cli.io import read_image
-    from deconv_cli.kernels import load_kernel
     from deconv_cli.noise import parse_noise
     from deconv_cli.roundtrip import check_methods
     from deconv_cli.roundtrip import roundtrip as run_roundtrip
 
-    geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
-    kernel = load_kernel(kernel_spec, normalize=normalize)
+    geometry, kernel = geometry.create(), kernel.load()
     names = check_methods([m.strip() for m in (methods or "").split(",") if m.strip()])
     parsed_noise = parse_noise(noise)
     data = read_image(image, max_channels=None).data

@@ -13,7 +13,7 @@ from deconv_cli.cli.options import (
     output_shape_option,
     processing_options,
 )
-from deconv_cli.cli.process import _geometry, run_batch
+from deconv_cli.cli.process import run_batch
 from deconv_cli.errors import DeconvError
 
 # flag name -> RestoreOptions field, for the options a method may take
@@ -148,14 +148,8 @@ def _positive(ctx, param, value):
 )
 def invert(
     batch,
-    kernel_spec,
-    normalize,
-    mode,
-    boundary,
-    correlate,
-    stride,
-    dilation,
-    padding,
+    kernel,
+    geometry,
     output_shape,
     method,
     iterations,
@@ -192,7 +186,6 @@ def invert(
       deconv invert c.npy -k samples/haar_bank.npy --correlate --stride 2 --mode valid \\
           -m cgls -o x.npy
     """
-    from deconv_cli.kernels import load_kernel
     from deconv_cli.operators import parse_pair
     from deconv_cli.process import Invert
     from deconv_cli.restore import RestoreOptions, get_method
@@ -217,11 +210,8 @@ def invert(
         )
     if history:
         _check_history(history, batch)
-    unknown = boundary == "unknown"
-    geometry = _geometry(
-        mode, "reflect" if unknown else boundary, correlate, stride, dilation, padding
-    )
-    kernel = load_kernel(kernel_spec, normalize=normalize)
+    unknown = geometry.unknown
+    geometry, kernel = geometry.create(), kernel.load()
     sharp = _read_reference(reference)
     records = [] if history else None
 

@@ -22,27 +22,92 @@ def _stack(*decorators):
     return apply
 
 
-kernel_options = _stack(
-    click.option(
-        "-k",
-        "--kernel",
-        "kernel_spec",
-        required=True,
-        metavar="SPEC",
-        help="Kernel: `family:param=value,...` (see `deconv kernels`) or a file "
-        "(.npy, .csv/.txt, image). A 4-D (C_out, C_in, kh, kw) array is a conv-layer bank.",
-    ),
-    click.option(
-        "--normalize",
-        is_flag=True,
-        help="Divide a kernel file by its sum (named blur families always sum to 1).",
-    ),
-)
+def _collect(cls, name: str, **extra):
+    """Pass the options named by ``cls``'s fields to the command as one ``name=cls(...)``."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(**kwargs):
+            values = {f.name: kwargs.pop(f.name) for f in fields(cls) if f.name not in extra}
+            return func(**{name: cls(**values, **extra)}, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@dataclass
+class KernelRequest:
+    """``-k SPEC --normalize`` as given."""
+
+    kernel_spec: str
+    normalize: bool
+
+    def load(self):
+        """The kernel (:func:`deconv_cli.kernels.load_kernel`)."""
+        from deconv_cli.kernels import load_kernel
+
+        return load_kernel(self.kernel_spec, normalize=self.normalize)
+
+
+def kernel_options(func):
+    """``-k SPEC --normalize``, passed to ``func`` as ``kernel=KernelRequest``."""
+    return _stack(
+        click.option(
+            "-k",
+            "--kernel",
+            "kernel_spec",
+            required=True,
+            metavar="SPEC",
+            help="Kernel: `family:param=value,...` (see `deconv kernels`) or a file "
+            "(.npy, .csv/.txt, image). A 4-D (C_out, C_in, kh, kw) array is a conv-layer bank.",
+        ),
+        click.option(
+            "--normalize",
+            is_flag=True,
+            help="Divide a kernel file by its sum (named blur families always sum to 1).",
+        ),
+    )(_collect(KernelRequest, "kernel")(func))
+
+
+@dataclass
+class GeometryRequest:
+    """``--mode --boundary --correlate --stride --dilation --padding`` as given.
+
+    ``unknown`` is ``--boundary unknown`` (``invert`` only): the data is a crop of a
+    larger scene, whose operator is modelled with ``reflect`` inside the crop.
+    """
+
+    mode: str | None
+    boundary: str
+    correlate: bool
+    stride: str
+    dilation: str
+    padding: str | None
+    allow_unknown: bool = False
+
+    @property
+    def unknown(self) -> bool:
+        return self.allow_unknown and self.boundary == "unknown"
+
+    def create(self):
+        """The validated :class:`deconv_cli.operators.Geometry`."""
+        from deconv_cli.operators import Geometry
+
+        return Geometry.create(
+            mode=self.mode,
+            boundary="reflect" if self.unknown else self.boundary,
+            correlate=self.correlate,
+            stride=self.stride,
+            dilation=self.dilation,
+            padding=self.padding,
+        )
 
 
 def geometry_options(*, boundaries_extra: tuple[str, ...] = ()):
-    """``--mode --boundary --correlate --stride --dilation --padding``."""
-    return _stack(
+    """``--mode --boundary --correlate --stride --dilation --padding``, passed to the
+    command as ``geometry=GeometryRequest``."""
+    options = _stack(
         click.option(
             "--mode",
             default=None,
@@ -84,6 +149,8 @@ def geometry_options(*, boundaries_extra: tuple[str, ...] = ()):
             help="Pad P with the --boundary fill, then `valid` (conv-layer style).",
         ),
     )
+    collect = _collect(GeometryRequest, "geometry", allow_unknown="unknown" in boundaries_extra)
+    return lambda func: options(collect(func))
 
 
 output_shape_option = click.option(
@@ -116,8 +183,7 @@ class BatchRequest:
 
 def processing_options(func):
     """``INPUT... -o OUT`` and the batch options, passed to ``func`` as ``batch=BatchRequest``."""
-
-    @_stack(
+    return _stack(
         click.argument(
             "inputs", nargs=-1, required=True, type=click.Path(path_type=str), metavar="INPUT..."
         ),
@@ -184,10 +250,4 @@ def processing_options(func):
             help="Process each image in SIZE x SIZE tiles, with bounded memory "
             "(exact for convolve/transpose).",
         ),
-    )
-    @functools.wraps(func)
-    def wrapper(**kwargs):
-        request = BatchRequest(**{f.name: kwargs.pop(f.name) for f in fields(BatchRequest)})
-        return func(batch=request, **kwargs)
-
-    return wrapper
+    )(_collect(BatchRequest, "batch")(func))

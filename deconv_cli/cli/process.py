@@ -15,19 +15,6 @@ from deconv_cli.cli.options import (
 from deconv_cli.errors import DeconvError
 
 
-def _geometry(mode, boundary, correlate, stride, dilation, padding):
-    from deconv_cli.operators import Geometry
-
-    return Geometry.create(
-        mode=mode,
-        boundary=boundary,
-        correlate=correlate,
-        stride=stride,
-        dilation=dilation,
-        padding=padding,
-    )
-
-
 def run_batch(batch, build, *, title, kernel, notes=()) -> None:
     """Process every input of ``batch`` with ``build(single)``'s transform, and report.
 
@@ -240,19 +227,7 @@ def _summary(title, kernel, results, notes, *, streamed, quiet=False, total=None
 @click.option(
     "--seed", type=click.IntRange(min=0), default=None, help="Seed for --noise (reproducible data)."
 )
-def convolve(
-    batch,
-    kernel_spec,
-    normalize,
-    mode,
-    boundary,
-    correlate,
-    stride,
-    dilation,
-    padding,
-    noise,
-    seed,
-):
+def convolve(batch, kernel, geometry, noise, seed):
     """Blur images: apply the convolution operator A.
 
     \b
@@ -262,12 +237,10 @@ def convolve(
       deconv convolve a.png b.png -k disk:radius=3 --noise gaussian:sigma=0.01 --seed 1 -o out/
       deconv convolve x.npy -k samples/haar_bank.npy --correlate --stride 2 -o coeffs.npy
     """
-    from deconv_cli.kernels import load_kernel
     from deconv_cli.noise import parse_noise
     from deconv_cli.process import Convolve
 
-    geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
-    kernel = load_kernel(kernel_spec, normalize=normalize)
+    geometry, kernel = geometry.create(), kernel.load()
     transform = Convolve(kernel, geometry, noise=parse_noise(noise), seed=seed, tile=batch.tile)
     run_batch(
         batch,
@@ -282,18 +255,7 @@ def convolve(
 @kernel_options
 @geometry_options()
 @output_shape_option
-def transpose(
-    batch,
-    kernel_spec,
-    normalize,
-    mode,
-    boundary,
-    correlate,
-    stride,
-    dilation,
-    padding,
-    output_shape,
-):
+def transpose(batch, kernel, geometry, output_shape):
     """Apply the exact adjoint Aᵀ of `convolve` with the same flags.
 
     The transpose (deep learning's "deconvolution", conv_transpose2d) restores the
@@ -306,12 +268,10 @@ def transpose(
       deconv transpose coeffs.npy -k samples/haar_bank.npy --correlate --stride 2 -o x.npy
       deconv transpose y.npy -k box:size=3 --stride 2 --output-shape 64x64 -o x.npy
     """
-    from deconv_cli.kernels import load_kernel
     from deconv_cli.operators import parse_pair
     from deconv_cli.process import Transpose
 
-    geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
-    kernel = load_kernel(kernel_spec, normalize=normalize)
+    geometry, kernel = geometry.create(), kernel.load()
     requested = parse_pair(output_shape, "--output-shape")
     transform = Transpose(kernel, geometry, output_shape=requested, tile=batch.tile)
     run_batch(
