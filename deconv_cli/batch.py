@@ -312,6 +312,11 @@ def _process(item: Item, settings: Settings) -> ItemResult:
     try:
         item.output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        blocking = next((p for p in item.output.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise OutputError(
+                f"`{item.output}` cannot be written: `{blocking}` is a file, not a directory"
+            ) from err
         raise OutputError(
             f"`{item.output.parent}`: cannot create the directory: {err.strerror or err}"
         ) from err

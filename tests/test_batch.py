@@ -195,6 +195,16 @@ def test_batch_usage_errors_are_one_line_exit_2(folder, tmp_path, args, needle):
     assert len(lines) == 1 and lines[0].startswith("deconv: error:") and needle in lines[0]
 
 
+def test_output_under_a_file_names_the_file(folder, tmp_path):
+    single = run("convolve", folder / "img00.png", "-k", "box", "-o", folder / "img01.png/y.npy")
+    assert single.exit_code == 2
+    message = f"`{folder / 'img01.png'}` is a file, not a directory"
+    assert single.output.strip().endswith(message)
+    many = run("convolve", folder, "-k", "box", "-o", folder / "img01.png/out")
+    assert many.exit_code == 1
+    assert message in many.output
+
+
 def test_two_inputs_onto_one_output_are_refused_before_any_work(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
