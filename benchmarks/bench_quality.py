@@ -1,4 +1,4 @@
-"""Draft quality benchmark: our iterative methods against best-tuned scikit-image.
+"""Quality: our iterative methods against best-tuned scikit-image.
 
 Issue 3, items 3 and 5, on ``skimage.data.camera`` (512x512, [0, 1]), noise sigma 0.01
 (seeded). The peers are tuned on the truth: ``skimage.restoration.richardson_lucy`` at
@@ -13,7 +13,7 @@ better of the two is the bar. Our methods run with default parameters (no refere
 
 Prints PSNR (dB) per case and the gain of each of our methods over the bar. Methods are
 registry names (default: richardson-lucy, richardson-lucy with ``--tv 0.002``, tv), e.g.
-``python benchmarks/bench_quality_draft.py tv tikhonov richardson-lucy+tv=0.002``.
+``python benchmarks/bench_quality.py tv tikhonov richardson-lucy+tv=0.002``.
 """
 
 from __future__ import annotations
