@@ -270,15 +270,65 @@ def analyze(
     op = _float64(op)
     m, n = op.shape
     rtol = max(m, n) * _EPS
-    spectrum = (
-        _wrap_spectrum(op)
-        or _dct_spectrum(op)
-        or _kronecker_spectrum(op, kronecker_limit)
-        or _dense_spectrum(op, dense_limit)
-    )
+    spectrum = _exact_spectrum(op, dense_limit, kronecker_limit)
     if spectrum is not None:
         return _from_spectrum(op, spectrum, rtol, sigma_noise, source)
     return _from_estimates(op, rtol, sigma_noise, source, iterations, seed)
+
+
+def null_space(
+    op: ConvOperator, *, dense_limit: int = DENSE_LIMIT, kronecker_limit: int = KRONECKER_LIMIT
+) -> tuple[int, bool, str]:
+    """The dimension of ``op``'s null space, whether it is exact, and why.
+
+    :func:`analyze`'s exact paths (FFT, DCT, Kronecker, dense SVD) and its theorems
+    (``full`` mode with zero boundary is injective, ``valid`` mode is onto), without
+    the iterative estimates: cheap enough to run before every exact inverse.
+
+    Returns
+    -------
+    nullity : int
+    exact : bool
+        ``False`` when ``nullity`` is only a lower bound (``n - m``), or 0 unproven.
+    reason : str
+        One sentence: which frequencies vanish, which dimensions or channels force
+        the null space, or which theorem applies.
+    """
+    op = _float64(op)
+    m, n = op.shape
+    rtol = max(m, n) * _EPS
+    spectrum = _exact_spectrum(op, dense_limit, kronecker_limit)
+    if spectrum is not None:
+        rank, _, smax = _rank(spectrum, rtol)
+        if rank == n:
+            smin = float(spectrum.values.min())
+            return 0, True, (
+                f"{spectrum.method}: σ_min/σ_max = {smin / smax:.2e} "
+                f"(condition number {smax / smin:.3g})"
+            )
+        _name_zero_frequencies(spectrum, rtol * smax)
+        zeros = _zero_reason(op, spectrum, n - rank)
+        reasons = _structural_reasons(op) + ([zeros] if zeros else [])
+        return n - rank, True, "; ".join(reasons) or f"{spectrum.method}: σ <= {rtol:.1e}·σ_max"
+    g = op.geometry
+    simple = _single(op) and g.stride == (1, 1) and g.padding is None
+    if simple and g.mode == "full" and g.boundary == "constant":
+        return 0, True, FULL_THEOREM
+    if simple and g.mode == "valid":
+        return n - m, True, VALID_THEOREM
+    if m < n:
+        return n - m, False, "at least n - m: " + "; ".join(_structural_reasons(op))
+    return 0, False, (
+        f"not determined: too large for an exact SVD (more than {dense_limit} unknowns) "
+        "and not diagonalizable; no dimension forces a null space"
+    )
+
+
+FULL_THEOREM = "theory: full mode with zero boundary and a non-zero kernel is injective"
+VALID_THEOREM = (
+    "theory: valid mode is onto (its adjoint, a full convolution, is injective), so the "
+    "nullity is n - m"
+)
 
 
 # -- exact paths -----------------------------------------------------------------------
@@ -416,6 +466,16 @@ def _dct_spectrum(op: ConvOperator) -> _Spectrum | None:
     return spectrum
 
 
+def _exact_spectrum(op: ConvOperator, dense_limit: int, kronecker_limit: int) -> _Spectrum | None:
+    """Every singular value, by the first exact path that applies (module docstring)."""
+    return (
+        _wrap_spectrum(op)
+        or _dct_spectrum(op)
+        or _kronecker_spectrum(op, kronecker_limit)
+        or _dense_spectrum(op, dense_limit)
+    )
+
+
 def _kronecker_spectrum(op: ConvOperator, limit: int) -> _Spectrum | None:
     """A separable kernel: ``A = A_rows ⊗ A_cols`` in every geometry, σ = products."""
     if not _single(op) or max(op.input_shape[:2]) > limit:
@@ -511,9 +571,7 @@ def _from_spectrum(
 ) -> Analysis:
     m, n = op.shape
     values, weights = spectrum.values, spectrum.weights
-    smax = float(values.max()) if values.size else 0.0
-    nonzero = values > rtol * smax if smax > 0 else np.zeros(values.shape, bool)
-    rank = int(round(float(weights[nonzero].sum())))
+    rank, nonzero, smax = _rank(spectrum, rtol)
     nullity = n - rank
     smin = float(values[nonzero].min()) if nonzero.any() else None
     inverse_sum = float(np.sum(weights[nonzero] / values[nonzero] ** 2))
@@ -538,6 +596,14 @@ def _from_spectrum(
     result.weights = weights
     result.frequency_zeros = spectrum.frequencies
     return result
+
+
+def _rank(spectrum: _Spectrum, rtol: float) -> tuple[int, np.ndarray, float]:
+    """The rank (the weights of the σ > rtol·σ_max), those σ's mask, and ``σ_max``."""
+    values, weights = spectrum.values, spectrum.weights
+    smax = float(values.max()) if values.size else 0.0
+    nonzero = values > rtol * smax if smax > 0 else np.zeros(values.shape, bool)
+    return int(round(float(weights[nonzero].sum()))), nonzero, smax
 
 
 def _name_zero_frequencies(spectrum: _Spectrum, cutoff: float) -> None:
@@ -741,10 +807,7 @@ def _from_estimates(
         nullity = n - m + (1 if numerically_singular else 0)
         rank_exact = simple and g.mode == "valid" and not numerically_singular
         if rank_exact:
-            rank_method = (
-                "theory: valid mode is onto (its adjoint, a full convolution, is "
-                "injective), so the nullity is n - m"
-            )
+            rank_method = VALID_THEOREM
         else:
             rank_method = "theory: at least n - m (fewer equations than unknowns)"
         if numerically_singular:
@@ -765,7 +828,7 @@ def _from_estimates(
             )
     elif full_theorem:
         nullity, rank_exact = 0, True
-        rank_method = "theory: full mode with zero boundary and a non-zero kernel is injective"
+        rank_method = FULL_THEOREM
     else:
         nullity, rank_exact = 0, False
         rank_method = "estimate: no vanishing singular value found (injectivity not proven)"

@@ -12,8 +12,8 @@ Two geometries make ``A`` diagonal in a fast orthogonal basis:
 
 In both cases ``A`` is normal, so its singular values are ``|λ|``. Everything else
 (other boundaries, ``full``/``valid`` modes, strides, padding, kernel banks) returns
-``None`` from :func:`diagonalize`, and :func:`nullity_and_reason` falls back to
-theorems, a dense SVD of small operators, or a bound from the dimensions.
+``None`` from :func:`diagonalize`; :func:`deconv_cli.analysis.null_space` has the
+null space of every operator.
 """
 
 from __future__ import annotations
@@ -23,10 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.operators import ConvOperator, Geometry, fft_workers, separable_factors
-
-DENSE_LIMIT = 4096
-"""The largest number of unknowns (per channel) whose nullity is found by a dense SVD."""
+from deconv_cli.operators import ConvOperator, Geometry, fft_workers
 
 _EPS = np.finfo(np.float64).eps
 _SYMMETRY_RTOL = 1e-13
@@ -356,179 +353,6 @@ def approximate(op: ConvOperator, *, dtype=None) -> Diagonal | None:
 def rank_tolerance(op: ConvOperator) -> float:
     """``max(m, n) · eps``: numpy's ``matrix_rank`` rule, relative to ``σ_max``."""
     return max(op.shape) * _EPS
-
-
-def nullity_and_reason(op: ConvOperator, rtol: float | None = None) -> tuple[int, bool, str]:
-    """The dimension of ``op``'s null space, whether it is exact, and why.
-
-    A singular value counts as zero when ``σ <= rtol · σ_max`` (default
-    ``rtol = max(m, n) · eps``, numpy's ``matrix_rank`` rule).
-
-    Returns
-    -------
-    nullity : int
-    exact : bool
-        ``False`` when ``nullity`` is only a lower bound (large operators that are
-        neither diagonalizable nor covered by a theorem).
-    reason : str
-        One sentence: which frequencies vanish, which theorem applies, or which
-        dimensions force a null space.
-
-    Notes
-    -----
-    In order: eigenvalues where :func:`diagonalize` applies; the theorems for
-    stride-1 single-kernel operators (``full`` mode with zero boundary is injective:
-    it multiplies polynomials; ``valid`` mode is onto, as its adjoint is a ``full``
-    convolution, so its nullity is ``n - m``); a dense SVD when the unknowns per
-    channel are at most :data:`DENSE_LIMIT` (a Kronecker product of two 1-D SVDs for
-    a separable kernel); otherwise ``n - m`` as a lower bound.
-    """
-    m, n = op.shape
-    rtol = rank_tolerance(op) if rtol is None else float(rtol)
-    channels = _per_channel(op)
-
-    diagonal = diagonalize(op, dtype=np.float64)
-    if diagonal is not None:
-        return _nullity_from_eigenvalues(diagonal, channels, rtol, op.geometry.boundary)
-
-    g = op.geometry
-    simple = _single_kernel(op) is not None and g.stride == (1, 1) and g.padding is None
-    if simple and g.mode == "full" and g.boundary == "constant":
-        return 0, True, "full mode with zero boundary and a non-zero kernel is injective"
-    if simple and g.mode == "valid":
-        return (
-            n - m,
-            True,
-            f"valid mode keeps {_dims(op.output_shape)} of {_dims(op.input_shape)} "
-            f"samples; it is onto (its adjoint, a full convolution, is injective), so "
-            f"its null space has dimension n - m = {n - m}",
-        )
-
-    if n // channels <= DENSE_LIMIT:
-        sigma = _singular_values(op)
-        smax = float(sigma.max()) if sigma.size else 0.0
-        rank = int(np.count_nonzero(sigma > rtol * smax)) if smax > 0 else 0
-        nullity = n - rank * channels
-        cutoff = f"σ <= {rtol:.1e}·σ_max"
-        if nullity == 0:
-            return 0, True, f"a dense SVD finds no singular value with {cutoff}"
-        parts = _dimension_reasons(op)
-        extra = f" ({'; '.join(parts)})" if parts else ""
-        return nullity, True, f"a dense SVD finds a null space of dimension {nullity}{extra}"
-
-    if m < n:
-        parts = _dimension_reasons(op) or [f"{m} equations for {n} unknowns"]
-        return n - m, False, f"at least {n - m}: " + "; ".join(parts)
-    return (
-        0,
-        False,
-        f"not determined: too large for a dense SVD (more than {DENSE_LIMIT} unknowns "
-        "per channel) and not diagonalizable; no dimension forces a null space",
-    )
-
-
-def _per_channel(op: ConvOperator) -> int:
-    """Channels sharing one 2-D kernel (the operator is block diagonal over them)."""
-    if op.is_bank:
-        return 1
-    return op.input_shape[2] if len(op.input_shape) == 3 else 1
-
-
-def _dims(shape: tuple[int, ...]) -> str:
-    return "x".join(map(str, shape))
-
-
-def _nullity_from_eigenvalues(
-    diagonal: Diagonal, channels: int, rtol: float, boundary: str
-) -> tuple[int, bool, str]:
-    magnitude = np.abs(diagonal.eigenvalues)
-    smax = float(magnitude.max())
-    small = magnitude <= rtol * smax
-    weights = np.broadcast_to(diagonal.weights, magnitude.shape)
-    count = int(round(float(weights[small].sum())))
-    total = diagonal.shape[0] * diagonal.shape[1]
-    basis = "Fourier (wrap boundary)" if diagonal.kind == "fft" else "DCT-II (reflect boundary)"
-    if count == 0:
-        smin = float(magnitude.min())
-        return (
-            0,
-            True,
-            f"no {basis} eigenvalue vanishes: σ_min/σ_max = {smin / smax:.2e} "
-            f"(condition number {smax / smin:.3g})",
-        )
-    first = tuple(int(i) for i in np.argwhere(small)[0])
-    per = "" if channels == 1 else f" in each of {channels} channels"
-    return (
-        count * channels,
-        True,
-        f"the kernel's {basis} transfer function vanishes at {count} of {total} "
-        f"frequencies{per}, e.g. {diagonal.frequency(first)}",
-    )
-
-
-def _dimension_reasons(op: ConvOperator) -> list[str]:
-    """Why ``m < n`` for this geometry, one clause per cause."""
-    g = op.geometry
-    reasons = []
-    h, w = op.input_shape[:2]
-    if g.mode == "valid" and g.padding is None and op.stride1_shape != (h, w):
-        reasons.append(
-            f"valid mode drops the border ({h}x{w} -> {op.stride1_shape[0]}x{op.stride1_shape[1]})"
-        )
-    sh, sw = g.stride
-    if sh * sw > 1:
-        reasons.append(f"a stride of {_pair(g.stride)} keeps 1 sample in {sh * sw}")
-    co, ci = op.effective.shape[:2]
-    if op.is_bank and co < ci:
-        reasons.append(f"fewer output than input channels ({co} < {ci})")
-    return reasons
-
-
-def _pair(p: tuple[int, int]) -> str:
-    return str(p[0]) if p[0] == p[1] else f"{p[0]}x{p[1]}"
-
-
-def _singular_values(op: ConvOperator) -> np.ndarray:
-    """All non-trivial singular values of one channel's block (or of the whole bank)."""
-    from scipy.linalg import svdvals
-
-    kernel = op.kernel if op.kernel.ndim == 2 else op.kernel[0, 0]
-    if not op.is_bank or op.kernel.shape[:2] == (1, 1):
-        factors = separable_factors(kernel)
-        if factors is not None:
-            left, right = (svdvals(_axis_matrix(op, f, axis)) for axis, f in enumerate(factors))
-            return np.multiply.outer(left, right).ravel()
-    from deconv_cli.analysis import dense_matrix
-
-    return svdvals(dense_matrix(op))
-
-
-def _axis_matrix(op: ConvOperator, taps: np.ndarray, axis: int) -> np.ndarray:
-    """The 1-D operator of a separable kernel along one axis, as a dense matrix."""
-    g = op.geometry
-    n = op.input_shape[axis]
-
-    def along(value, other):
-        return (value, other) if axis == 0 else (other, value)
-
-    padding = None if g.padding is None else along(g.padding[axis], 0)
-    geometry = Geometry(
-        mode=g.mode,
-        boundary=g.boundary,
-        correlate=g.correlate,
-        stride=along(g.stride[axis], 1),
-        dilation=along(g.dilation[axis], 1),
-        padding=padding,
-    )
-    kernel = taps[:, None] if axis == 0 else taps[None, :]
-    line = ConvOperator(kernel, along(n, 1), geometry)
-    return np.stack([line.forward(_unit(along(n, 1), i)).ravel() for i in range(n)], axis=1)
-
-
-def _unit(shape: tuple[int, ...], i: int) -> np.ndarray:
-    e = np.zeros(math.prod(shape))
-    e[i] = 1.0
-    return e.reshape(shape)
 
 
 # -- noise amplification ----------------------------------------------------------

@@ -14,12 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracles import dense, dense_ndimage
 
 from deconv_cli.analysis import (
     DEFAULT_BITS,
+    DENSE_LIMIT,
     ILL_CONDITIONED_RMSE,
     analyze,
     noise_level,
+    null_space,
     spectrum_picture,
 )
 from deconv_cli.errors import DeconvError
@@ -29,17 +32,6 @@ from deconv_cli.restore import RestoreOptions, get_method
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 EPS = np.finfo(np.float64).eps
-
-
-def dense(op: ConvOperator) -> np.ndarray:
-    """The operator's matrix, column j = A e_j."""
-    n = op.shape[1]
-    columns = []
-    for j in range(n):
-        e = np.zeros(n)
-        e[j] = 1.0
-        columns.append(op.forward(e.reshape(op.input_shape)).ravel())
-    return np.stack(columns, axis=1)
 
 
 def numpy_rank(sigma: np.ndarray, m: int, n: int) -> tuple[int, float, float]:
@@ -398,3 +390,131 @@ def test_bank_picture_is_the_singular_value_distribution():
     # sorted largest first: the filled height never grows from left to right
     filled = (picture[:250] != picture[0, -1]).any(axis=2).sum(axis=0)
     assert np.all(np.diff(filled) <= 1)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# -- null_space: the nullity that inverse and auto check ---------------------------------
+
+
+def box_zero_count(size: int, h: int, w: int) -> int:
+    """Zeros of the 2-D transfer function of a size×size box on h×w, by hand.
+
+    The 1-D box transfer function sin(π k s / n) / sin(π k / n) vanishes at the
+    k != 0 that are multiples of n / s (s divides n): s - 1 of them per axis.
+    """
+    zy, zx = size - 1, size - 1
+    return zy * w + zx * h - zy * zx
+
+
+@pytest.mark.parametrize("size", [2, 4])
+def test_box_with_wrap_has_the_hand_counted_nullity(size):
+    h, w = 12, 8
+    op = ConvOperator(np.ones((size, size)) / size**2, (h, w), Geometry.create(boundary="wrap"))
+    nullity, exact, reason = null_space(op)
+    expected = box_zero_count(size, h, w)
+    assert (nullity, exact) == (expected, True)
+    assert "vanishes" in reason and f"{expected} of {h * w}" in reason
+    matrix = dense_ndimage(np.ones((size, size)) / size**2, (h, w), "wrap")
+    assert h * w - np.linalg.matrix_rank(matrix) == expected
+
+
+def test_nullity_counts_every_channel():
+    op = ConvOperator(np.ones((4, 4)) / 16, (12, 8, 3), Geometry.create(boundary="wrap"))
+    assert null_space(op)[0] == 3 * box_zero_count(4, 12, 8)
+
+
+def test_invertible_wrap_reports_the_condition_number():
+    op = ConvOperator(
+        load_kernel("gaussian:sigma=1").array, (64, 64), Geometry.create(boundary="wrap")
+    )
+    nullity, exact, reason = null_space(op)
+    assert (nullity, exact) == (0, True)
+    assert "condition number" in reason
+
+
+@pytest.mark.parametrize("kshape", [(3, 3), (4, 2)], ids=["3x3", "4x2"])
+def test_valid_mode_nullity_is_n_minus_m(kshape):
+    kernel = rng(5).random(kshape)
+    op = ConvOperator(kernel, (10, 9), Geometry.create(mode="valid"))
+    m, n = op.shape
+    nullity, exact, reason = null_space(op)
+    assert nullity >= n - m
+    assert (nullity, exact) == (n - m, True)
+    assert n - np.linalg.matrix_rank(dense(op)) == n - m
+    assert "valid mode" in reason
+
+
+def test_full_constant_is_injective():
+    op = ConvOperator(
+        rng(6).random((3, 4)), (9, 8), Geometry.create(mode="full", boundary="constant")
+    )
+    assert null_space(op)[:2] == (0, True)
+    assert np.linalg.matrix_rank(dense(op)) == op.shape[1]
+
+
+DENSE_CASES = {
+    "same-constant-random": (lambda r: r.random((3, 3)), {"boundary": "constant"}, (9, 8)),
+    "same-nearest-separable": (
+        lambda r: np.outer(r.random(3), r.random(5)),
+        {"boundary": "nearest"},
+        (9, 8),
+    ),
+    "same-mirror-box": (lambda r: np.ones((2, 2)), {"boundary": "mirror"}, (8, 6)),
+    "stride2-same": (lambda r: r.random((3, 3)), {"boundary": "reflect", "stride": 2}, (8, 7)),
+    "padding1-stride2": (
+        lambda r: r.random((3, 3)),
+        {"boundary": "constant", "padding": 1, "stride": 2},
+        (8, 8),
+    ),
+    "separable-stride": (
+        lambda r: np.outer(r.random(3), r.random(3)),
+        {"boundary": "wrap", "stride": 2},
+        (8, 8),
+    ),
+    "bank-2to1": (
+        lambda r: r.random((1, 2, 3, 3)),
+        {"boundary": "constant", "correlate": True},
+        (6, 5, 2),
+    ),
+    "bank-1to1": (lambda r: r.random((1, 1, 3, 3)), {"boundary": "constant"}, (6, 5)),
+    "full-reflect-difference": (
+        lambda r: np.array([[1.0, -1.0]]),
+        {"mode": "full", "boundary": "reflect"},
+        (5, 6),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", DENSE_CASES.values(), ids=DENSE_CASES.keys())
+def test_dense_svd_agrees_with_matrix_rank(case):
+    make, flags, shape = case
+    op = ConvOperator(make(rng(7)), shape, Geometry.create(**flags))
+    nullity, exact, _ = null_space(op)
+    assert exact
+    assert nullity == op.shape[1] - np.linalg.matrix_rank(dense(op))
+
+
+def test_haar_bank_is_injective():
+    haar = (
+        0.5
+        * np.array(
+            [[[1, 1], [1, 1]], [[1, -1], [1, -1]], [[1, 1], [-1, -1]], [[1, -1], [-1, 1]]], float
+        )[:, None]
+    )
+    op = ConvOperator(haar, (8, 8), Geometry.create(mode="valid", correlate=True, stride=2))
+    assert null_space(op)[:2] == (0, True)
+
+
+def test_large_operators_get_bounds():
+    kernel = load_kernel("motion:length=5,angle=30").array
+    side = math.isqrt(DENSE_LIMIT) + 2
+    strided = ConvOperator(kernel, (side, side), Geometry.create(boundary="constant", stride=2))
+    m, n = strided.shape
+    nullity, exact, reason = null_space(strided)
+    assert (nullity, exact) == (n - m, False)
+    assert "keeps 1 of every 4 outputs" in reason
+    same = ConvOperator(kernel, (side, side), Geometry.create(boundary="constant"))
+    assert null_space(same)[:2] == (0, False)

@@ -7,18 +7,16 @@ import math
 import numpy as np
 import pytest
 import scipy.fft
-from scipy import ndimage
+from oracles import dense_ndimage
 
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.spectral import (
-    DENSE_LIMIT,
     amplification_note,
     approximate,
     diagonalize,
     inverse_amplification,
     is_symmetric,
-    nullity_and_reason,
     predicted_inverse_rmse,
     quantization_sigma,
 )
@@ -26,28 +24,6 @@ from deconv_cli.spectral import (
 
 def rng(seed=0):
     return np.random.default_rng(seed)
-
-
-def dense(op: ConvOperator) -> np.ndarray:
-    """The operator as a matrix, one column per unit image."""
-    n = op.shape[1]
-    columns = []
-    for i in range(n):
-        e = np.zeros(n)
-        e[i] = 1.0
-        columns.append(op.forward(e.reshape(op.input_shape)).ravel())
-    return np.stack(columns, axis=1)
-
-
-def dense_ndimage(kernel: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
-    """``same``-mode convolution as a matrix, built with scipy.ndimage (independent of the code)."""
-    n = shape[0] * shape[1]
-    columns = []
-    for i in range(n):
-        e = np.zeros(n)
-        e[i] = 1.0
-        columns.append(ndimage.convolve(e.reshape(shape), kernel, mode=mode).ravel())
-    return np.stack(columns, axis=1)
 
 
 FFT_CASES = {
@@ -164,130 +140,6 @@ def test_is_symmetric():
     assert is_symmetric(load_kernel("disk:radius=3").array)
     assert not is_symmetric(load_kernel("motion:length=15,angle=30").array)
     assert not is_symmetric(np.ones((4, 4)))
-
-
-# -- nullity ----------------------------------------------------------------------
-
-
-def box_zero_count(size: int, h: int, w: int) -> int:
-    """Zeros of the 2-D transfer function of a size×size box on h×w, by hand.
-
-    The 1-D box transfer function sin(π k s / n) / sin(π k / n) vanishes at the
-    k != 0 that are multiples of n / s (s divides n): s - 1 of them per axis.
-    """
-    zy, zx = size - 1, size - 1
-    return zy * w + zx * h - zy * zx
-
-
-@pytest.mark.parametrize("size", [2, 4])
-def test_box_with_wrap_has_the_hand_counted_nullity(size):
-    h, w = 12, 8
-    op = ConvOperator(np.ones((size, size)) / size**2, (h, w), Geometry.create(boundary="wrap"))
-    nullity, exact, reason = nullity_and_reason(op)
-    expected = box_zero_count(size, h, w)
-    assert (nullity, exact) == (expected, True)
-    assert "vanishes" in reason and f"{expected} of {h * w}" in reason
-    matrix = dense_ndimage(np.ones((size, size)) / size**2, (h, w), "wrap")
-    assert h * w - np.linalg.matrix_rank(matrix) == expected
-
-
-def test_nullity_counts_every_channel():
-    op = ConvOperator(np.ones((4, 4)) / 16, (12, 8, 3), Geometry.create(boundary="wrap"))
-    assert nullity_and_reason(op)[0] == 3 * box_zero_count(4, 12, 8)
-
-
-def test_invertible_wrap_reports_the_condition_number():
-    op = ConvOperator(
-        load_kernel("gaussian:sigma=1").array, (64, 64), Geometry.create(boundary="wrap")
-    )
-    nullity, exact, reason = nullity_and_reason(op)
-    assert (nullity, exact) == (0, True)
-    assert "condition number" in reason
-
-
-@pytest.mark.parametrize("kshape", [(3, 3), (4, 2)], ids=["3x3", "4x2"])
-def test_valid_mode_nullity_is_n_minus_m(kshape):
-    kernel = rng(5).random(kshape)
-    op = ConvOperator(kernel, (10, 9), Geometry.create(mode="valid"))
-    m, n = op.shape
-    nullity, exact, reason = nullity_and_reason(op)
-    assert nullity >= n - m
-    assert (nullity, exact) == (n - m, True)
-    assert n - np.linalg.matrix_rank(dense(op)) == n - m
-    assert "valid mode" in reason
-
-
-def test_full_constant_is_injective():
-    op = ConvOperator(
-        rng(6).random((3, 4)), (9, 8), Geometry.create(mode="full", boundary="constant")
-    )
-    assert nullity_and_reason(op)[:2] == (0, True)
-    assert np.linalg.matrix_rank(dense(op)) == op.shape[1]
-
-
-DENSE_CASES = {
-    "same-constant-random": (lambda r: r.random((3, 3)), {"boundary": "constant"}, (9, 8)),
-    "same-nearest-separable": (
-        lambda r: np.outer(r.random(3), r.random(5)),
-        {"boundary": "nearest"},
-        (9, 8),
-    ),
-    "same-mirror-box": (lambda r: np.ones((2, 2)), {"boundary": "mirror"}, (8, 6)),
-    "stride2-same": (lambda r: r.random((3, 3)), {"boundary": "reflect", "stride": 2}, (8, 7)),
-    "padding1-stride2": (
-        lambda r: r.random((3, 3)),
-        {"boundary": "constant", "padding": 1, "stride": 2},
-        (8, 8),
-    ),
-    "separable-stride": (
-        lambda r: np.outer(r.random(3), r.random(3)),
-        {"boundary": "wrap", "stride": 2},
-        (8, 8),
-    ),
-    "bank-2to1": (
-        lambda r: r.random((1, 2, 3, 3)),
-        {"boundary": "constant", "correlate": True},
-        (6, 5, 2),
-    ),
-    "bank-1to1": (lambda r: r.random((1, 1, 3, 3)), {"boundary": "constant"}, (6, 5)),
-    "full-reflect-difference": (
-        lambda r: np.array([[1.0, -1.0]]),
-        {"mode": "full", "boundary": "reflect"},
-        (5, 6),
-    ),
-}
-
-
-@pytest.mark.parametrize("case", DENSE_CASES.values(), ids=DENSE_CASES.keys())
-def test_dense_svd_agrees_with_matrix_rank(case):
-    make, flags, shape = case
-    op = ConvOperator(make(rng(7)), shape, Geometry.create(**flags))
-    nullity, exact, _ = nullity_and_reason(op)
-    assert exact
-    assert nullity == op.shape[1] - np.linalg.matrix_rank(dense(op))
-
-
-def test_haar_bank_is_injective():
-    haar = (
-        0.5
-        * np.array(
-            [[[1, 1], [1, 1]], [[1, -1], [1, -1]], [[1, 1], [-1, -1]], [[1, -1], [-1, 1]]], float
-        )[:, None]
-    )
-    op = ConvOperator(haar, (8, 8), Geometry.create(mode="valid", correlate=True, stride=2))
-    assert nullity_and_reason(op)[:2] == (0, True)
-
-
-def test_large_operators_get_bounds():
-    kernel = load_kernel("motion:length=5,angle=30").array
-    side = math.isqrt(DENSE_LIMIT) + 2
-    strided = ConvOperator(kernel, (side, side), Geometry.create(boundary="constant", stride=2))
-    m, n = strided.shape
-    nullity, exact, reason = nullity_and_reason(strided)
-    assert (nullity, exact) == (n - m, False)
-    assert "stride of 2 keeps 1 sample in 4" in reason
-    same = ConvOperator(kernel, (side, side), Geometry.create(boundary="constant"))
-    assert nullity_and_reason(same)[:2] == (0, False)
 
 
 # -- noise amplification ----------------------------------------------------------------

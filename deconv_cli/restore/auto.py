@@ -20,9 +20,10 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     reached the best quality of all methods in measurements (see the README), or
     least squares (CGLS) for conv-layer banks, whose channels TV does not couple.
     """
-    from deconv_cli.spectral import nullity_and_reason, predicted_inverse_rmse
+    from deconv_cli.analysis import null_space
+    from deconv_cli.spectral import predicted_inverse_rmse
 
-    nullity, _, reason = nullity_and_reason(op)
+    nullity, _, reason = null_space(op)
     if nullity == 0:
         rmse = predicted_inverse_rmse(op, noise_sigma)
         if rmse is not None and rmse <= EXACT_RMSE:

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from deconv_cli.analysis import null_space
 from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
 from deconv_cli.operators import ConvOperator
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
@@ -25,7 +26,6 @@ from deconv_cli.spectral import (
     approximate,
     diagonalize,
     inverse_amplification,
-    nullity_and_reason,
     rank_tolerance,
 )
 
@@ -99,7 +99,7 @@ def inverse(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> R
     solution is the same least-squares solution, reached in far fewer iterations.
     """
     y = check_data(blurred, op)
-    nullity, exact, reason = nullity_and_reason(op)
+    nullity, exact, reason = null_space(op)
     if nullity > 0:
         raise _refusal(op, nullity, exact, reason)
     amplification = inverse_amplification(op)
