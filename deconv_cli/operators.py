@@ -531,11 +531,21 @@ def _full1d(y: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
 
 
 def separable_factors(kernel: np.ndarray, rtol: float = 1e-12):
-    """``(column, row)`` with ``outer(column, row) == kernel`` to ``rtol``, or ``None``."""
-    u, s, vt = np.linalg.svd(kernel)
-    column = u[:, 0] * np.sqrt(s[0])
-    row = vt[0] * np.sqrt(s[0])
-    if np.max(np.abs(np.outer(column, row) - kernel)) > rtol * np.max(np.abs(kernel)):
+    """``(column, row)`` with ``outer(column, row) == kernel`` to ``rtol``, or ``None``.
+
+    A rank-one matrix is the outer product of its column and row through any nonzero
+    entry, divided by that entry; the largest one is the best conditioned. (An SVD
+    would cost seconds for the kernels of thousands of taps a user may give.)
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    i, j = np.unravel_index(int(np.argmax(np.abs(kernel))), kernel.shape)
+    pivot = float(kernel[i, j])
+    if pivot == 0.0:
+        return np.zeros(kernel.shape[0]), np.zeros(kernel.shape[1])
+    scale = math.sqrt(abs(pivot))
+    column = kernel[:, j] / scale
+    row = kernel[i, :] / (scale if pivot > 0 else -scale)
+    if np.max(np.abs(np.outer(column, row) - kernel)) > rtol * abs(pivot):
         return None
     return column, row
 

@@ -323,6 +323,17 @@ def test_separable_factors_detects_rank_one():
     col, row = separable_factors(np.outer([1.0, 2, 1], [1.0, 0, -1]))
     np.testing.assert_allclose(np.outer(col, row), np.outer([1.0, 2, 1], [1.0, 0, -1]))
     assert separable_factors(np.eye(3)) is None
+    r = rng(16)
+    for kernel in (
+        -np.outer(r.random(5), r.random(3)),  # a negative largest entry
+        np.outer(r.standard_normal(4), r.standard_normal(6)),
+        r.random((1, 7)),
+        np.outer([0.0, 1.0, 0.0], [2.0, -1.0]),
+    ):
+        col, row = separable_factors(kernel)
+        np.testing.assert_allclose(np.outer(col, row), kernel, rtol=0, atol=1e-15)
+    near = np.outer(r.random(5), r.random(5)) + 1e-6 * np.outer(r.random(5), r.random(5))[::-1]
+    assert np.linalg.matrix_rank(near, tol=1e-9) == 2 and separable_factors(near) is None
 
 
 def test_auto_engine_uses_separable_for_gaussian_and_fft_for_large_dense():
