@@ -602,9 +602,9 @@ def _to_image(
     elif source.kind == "u":
         data = array.astype(np.float64) / np.iinfo(source).max
     elif source.itemsize <= 4:
-        data = array.astype(np.float32)
+        data = array.astype(np.float32, copy=False)  # arrays read are fresh: no copy
     else:
-        data = array.astype(np.float64)
+        data = array.astype(np.float64, copy=False)
     if source.kind == "f":
         finite = np.isfinite(data)
         if not finite.all():
@@ -804,9 +804,9 @@ def write_image(
         if alpha is not None:
             alpha, _ = _to_integer(alpha, out_dtype)
     else:
-        pixels = data.astype(out_dtype)
+        pixels = data.astype(out_dtype, copy=False)  # written as is, never modified
         if alpha is not None:
-            alpha = alpha.astype(out_dtype)
+            alpha = alpha.astype(out_dtype, copy=False)
     if alpha is not None:
         base = pixels if pixels.ndim == 3 else pixels[:, :, None]
         pixels = np.concatenate([base, alpha[:, :, None]], axis=2)

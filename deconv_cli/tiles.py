@@ -657,7 +657,7 @@ def estimate_bytes(
         window = (sh * tile + kh) * (sw * tile + kw)
     else:
         window = (tile + kh) * (tile + kw)
-    # the input, the result, and the copy of it that write_image makes (measured)
+    # the input, the result, and the copy write_image makes when it converts its type
     held = math.prod(op.input_shape) + 2 * math.prod(op.output_shape)
     arrays = 0 if mapped else held * itemsize
     # the window's own copy (gathered from the input) besides the path's work
