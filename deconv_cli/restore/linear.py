@@ -344,7 +344,9 @@ class _Groups:
         shrink = nu / (self.t + nu)
         residual = (shrink**2 * self.energy).sum(axis=-1) + self.lost
         trace = (self.count * (1.0 - shrink)).sum(axis=-1) + self.fixed
-        return self.n * residual / np.maximum(self.n - trace, 1e-300) ** 2
+        free = self.n - trace  # 0 when H_ν = I (no smoothing): GCV is undefined there
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(free > 0, self.n * residual / free**2, np.inf)
 
     def risk(self, nu: np.ndarray, sigma: float) -> np.ndarray:
         """``Σ (ν² S + t σ² C) / (t + ν)²``: the filter's squared bias plus noise, per group.
