@@ -302,9 +302,13 @@ def null_space(
         rank, _, smax = _rank(spectrum, rtol)
         if rank == n:
             smin = float(spectrum.values.min())
-            return 0, True, (
-                f"{spectrum.method}: σ_min/σ_max = {smin / smax:.2e} "
-                f"(condition number {smax / smin:.3g})"
+            return (
+                0,
+                True,
+                (
+                    f"{spectrum.method}: σ_min/σ_max = {smin / smax:.2e} "
+                    f"(condition number {smax / smin:.3g})"
+                ),
             )
         _name_zero_frequencies(spectrum, rtol * smax)
         zeros = _zero_reason(op, spectrum, n - rank)
@@ -318,9 +322,13 @@ def null_space(
         return n - m, True, VALID_THEOREM
     if m < n:
         return n - m, False, "at least n - m: " + "; ".join(_structural_reasons(op))
-    return 0, False, (
-        f"not determined: too large for an exact SVD (more than {dense_limit} unknowns) "
-        "and not diagonalizable; no dimension forces a null space"
+    return (
+        0,
+        False,
+        (
+            f"not determined: too large for an exact SVD (more than {dense_limit} unknowns) "
+            "and not diagonalizable; no dimension forces a null space"
+        ),
     )
 
 

@@ -185,6 +185,7 @@ def plan(
     *,
     name: str | None = None,
     fmt: str | None = None,
+    dtype: str | None = None,
     stdin_head: bytes = b"",
 ) -> list[Item]:
     """Map each input to its output.
@@ -198,10 +199,14 @@ def plan(
     Raises
     ------
     DeconvError
-        A bad template or format, several inputs with a file or ``-`` output, an
-        output that would replace an input, two inputs mapping onto one output.
+        A bad template or format, an output extension deconv does not write (or
+        whose format cannot hold ``dtype``), several inputs with a file or ``-``
+        output, an output that would replace an input, two inputs mapping onto one
+        output.
     """
-    template = check_name(name or DEFAULT_NAME)
+    from deconv_cli.io import WRITE_EXTENSIONS, check_format
+
+    template = check_name(DEFAULT_NAME if name is None else name)
     forced = output_extension(fmt)
     target = Path(output)
     as_dir = name is not None or output.endswith(("/", os.sep)) or target.is_dir()
@@ -214,9 +219,10 @@ def plan(
         ext = forced or _input_extension(source, stdin_head)
         if ext is None:
             raise OutputError("-o -: give --format (png, tif, npy, ...) for standard output")
+        check_format(Path(f"-o -{ext}"), dtype)
         return [Item(source, None, ext)]
     if not as_dir and len(sources) > 1:
-        if target.exists() or target.suffix.lower() in _WRITE_EXTENSIONS:
+        if target.exists() or target.suffix.lower() in WRITE_EXTENSIONS:
             raise OutputError(
                 f"-o `{target}` is a file but {len(sources)} inputs were given; "
                 "give a directory for several inputs"
@@ -236,11 +242,15 @@ def plan(
             stem = source.relative.name[: -len(source.relative.suffix) or None]
             file_name = template.format(stem=stem, ext=ext)
             items.append(Item(source, target / source.relative.parent / file_name, ext))
+    for item in items:
+        if name is not None and item.output.suffix.lower() not in WRITE_EXTENSIONS:
+            raise OutputError(
+                f"--name `{name}` gives `{item.output.name}`, which has no output format's "
+                "extension; end the template with {ext} or .png, .tif, .npy, ..."
+            )
+        check_format(item.output, dtype)
     _check_plan(items)
     return items
-
-
-_WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
 
 
 def _input_extension(source: Source, stdin_head: bytes) -> str | None:

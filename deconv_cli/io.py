@@ -663,17 +663,39 @@ def _implied_dtype(source: np.dtype) -> np.dtype:
     raise choice_error(OutputError, "output dtype", source.name, OUTPUT_DTYPES)
 
 
+def check_format(path: PathLike, dtype: str | np.dtype | None = None) -> None:
+    """Refuse, before any work, an output whose extension is not a format deconv writes,
+    or a ``--dtype`` its format cannot hold.
+
+    Raises
+    ------
+    OutputError
+        One line naming the path, what is wrong and what to write instead.
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in _FORMATS:
+        supported = ", ".join(f"`{e}`" for e in WRITE_EXTENSIONS)
+        raise OutputError(
+            f"`{path}`: unknown output format `{path.suffix or '(no extension)'}`; "
+            f"use one of {supported}"
+        )
+    name, holds, _, _ = _FORMATS[ext]
+    requested = parse_dtype(dtype)
+    if requested is not None and requested not in holds:
+        kinds = " or ".join(d.name for d in holds)
+        hint = "write .tif or .npy for float output"
+        if requested.kind != "f":
+            hint = "write .png or .tif for 16-bit output"
+        raise OutputError(f"`{path}`: {name} holds {kinds}, not {requested.name}; {hint}")
+
+
 def _output_dtype(path: Path, fmt: tuple, data: np.ndarray, dtype, source_dtype) -> np.dtype:
-    """``dtype`` if given (it must fit the format), else the implied dtype adapted to it."""
-    name, holds, fallback, _ = fmt
+    """``dtype`` if given (:func:`check_format` checked it fits), else the implied dtype
+    adapted to the format."""
+    _, holds, fallback, _ = fmt
     requested = parse_dtype(dtype)
     if requested is not None:
-        if requested not in holds:
-            kinds = " or ".join(d.name for d in holds)
-            hint = "write .tif or .npy for float output"
-            if requested.kind != "f":
-                hint = "write .png or .tif for 16-bit output"
-            raise OutputError(f"`{path}`: {name} holds {kinds}, not {requested.name}; {hint}")
         return requested
     implied = _implied_dtype(source_dtype if source_dtype is not None else data.dtype)
     if implied in holds:
@@ -747,15 +769,9 @@ def write_image(
         the file cannot be written.
     """
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in _FORMATS:
-        supported = ", ".join(f"`{e}`" for e in WRITE_EXTENSIONS)
-        raise OutputError(
-            f"`{path}`: unknown output format `{path.suffix or '(no extension)'}`; "
-            f"use one of {supported}"
-        )
+    check_format(path, dtype)
     _check_target(path, overwrite, inputs)
-    fmt = _FORMATS[ext]
+    fmt = _FORMATS[path.suffix.lower()]
     name, _, _, holds_alpha = fmt
     data = np.asarray(data)
     if data.ndim not in (2, 3) or 0 in data.shape:

@@ -135,9 +135,10 @@ def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray
     if not (all(npy) and transform.mappable()):
         return None
     array = map_npy(path)  # None for integer or float16 data, which need scaling
-    if array is None or not array.dtype.isnative or parse_dtype(dtype) not in (None, array.dtype):
+    if array is None or not array.dtype.isnative:
         return None
-    return array
+    requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
+    return array if requested is None or requested == array.dtype else None
 
 
 def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs):
@@ -253,6 +254,23 @@ class Invert(Transform):
     tile_margin: int | None = None
     on_tile: Callable[[int, int], None] | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse options that conflict when the command is built, before any item runs."""
+        if self.tile is None:
+            if self.tile_margin is not None:
+                raise GeometryError(
+                    "--tile-margin: it sets the margin of --tile SIZE; give --tile too"
+                )
+            return
+        if self.reference is not None or self.history is not None:
+            raise GeometryError(
+                "--tile: --reference and --history follow the iterations of one solve, "
+                "which a tiled invert does not have; run without --tile"
+            )
+        from deconv_cli.tiles import check_tiled_geometry
+
+        check_tiled_geometry(self.geometry)
+
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
             "invert",
@@ -274,16 +292,9 @@ class Invert(Transform):
             output_shape=self.output_shape,
             dtype=y.dtype,
         )
-        if self.tile is None and self.tile_margin is not None:
-            raise GeometryError("--tile-margin: it sets the margin of --tile SIZE; give --tile too")
         if self.tile is not None:
             from deconv_cli.tiles import tiled_invert
 
-            if self.reference is not None or self.history is not None:
-                raise GeometryError(
-                    "--tile: --reference and --history follow the iterations of one solve, "
-                    "which a tiled invert does not have; run without --tile"
-                )
             result = tiled_invert(
                 y,
                 self.kernel.array,

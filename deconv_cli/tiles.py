@@ -273,7 +273,8 @@ def default_margin(kernel: np.ndarray, geometry: Geometry) -> int:
     return MARGIN_FACTOR * max(kh, kw)
 
 
-def _check_invert_geometry(geometry: Geometry) -> None:
+def check_tiled_geometry(geometry: Geometry) -> None:
+    """Refuse a geometry a tiled invert does not support (not ``same``, stride 1)."""
     if geometry.mode != "same" or geometry.stride != (1, 1) or geometry.padding is not None:
         raise GeometryError(
             f"--tile: a tiled invert needs --mode same, stride 1 and no --padding "
@@ -392,7 +393,7 @@ def tiled_invert(
     """
     from deconv_cli.invert import build_problem, invert
 
-    _check_invert_geometry(geometry)
+    check_tiled_geometry(geometry)
     tile = _check_tile(tile)
     margin = default_margin(kernel, geometry) if margin is None else margin
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:

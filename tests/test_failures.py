@@ -907,14 +907,17 @@ def test_decompression_bomb_is_refused_from_its_header(bombs, tmp_path, name, pi
 
 def test_bomb_costs_no_memory(bombs, tmp_path):
     """A real process refusing the bomb stays small (decoding it would take 400 MB+)."""
+    # VmHWM is this process's own peak; ru_maxrss would start from the forking parent's
+    # RSS (a pytest worker that has run large tests).
     code = (
-        "import resource, sys\n"
+        "import sys\n"
         "from deconv_cli.cli import main\n"
         "try:\n"
         "    main(sys.argv[1:])\n"
         "except SystemExit as e:\n"
         "    code = e.code\n"
-        "sys.stderr.write(f'maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')\n"
+        "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0]\n"
+        "sys.stderr.write(f'maxrss {peak.split()[1]}\\n')\n"
         "sys.exit(code)\n"
     )
     done = subprocess.run(

@@ -32,7 +32,14 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> None:
     stdin_data = b""
     if any(s.path is None for s in sources):
         stdin_data = sys.stdin.buffer.read()
-    items = core.plan(sources, batch.output, name=batch.name, fmt=batch.fmt, stdin_head=stdin_data)
+    items = core.plan(
+        sources,
+        batch.output,
+        name=batch.name,
+        fmt=batch.fmt,
+        dtype=batch.dtype,
+        stdin_head=stdin_data,
+    )
     single = len(items) == 1
     settings = core.Settings(
         build(single),
