@@ -18,7 +18,9 @@ Run: .venv/bin/python benchmarks/bench_rl.py [speed] [quality] [large] [stop]
    a 16-px black frame with the data clipped at 0, where skimage's model is exact
    (zero padding; its missing division by A^T 1 only touches the black frame) and the
    comparison measures convergence speed; there also a 30-degree motion blur, which
-   skimage convolves by FFT (a 1x15 kernel it convolves directly, cheaply).
+   skimage convolves by FFT (a 1x15 kernel it convolves directly, cheaply). The
+   'engine' column: how our iteration computes A and A^T (fft: the FFT grid operator;
+   spatial: box sums / correlations in space, chosen for thin and small kernels).
    ``large``: the framed case at 2048x2048 too (skimage swept over 1..100).
 3. stop: the default stopping rule's PSNR against the best iteration, 4 images x 3 blurs
    x 3 noise levels, reflect and framed-constant (about 10 minutes).
@@ -178,15 +180,25 @@ def time_to_quality(large: bool) -> None:
         "at 0: skimage's model (zero padding, no division by A^T 1, data >= 0)\nis exact."
     )
     print(
-        f"{'case':>21} {'kernel':>26} {'noise':>5} {'input':>5} | {'skimage':>11} {'ms':>6} | "
-        f"{'reach':>5} {'ms':>6} {'ratio':>5} | {'best':>11} | {'default':>11} {'ms':>6} "
-        f"{'gap':>5}"
+        f"{'case':>21} {'kernel':>26} {'noise':>5} {'engine':>7} {'input':>5} | {'skimage':>11} "
+        f"{'ms':>6} | {'reach':>5} {'ms':>6} {'ratio':>5} | {'best':>11} | {'default':>11} "
+        f"{'ms':>6} {'gap':>5}"
     )
     for label, truth, boundary, clip, kernels, sweep in quality_cases(large):
         for spec in kernels:
             for sigma in NOISES:
                 row = quality_row(truth, boundary, clip, spec, sigma, sweep)
-                print(f"{label:>21} {spec:>26} {sigma:5g} {row}", flush=True)
+                engine = grid_engine(truth, boundary, spec)
+                print(f"{label:>21} {spec:>26} {sigma:5g} {engine:>7} {row}", flush=True)
+
+
+def grid_engine(truth, boundary: str, spec: str) -> str:
+    """Which grid operator our Richardson-Lucy runs on."""
+    from deconv_cli.restore.iterative import SpatialGridOperator, grid_operator
+
+    kernel = load_kernel(spec).array
+    op = ConvOperator(kernel, truth.shape, Geometry.create(boundary=boundary), dtype=np.float32)
+    return "spatial" if isinstance(grid_operator(op), SpatialGridOperator) else "fft"
 
 
 def blurred(truth, boundary: str, clip: bool, spec: str, sigma: float, seed: int = 0):
@@ -290,7 +302,8 @@ def stop_row(truth: np.ndarray, case: str, spec: str, sigma: float) -> tuple[str
 
 def main() -> None:
     print(
-        f"Richardson-Lucy vs skimage (fft workers: {os.environ.get('DECONV_FFT_WORKERS', 'all')})"
+        f"Richardson-Lucy vs skimage (fft workers: {os.environ.get('DECONV_FFT_WORKERS', 'all')}; "
+        f"load average {os.getloadavg()[0]:.2f})"
     )
     parts = set(sys.argv[1:]) or {"speed", "quality"}
     if "speed" in parts:
@@ -300,6 +313,7 @@ def main() -> None:
         time_to_quality(large="large" in parts)
     if "stop" in parts:
         stopping_rule()
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

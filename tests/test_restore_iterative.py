@@ -11,8 +11,14 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry
-from deconv_cli.restore import RestoreOptions
-from deconv_cli.restore.iterative import GridOperator, cgls, lsqr
+from deconv_cli.restore import RestoreOptions, iterative
+from deconv_cli.restore.iterative import (
+    GridOperator,
+    SpatialGridOperator,
+    cgls,
+    grid_operator,
+    lsqr,
+)
 from deconv_cli.restore.richardson_lucy import richardson_lucy
 from deconv_cli.restore.tv import tv_deconvolve
 
@@ -106,6 +112,129 @@ def test_grid_operator_public_scipy_fft_fallback():
     aty = grid.external(grid.apply_adjoint(grid.internal(y)), op.input_shape)
     np.testing.assert_allclose(ax, op.forward(x), atol=1e-12)
     np.testing.assert_allclose(aty, op.adjoint(y), atol=1e-12)
+
+
+# -- the spatial grid operator -------------------------------------------------------
+
+ENDS = np.r_[0.5, np.ones(5), 0.25] / 6  # mostly equal taps, two anti-aliased ends
+SPATIAL_KERNELS = {  # kernel, the ways its passes can run
+    "row": (rng(5).random((1, 5)), ["correlate", "box"]),
+    "row-box": (np.full((1, 7), 1 / 7), ["correlate", "running", "box"]),
+    "row-ends": (ENDS[None], ["correlate", "box"]),
+    "column-ends": (ENDS[:, None], ["correlate", "box"]),
+    "rank-one": (np.outer(rng(6).random(3), rng(7).random(4)), ["correlate", "box"]),
+    "box": (np.full((3, 5), 1 / 15), ["correlate", "running", "box"]),
+    "dense": (rng(8).random((3, 4)), ["direct"]),
+}
+
+
+def spatial(op: ConvOperator, method: str) -> SpatialGridOperator:
+    """The spatial operator with its line passes run ``method``'s way where they can (a
+    running sum needs equal taps, a box sum a nonzero common tap), not the cost rule's."""
+    corner, grid, shift = iterative._spatial_layout(op)
+    plan = iterative._spatial_passes(op, shift, grid)
+    for p in plan[0] + plan[1]:
+        if method == "direct" or not p.common or (method == "running" and p.corrections):
+            continue
+        p.method = method
+    return SpatialGridOperator(op, plan)
+
+
+@pytest.mark.parametrize("channels", [None, 2], ids=["gray", "2ch"])
+@pytest.mark.parametrize("flags", GRID_GEOMETRIES.values(), ids=GRID_GEOMETRIES.keys())
+def test_spatial_grid_operator_equals_operator(flags, channels):
+    r = rng(9)
+    shape = (15, 17) + ((channels,) if channels else ())
+    for name, (kernel, methods) in SPATIAL_KERNELS.items():
+        op = ConvOperator(kernel, shape, Geometry.create(**flags))
+        x, y = r.random(shape), r.random(op.output_shape)
+        for method in methods:
+            grid = spatial(op, method)
+            ax = grid.external(grid.apply(grid.internal(x)), op.output_shape)
+            aty = grid.external(grid.apply_adjoint(grid.internal(y)), shape)
+            np.testing.assert_allclose(ax, op.forward(x), atol=1e-12, err_msg=f"{name} {method}")
+            np.testing.assert_allclose(aty, op.adjoint(y), atol=1e-12, err_msg=f"{name} {method}")
+
+
+@pytest.mark.parametrize("boundary", ["constant", "reflect"])
+@pytest.mark.parametrize("name", ["row-box", "row-ends", "column-ends", "box"])
+def test_spatial_box_sums_equal_ndimage_convolve(monkeypatch, name, boundary):
+    """The box sums, in chunks of 5 samples (many chunks, each line cut across), against
+    ``scipy.ndimage.convolve``, and the adjoint against the transposed dense matrix."""
+    from scipy import ndimage
+
+    monkeypatch.setattr(iterative, "_CHUNK", 5)
+    kernel = SPATIAL_KERNELS[name][0]
+    r = rng(10)
+    x = r.random((13, 16, 2))
+    op = ConvOperator(kernel, x.shape, Geometry.create(boundary=boundary))
+    grid = spatial(op, "box")
+    ax = grid.external(grid.apply(grid.internal(x)), x.shape)
+    expected = ndimage.convolve(x, kernel[:, :, None], mode=boundary)
+    np.testing.assert_allclose(ax, expected, atol=1e-13)
+    one = x[:, :, 0]
+    op1 = ConvOperator(kernel, one.shape, Geometry.create(boundary=boundary))
+    grid1 = spatial(op1, "box")
+    basis = np.eye(one.size).reshape(-1, *one.shape)
+    matrix = np.array([ndimage.convolve(e, kernel, mode=boundary).ravel() for e in basis]).T
+    y = r.random(one.shape)
+    np.testing.assert_allclose(
+        grid1.apply_adjoint(y[None])[0], (matrix.T @ y.ravel()).reshape(one.shape), atol=1e-13
+    )
+
+
+@pytest.mark.parametrize("method", ["correlate", "running", "box"])
+def test_spatial_scale_adjoint_and_aliasing_width(method):
+    """``scale_adjoint`` scales ``Aᵀ`` only; a column pass on lines 2 KiB apart gets a wider
+    grid (cache aliasing), with the same result."""
+    r = rng(11)
+    op = ConvOperator(np.full((5, 1), 0.2), (9, 256), Geometry.create(boundary="constant"))
+    grid = spatial(op, method)
+    if method != "box":
+        assert grid.grid[1] > 256
+    x, y = r.random(op.input_shape), r.random(op.output_shape)
+    grid.scale_adjoint(3.0)
+    np.testing.assert_allclose(grid.apply(x[None])[0], op.forward(x), atol=1e-12)
+    np.testing.assert_allclose(grid.apply_adjoint(y[None])[0], 3 * op.adjoint(y), atol=1e-12)
+    fft = GridOperator(op)
+    fft.scale_adjoint(3.0)
+    np.testing.assert_allclose(fft.apply_adjoint(y[None])[0], 3 * op.adjoint(y), atol=1e-12)
+
+
+def test_spatial_grid_operator_keeps_float32():
+    r = rng(12)
+    x = r.random((40, 50)).astype(np.float32)
+    kernel, geometry = np.full((1, 15), 1 / 15), Geometry.create(boundary="constant")
+    op = ConvOperator(kernel, x.shape, geometry, dtype=np.float32)
+    reference = ConvOperator(kernel, x.shape, geometry).forward(x.astype(np.float64))
+    for method in ("correlate", "running", "box"):
+        ax = spatial(op, method).apply(x[None])[0]
+        assert ax.dtype == np.float32
+        np.testing.assert_allclose(ax, reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "spec, dtype, expected",
+    [
+        ("motion:length=15", np.float32, SpatialGridOperator),
+        ("motion:length=16", np.float32, SpatialGridOperator),
+        ("motion:length=15,angle=90", np.float64, SpatialGridOperator),
+        ("box:size=5", np.float32, SpatialGridOperator),
+        ("gaussian:sigma=2", np.float32, GridOperator),
+        ("motion:length=15,angle=30", np.float32, GridOperator),
+        ("disk:radius=3", np.float64, GridOperator),
+    ],
+    ids=["motion", "motion-even", "motion-90", "box", "gaussian", "motion-30", "disk"],
+)
+def test_grid_operator_takes_the_spatial_engine_for_thin_and_small_kernels(spec, dtype, expected):
+    from deconv_cli.kernels import load_kernel
+
+    op = ConvOperator(load_kernel(spec).array, (544, 544), Geometry.create(), dtype=dtype)
+    assert type(grid_operator(op)) is expected
+    assert type(grid_operator(op, "fft")) is GridOperator
+    assert type(grid_operator(op, "spatial")) is SpatialGridOperator
+    with pytest.raises(DeconvError, match="grid engine"):
+        grid_operator(op, "direct")
 
 
 # -- Richardson-Lucy -----------------------------------------------------------------
@@ -336,6 +465,57 @@ def test_rl_float32_keeps_the_float64_quality_on_a_dark_background():
         scores[dtype] = psnr(x, result.image.astype(np.float64))
     assert scores[np.float64] > psnr(x, y) + 5
     assert scores[np.float32] == pytest.approx(scores[np.float64], abs=0.1)
+
+
+def engine_patch(monkeypatch, engine: str) -> None:
+    """Richardson-Lucy on the FFT or the spatial grid operator, whatever the cost rule says."""
+    from deconv_cli.restore import richardson_lucy as module
+
+    monkeypatch.setattr(module, "grid_operator", lambda op: grid_operator(op, engine))
+
+
+RL_SPATIAL_CASES = {
+    "motion-constant": (np.full((1, 9), 1 / 9), dict(boundary="constant"), {}),
+    "motion-reflect": (np.full((1, 9), 1 / 9), dict(), {}),  # Aᵀ1 folded into the adjoint
+    "ends-stride2": (ENDS[:, None], dict(boundary="constant", stride=2), {}),  # unseen pixels
+    "box-valid": (np.full((3, 3), 1 / 9), dict(mode="valid"), {}),
+    "motion-tv": (np.full((1, 9), 1 / 9), dict(boundary="constant"), dict(tv=0.002)),
+    "motion-no-acceleration": (np.full((1, 9), 1 / 9), dict(), dict(accelerate=False)),
+}
+
+
+@pytest.mark.parametrize("case", RL_SPATIAL_CASES.values(), ids=RL_SPATIAL_CASES.keys())
+def test_rl_spatial_engine_equals_the_fft_engine(monkeypatch, case):
+    kernel, flags, options = case
+    x = np.pad(camera_crop(40), 4)
+    op = ConvOperator(kernel, x.shape, Geometry.create(**flags))
+    y = np.maximum(op.forward(x) + 0.01 * rng(13).standard_normal(op.output_shape), 0)
+    results = {}
+    for engine in ("fft", "spatial"):
+        engine_patch(monkeypatch, engine)
+        results[engine] = richardson_lucy(y, op, iterations=12, tol=0, **options)
+    # the engines round differently (~1e-16); 12 accelerated iterations amplify that
+    np.testing.assert_allclose(
+        results["spatial"].image, results["fft"].image, rtol=1e-9, atol=1e-10
+    )
+    assert results["spatial"].residual == pytest.approx(results["fft"].residual, rel=1e-9)
+
+
+def test_rl_spatial_engine_in_float32_keeps_the_fft_engine_s_quality(monkeypatch):
+    """float32, a black frame, the data clipped at 0 (the case bench_rl.py times)."""
+    x = np.pad(camera_crop(64), 8)
+    kernel = np.full((1, 15), 1 / 15)
+    geometry = Geometry.create(boundary="constant")
+    y = ConvOperator(kernel, x.shape, geometry).forward(x)
+    y = np.maximum(y + 0.001 * rng(3).standard_normal(y.shape), 0).astype(np.float32)
+    op = ConvOperator(kernel, x.shape, geometry, dtype=np.float32)
+    scores = {}
+    for engine in ("fft", "spatial"):
+        engine_patch(monkeypatch, engine)
+        result = richardson_lucy(y, op, iterations=60, tol=0)
+        assert result.image.dtype == np.float32
+        scores[engine] = psnr(x, result.image.astype(np.float64))
+    assert scores["spatial"] == pytest.approx(scores["fft"], abs=0.02)
 
 
 # -- CGLS and LSQR ----------------------------------------------------------------------

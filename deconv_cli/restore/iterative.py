@@ -10,7 +10,10 @@ converge to the minimum-norm least-squares solution.
 periodic grid large enough that circular correlation equals the linear one. The
 Richardson-Lucy and TV methods run on it: it keeps the kernel spectrum and every
 buffer across iterations, so an iteration costs its Fourier transforms plus a few
-elementwise passes.
+elementwise passes. :class:`SpatialGridOperator` has the same layout and calls and
+computes in space, cheaper for thin and small kernels (a motion blur along an axis:
+box sums); :func:`grid_operator` picks one of the two by an operation count
+(Richardson-Lucy uses it).
 """
 
 from __future__ import annotations
@@ -359,38 +362,30 @@ class _Transforms:
         return out
 
 
-class GridOperator:
-    """``A`` for one 2-D kernel (any boundary, mode, padding, stride, dilation), on a grid.
+class _Grid:
+    """The layout the grid operators share: ``A = S ∘ V ∘ P`` on a ``C × H × W`` grid.
 
-    ``A = S ∘ V ∘ P``: the padded image ``P x`` is placed at the top-left of a
-    periodic grid of fast FFT lengths at least the padded size, where the valid
-    correlation ``V`` is a circular one (no wrap-around reaches the valid
-    outputs), and ``S`` keeps the strided valid samples. Arrays are channel-first
-    (``C × H × W``) inside; :meth:`internal` / :meth:`external` convert.
-
-    Use: write the image into :attr:`image` (a view of the grid), call
-    :meth:`forward` (returns a view of ``A x``); write data into :attr:`data` (a
-    view) and call :meth:`adjoint` (returns a view of ``Aᵀ y``). The returned views
-    are overwritten by the next call.
+    The padded image ``P x`` sits at the top-left of the grid (padding filled by the
+    boundary rule; a zero padding may be left implicit), the valid correlation ``V``
+    is anchored at the top-left, and ``S`` keeps the strided valid samples. Use: write
+    the image into :attr:`image` (a view of the grid), call ``forward()`` (returns a
+    view of ``A x``); write data into :attr:`data` (a view) and call ``adjoint()``
+    (returns a view of ``Aᵀ y``). The returned views are overwritten by the next call.
     """
 
-    def __init__(self, op: ConvOperator) -> None:
+    def _place(self, op: ConvOperator, grid: tuple[int, int], corner=None) -> None:
+        """Buffers and views; the image's top-left ``corner`` in the grid (default: after
+        the padding)."""
         if op.is_bank:
-            raise DeconvError("GridOperator needs a 2-D kernel, not a kernel bank")
+            raise DeconvError(f"{type(self).__name__} needs a 2-D kernel, not a kernel bank")
         self.op = op
         self.dtype = op.dtype
         self.channels = op.input_shape[2] if len(op.input_shape) == 3 else 1
         h, w = op.input_shape[:2]
-        top, left = op.pads[0][0], op.pads[1][0]
+        top, left = corner or (op.pads[0][0], op.pads[1][0])
         self.padded = op.padded_shape
-        self.grid = (fast_length(self.padded[0]), fast_length(self.padded[1]))
+        self.grid = grid
         shape = (self.channels,) + self.grid
-        self.transforms = _Transforms(shape, self.dtype)
-        kernel = op.effective[0, 0]
-        spectrum = _kernel_spectrum(kernel, self.grid)
-        spectrum *= 1 / (self.grid[0] * self.grid[1])  # the inverse transforms are unnormalized
-        self.kernel_spectrum = spectrum.astype(self.transforms.spectrum.dtype, copy=False)
-        self.conj_spectrum = np.conj(self.kernel_spectrum)
         self._image_grid = np.zeros(shape, dtype=self.dtype)
         self._data_grid = np.zeros(shape, dtype=self.dtype)
         self._result = np.empty(shape, dtype=self.dtype)
@@ -458,6 +453,48 @@ class GridOperator:
                 grid[:, rs, dst] += grid[:, rs, src]
         return grid[self.interior]
 
+    def forward(self) -> np.ndarray:  # pragma: no cover - defined by the subclasses
+        raise NotImplementedError
+
+    def adjoint(self) -> np.ndarray:  # pragma: no cover - defined by the subclasses
+        raise NotImplementedError
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``A x`` for a ``C×H×W`` array (a copy)."""
+        self.image[...] = x
+        return self.forward().copy()
+
+    def apply_adjoint(self, y: np.ndarray) -> np.ndarray:
+        """``Aᵀ y`` for a ``C×H'×W'`` array (a copy)."""
+        self.data[...] = y
+        return self.adjoint().copy()
+
+
+class GridOperator(_Grid):
+    """``A`` for one 2-D kernel (any boundary, mode, padding, stride, dilation), on a grid.
+
+    ``A = S ∘ V ∘ P``: the padded image ``P x`` is placed at the top-left of a
+    periodic grid of fast FFT lengths at least the padded size, where the valid
+    correlation ``V`` is a circular one (no wrap-around reaches the valid
+    outputs), and ``S`` keeps the strided valid samples. Arrays are channel-first
+    (``C × H × W``) inside; :meth:`internal` / :meth:`external` convert.
+
+    Use: write the image into :attr:`image` (a view of the grid), call
+    :meth:`forward` (returns a view of ``A x``); write data into :attr:`data` (a
+    view) and call :meth:`adjoint` (returns a view of ``Aᵀ y``). The returned views
+    are overwritten by the next call.
+    """
+
+    def __init__(self, op: ConvOperator) -> None:
+        padded = op.padded_shape
+        self._place(op, (fast_length(padded[0]), fast_length(padded[1])))
+        self.transforms = _Transforms((self.channels,) + self.grid, self.dtype)
+        kernel = op.effective[0, 0]
+        spectrum = _kernel_spectrum(kernel, self.grid)
+        spectrum *= 1 / (self.grid[0] * self.grid[1])  # the inverse transforms are unnormalized
+        self.kernel_spectrum = spectrum.astype(self.transforms.spectrum.dtype, copy=False)
+        self.conj_spectrum = np.conj(self.kernel_spectrum)
+
     def forward(self) -> np.ndarray:
         """``A x`` of the image in :attr:`image`, as a (strided) view of a buffer."""
         self.fill_padding(self._image_grid)
@@ -472,15 +509,328 @@ class GridOperator:
         spectrum *= self.kernel_spectrum
         return self.fold_padding(self.transforms.inverse(spectrum, self._result))
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """``A x`` for a ``C×H×W`` array (a copy)."""
-        self.image[...] = x
-        return self.forward().copy()
+    def scale_adjoint(self, factor: float) -> None:
+        """From now on :meth:`adjoint` computes ``factor · Aᵀ y`` (no extra pass)."""
+        self.kernel_spectrum = self.kernel_spectrum * factor
 
-    def apply_adjoint(self, y: np.ndarray) -> np.ndarray:
-        """``Aᵀ y`` for a ``C×H'×W'`` array (a copy)."""
-        self.data[...] = y
-        return self.adjoint().copy()
+
+# Cost of computing A (or Aᵀ) once, in nanoseconds per grid sample, measured with float32
+# and float64 arrays on this project's 2-core machine (512-2048 px images, scipy 1.17);
+# only the ordering matters. A 1-D pass along columns reads strided lines: it costs more.
+_FFT_NS_PER_LOG2 = {np.dtype(np.float32): 0.4, np.dtype(np.float64): 0.65}  # 2 transforms
+_FFT_CALL_NS = 80e3  # and per application
+_PASS_CALL_NS = 10e3  # a spatial pass, per application
+_SPATIAL_MARGIN = 0.7  # spatial only where the model says it costs less than this × the FFT
+_LINE_NS = (1.0, 0.45)  # scipy.ndimage.correlate1d along rows: fixed, per tap
+_SYMMETRIC = 0.75  # the per-tap cost for symmetric taps (ndimage folds them)
+_RUNNING_NS = 2.3  # scipy.ndimage.uniform_filter1d along rows, any length
+_FLAT_NS = 0.18  # one elementwise pass over a flat array
+_EDGE_NS = 200.0  # a line pass's two edge strips: per line, besides their correlation
+_CHUNK = 1 << 15  # samples a box-sum pass computes at a time (its buffers stay in cache)
+_COLUMN_FACTOR = 1.3  # along columns instead of rows
+_DIRECT_NS = (3.0, 0.8)  # scipy.ndimage.correlate (2-D): fixed, per non-zero tap
+_EQUAL_RTOL = 1e-12  # taps this close (relative to the largest) count as equal
+_MAX_CORRECTIONS = 2  # a box sum's taps that may differ (anti-aliased ends); else correlate1d
+
+
+class _Workspace:
+    """A scratch array kept between calls, grown as needed."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def get(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        a = self.array
+        if a is None or a.dtype != dtype or a.shape[0] < shape[0] or a.shape[1] < shape[1]:
+            self.array = a = np.empty(shape, dtype=dtype)
+        return a[: shape[0], : shape[1]]
+
+
+class _LinePass:
+    """``dst[i] = Σ_j t[j] · src[i + j + shift]`` along ``axis``, zero outside ``src``.
+
+    Three ways, the cheapest for the taps and the line length ``n``: ``correlate1d``;
+    for equal taps, a running sum (``uniform_filter1d``, a chain of dependent
+    additions, whose cost does not grow with ``k``); or, where most taps share one
+    value ``c`` (a box; a motion blur along an axis, whose two anti-aliased ends
+    differ), ``c`` times a box sum plus a shifted multiply-add for each other tap. The box sum
+    of ``k`` taps takes ``log2 k`` doublings (``W₂ₘ[i] = Wₘ[i] + Wₘ[i + m]``) and one
+    step per other set bit of ``k`` (``Wₘ₊₁[i] = Wₘ[i] + src[i + m]``), each a
+    vectorized pass over the whole flat array. Flat, the sums near the ends of a line
+    (the first ``−shift`` and last ``k − 1 + shift`` samples) read the next line:
+    those are recomputed by ``correlate1d`` on the edge strips. ``scipy.ndimage``
+    sums in float64; the box sum in the arrays' dtype.
+    """
+
+    def __init__(self, taps: np.ndarray, axis: int, shift: int, dtype: np.dtype, n: int) -> None:
+        self.taps = np.asarray(taps, dtype=np.float64)
+        self.axis = axis
+        self.size = k = self.taps.size
+        self.shift = shift
+        self.origin = -(k // 2) - shift  # scipy.ndimage's centre convention
+        self.dtype = dtype
+        self.length = n
+        self.common = float(np.median(self.taps))
+        rest = self.taps - self.common
+        others = np.flatnonzero(np.abs(rest) > _EQUAL_RTOL * np.abs(self.taps).max())
+        self.corrections = [(int(j), float(rest[j])) for j in others]
+        factor = _COLUMN_FACTOR if axis == -2 else 1.0
+        per_tap = _LINE_NS[1] * (_SYMMETRIC if np.array_equal(taps, taps[::-1]) else 1.0)
+        costs = {"correlate": factor * (_LINE_NS[0] + per_tap * k)}
+        if self.common != 0 and not others.size:
+            costs["running"] = factor * _RUNNING_NS
+        if self.common != 0 and k - 1 < n and len(others) <= _MAX_CORRECTIONS:
+            steps = (k.bit_length() - 1) + (k.bit_count() - 1) + 1 + 2 * len(others)
+            edges = (2 * k * costs["correlate"] + _EDGE_NS) / n
+            costs["box"] = _FLAT_NS * steps + edges
+        self.method = min(costs, key=costs.get)
+        self.cost = costs[self.method]
+        self.workspace = _Workspace()  # the operator shares one among its passes
+
+    def scaled(self, factor: float) -> _LinePass:
+        """The same pass with every tap times ``factor``."""
+        scaled = _LinePass(self.taps * factor, self.axis, self.shift, self.dtype, self.length)
+        scaled.workspace = self.workspace
+        return scaled
+
+    def __call__(self, src: np.ndarray, dst: np.ndarray) -> None:
+        from scipy import ndimage
+
+        n = src.shape[self.axis]
+        before, after = -self.shift, self.size - 1 + self.shift  # edge samples per line
+        if self.method == "running":
+            ndimage.uniform_filter1d(
+                src, self.size, self.axis, output=dst, mode="constant", origin=self.origin
+            )
+            scale = self.dtype.type(self.common * self.size)
+            if scale != 1:
+                dst *= scale
+            return
+        if self.method == "correlate" or before + after >= n:
+            ndimage.correlate1d(
+                src, self.taps, self.axis, output=dst, mode="constant", origin=self.origin
+            )
+            return
+        self._box(src.reshape(-1), dst.reshape(-1), 1 if self.axis == -1 else src.shape[-1])
+        self._edges(src, dst, n, before, after)
+
+    def _box(self, x: np.ndarray, out: np.ndarray, step: int) -> None:
+        """The flat pass (wrong near the ends of the lines), in chunks of ``_CHUNK`` outputs
+        that stay in cache; ``step``: the flat distance between two taps."""
+        k, size = self.size, x.size
+        halo = (k - 1) * step
+        chunk = max(_CHUNK, 4 * halo)
+        buffers = self.workspace.get((3, chunk + halo), self.dtype)
+        padded, spare = buffers[2], None
+        common = self.dtype.type(self.common)
+        for a in range(0, size, chunk):
+            b = min(a + chunk, size)
+            lo, hi = a + self.shift * step, b + self.shift * step + halo
+            if lo >= 0 and hi <= size:
+                local = x[lo:hi]
+            else:  # the first or last chunk: zeros outside ``x``
+                local = padded[: hi - lo]
+                local[...] = 0
+                local[max(0, -lo) : min(hi, size) - lo] = x[max(0, lo) : min(hi, size)]
+            window, spare = self._window(local, step, b - a, buffers)
+            np.multiply(window[: b - a], common, out=out[a:b])
+            for j, weight in self.corrections:
+                tmp = spare[: b - a]
+                np.multiply(local[j * step : j * step + b - a], self.dtype.type(weight), out=tmp)
+                out[a:b] += tmp
+
+    def _window(self, x: np.ndarray, step: int, count: int, buffers: np.ndarray):
+        """``W[i] = Σ_{t<k} x[i + t·step]`` for ``i < count`` (``x`` holds ``count + (k−1)
+        step`` samples), and a free buffer: both rows of ``buffers``."""
+        ping, pong = buffers[0], buffers[1]
+        window, m = x, 1
+        for bit in bin(self.size)[3:]:
+            valid = count + (self.size - 2 * m) * step  # W₂ₘ is needed this far
+            np.add(window[:valid], window[m * step : m * step + valid], out=ping[:valid])
+            window, m, ping, pong = ping, 2 * m, pong, ping
+            if bit == "1":
+                valid = count + (self.size - m - 1) * step
+                window[:valid] += x[m * step : m * step + valid]
+                m += 1
+        return window, ping
+
+    def _edges(self, src: np.ndarray, dst: np.ndarray, n: int, before: int, after: int) -> None:
+        """Recompute the first ``before`` and last ``after`` samples of every line."""
+        from scipy import ndimage
+
+        axis, k = self.axis, self.size
+
+        def along(a, part):
+            index = [slice(None)] * a.ndim
+            index[axis] = part
+            return a[tuple(index)]
+
+        if before:
+            edge = along(src, slice(0, min(n, k - 1)))  # the samples these outputs read
+            along(dst, slice(0, before))[...] = along(
+                ndimage.correlate1d(edge, self.taps, axis, mode="constant", origin=self.origin),
+                slice(0, before),
+            )
+        if after:
+            first = max(0, n - after + self.shift)
+            edge = along(src, slice(first, n))
+            along(dst, slice(n - after, n))[...] = along(
+                ndimage.correlate1d(edge, self.taps, axis, mode="constant", origin=self.origin),
+                slice(n - after - first, n - first),
+            )
+
+
+class _DirectPass:
+    """``dst[:, i, j] = Σ_ab K[a, b] · src[:, i + a + s, j + b + t]`` by ``ndimage.correlate``
+    (zero taps skipped), zero outside ``src``; ``(s, t)`` is ``shift``."""
+
+    def __init__(self, kernel: np.ndarray, shift: tuple[int, int]) -> None:
+        self.kernel = np.asarray(kernel, dtype=np.float64)
+        kh, kw = self.kernel.shape
+        self.origin = (0, -(kh // 2) - shift[0], -(kw // 2) - shift[1])
+        self.shift = shift
+        self.cost = _DIRECT_NS[0] + _DIRECT_NS[1] * np.count_nonzero(self.kernel)
+
+    def scaled(self, factor: float) -> _DirectPass:
+        return _DirectPass(self.kernel * factor, self.shift)
+
+    def __call__(self, src: np.ndarray, dst: np.ndarray) -> None:
+        from scipy import ndimage
+
+        ndimage.correlate(src, self.kernel[None], output=dst, mode="constant", origin=self.origin)
+
+
+def _spatial_layout(op: ConvOperator):
+    """``(corner, grid, shift)`` of the spatial grid: the image's top-left corner, the grid
+    shape, and the forward correlation's offset per axis (in ``[1 − k, 0]``).
+
+    A ``constant`` boundary pads with zeros, which the passes' zero fill gives: the
+    image goes at the top-left where the offset allows (in ``same`` mode, stride 1,
+    image, data and grid coincide: contiguous arrays, no padding). Other boundaries
+    get the padded image, filled and folded by :meth:`_Grid.fill_padding` /
+    :meth:`_Grid.fold_padding`.
+    """
+    kh, kw = op.effective.shape[2:]
+    (top, _), (left, _) = op.pads
+    h, w = op.input_shape[:2]
+    h1, w1 = op.stride1_shape
+    if op.geometry.boundary == "constant":
+        corner = (max(0, top - kh + 1), max(0, left - kw + 1))
+        grid = (max(corner[0] + h, h1), max(corner[1] + w, w1))
+    else:
+        corner, grid = (top, left), op.padded_shape
+    return corner, grid, (corner[0] - top, corner[1] - left)
+
+
+def _spatial_passes(op: ConvOperator, shift: tuple[int, int], grid: tuple[int, int]):
+    """``(forward, adjoint)`` pass lists computing ``V`` and ``Vᵀ`` on the spatial grid:
+    one line pass for a kernel of one row or column, two for a rank-one kernel, else
+    one 2-D pass; whichever of the last two costs less."""
+    from deconv_cli.operators import separable_factors
+
+    kernel = op.effective[0, 0]
+    kh, kw = kernel.shape
+    back = (1 - kh - shift[0], 1 - kw - shift[1])  # the adjoint's offsets (flipped taps)
+    dtype = op.dtype
+    if kh == 1 or kw == 1:
+        axis, taps = (-1, kernel[0]) if kh == 1 else (-2, kernel[:, 0])
+        return (
+            [_LinePass(taps, axis, shift[axis], dtype, grid[axis])],
+            [_LinePass(taps[::-1], axis, back[axis], dtype, grid[axis])],
+        )
+    direct = ([_DirectPass(kernel, shift)], [_DirectPass(kernel[::-1, ::-1], back)])
+    factors = separable_factors(kernel)
+    if factors is None:
+        return direct
+    column, row = factors
+    total = column.sum()
+    if total != 0:  # the gain on the second pass: a box's first pass needs no scaling
+        column, row = column / total, row * total
+    h, w = grid
+    separable = (
+        [_LinePass(column, -2, shift[0], dtype, h), _LinePass(row, -1, shift[1], dtype, w)],
+        [
+            _LinePass(row[::-1], -1, back[1], dtype, w),
+            _LinePass(column[::-1], -2, back[0], dtype, h),
+        ],
+    )
+    return min(direct, separable, key=lambda passes: sum(p.cost for p in passes[0]))
+
+
+class SpatialGridOperator(_Grid):
+    """:class:`GridOperator`'s operator, layout and calls, computed in space.
+
+    The grid holds the padded image, or for a ``constant`` boundary just the image
+    and the data (the zero padding is implicit): no FFT lengths, no wrap-around.
+    ``V`` and ``Vᵀ`` are correlations with a zero fill, as one 1-D pass (a kernel of
+    one row or column), two (a rank-one kernel) or one 2-D pass (``ndimage.correlate``,
+    zero taps skipped); a 1-D pass whose taps are mostly equal runs as a box sum
+    (:class:`_LinePass`). For a thin or small kernel this costs less than two FFTs
+    (:func:`grid_operator` chooses). ``scale_adjoint`` costs no extra pass.
+    """
+
+    def __init__(self, op: ConvOperator, plan=None) -> None:
+        corner, grid, shift = _spatial_layout(op)
+        self.forward_passes, self.adjoint_passes = plan or _spatial_passes(op, shift, grid)
+        both = self.forward_passes + self.adjoint_passes
+        workspace = _Workspace()
+        for p in both:
+            p.workspace = workspace
+        strided = any(getattr(p, "axis", 0) == -2 and p.method != "box" for p in both)
+        if strided and grid[1] * op.dtype.itemsize % 1024 == 0:
+            grid = (grid[0], grid[1] + 16)  # lines k·1 KiB apart alias in the cache: 1.5-3x slower
+        self._place(op, grid, corner)
+        shape = (self.channels,) + self.grid
+        self._between = np.empty(shape, dtype=self.dtype) if len(both) > 2 else None
+
+    def _run(self, passes, src: np.ndarray) -> np.ndarray:
+        if len(passes) == 2:
+            passes[0](src, self._between)
+            src = self._between
+        passes[-1](src, self._result)
+        return self._result
+
+    def forward(self) -> np.ndarray:
+        """``A x`` of the image in :attr:`image`, as a (strided) view of a buffer."""
+        self.fill_padding(self._image_grid)
+        return self._run(self.forward_passes, self._image_grid)[self.observed]
+
+    def adjoint(self) -> np.ndarray:
+        """``Aᵀ y`` of the data in :attr:`data`, as a view of a buffer."""
+        return self.fold_padding(self._run(self.adjoint_passes, self._data_grid))
+
+    def scale_adjoint(self, factor: float) -> None:
+        """From now on :meth:`adjoint` computes ``factor · Aᵀ y``."""
+        self.adjoint_passes[-1] = self.adjoint_passes[-1].scaled(factor)
+
+
+def grid_operator(op: ConvOperator, engine: str = "auto") -> GridOperator | SpatialGridOperator:
+    """The grid operator of ``op`` (one 2-D kernel): by FFT or in space.
+
+    ``engine``: ``"fft"``, ``"spatial"``, or ``"auto"``: spatial where an operation
+    count says it costs less than 0.7 times the FFTs per application (the FFTs'
+    cost, ``0.4 ns · log2 G`` a sample of a grid of ``G`` samples in float32, 0.65 in
+    float64, varies with the lengths' factors; the margin keeps close calls on the
+    FFT). Constants measured on this project's machine (above). Spatial wins for a
+    thin kernel (a motion blur along an axis: a box sum, 1.5-2 ns a sample at 512²,
+    against about 7 for the FFTs) and a small rank-one one (a box; in float64 a
+    gaussian of σ ≤ 1); the FFT for larger gaussians and most non-separable kernels.
+    """
+    if engine == "fft":
+        return GridOperator(op)
+    if engine == "spatial":
+        return SpatialGridOperator(op)
+    if engine != "auto":
+        raise DeconvError(f"grid engine: `{engine}` is not one of auto, fft, spatial")
+    _, grid, shift = _spatial_layout(op)
+    plan = _spatial_passes(op, shift, grid)
+    samples = grid[0] * grid[1] * (op.input_shape[2] if len(op.input_shape) == 3 else 1)
+    spatial = sum(p.cost * samples + _PASS_CALL_NS for p in plan[0])
+    hp, wp = op.padded_shape
+    size = fast_length(hp) * fast_length(wp)
+    fft = _FFT_NS_PER_LOG2[op.dtype] * math.log2(size) * size * samples / (grid[0] * grid[1])
+    fft += _FFT_CALL_NS
+    return SpatialGridOperator(op, plan) if spatial < _SPATIAL_MARGIN * fft else GridOperator(op)
 
 
 def _kernel_spectrum(kernel: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
