@@ -256,6 +256,11 @@ class Invert(Transform):
 
     def __post_init__(self) -> None:
         """Refuse options that conflict when the command is built, before any item runs."""
+        from deconv_cli.restore import get_method
+
+        check_kernel = get_method(self.method).check_kernel
+        if check_kernel is not None:
+            check_kernel(self.kernel.array)
         if self.tile is None:
             if self.tile_margin is not None:
                 raise GeometryError(

@@ -1014,26 +1014,20 @@ def option_usage_error(case: BatchCase, command: str, geometry: Geometry) -> str
     tiled_geometry = geometry.mode == "same" and geometry.stride == (1, 1)
     if tile is not None and not (tiled_geometry and geometry.padding is None):
         return "a tiled invert of another geometry"
-    return None
-
-
-def option_bug(case: BatchCase) -> str | None:
-    """A usage error deconv still reports per item (see BATCH_CONFLICTS): every item
-    fails as it runs. Until fixed, the fuzz accepts both."""
     if "richardson-lucy" in case.method and case.kernel.startswith("laplacian"):
         return "richardson-lucy with a kernel that has negative entries"
     return None
 
 
-def expected_outcome(case, item: Planned, command: str, kernel_shape, geometry, doomed):
+def expected_outcome(case, item: Planned, command: str, kernel_shape, geometry):
     """``(status, shape, dtype)``: ``done`` with the output's shape and dtype, or
-    ``skipped`` or ``failed``; ``doomed`` (an :func:`option_bug`) fails every item run."""
+    ``skipped`` or ``failed``."""
     there = item.output.exists() or item.output.is_symlink()
     if there and "--skip-existing" in case.switches:
         return "skipped", None, None
     if (there and "--overwrite" not in case.switches) or item.output.is_dir():
         return "failed", None, None
-    if item.file.bad is not None or doomed is not None:
+    if item.file.bad is not None:
         return "failed", None, None
     image = item.file.image
     if command == "convolve":
@@ -1101,10 +1095,8 @@ def check_batch(case: BatchCase, command: str) -> None:
         )
         if usage is None:
             create_existing(case, items)
-            tolerated = option_bug(case)
             expected = [
-                expected_outcome(case, item, command, kernel_shape, geometry, tolerated)
-                for item in items
+                expected_outcome(case, item, command, kernel_shape, geometry) for item in items
             ]
             if len(items) == 1 and expected[0][0] == "failed":
                 usage = ONE_ITEM_FAILS
@@ -1119,18 +1111,13 @@ def check_batch(case: BatchCase, command: str) -> None:
                 assert after.get(path) == digest, f"input {path} changed"
         written = {p for p in after if before.get(p) != after[p]}
         assert result.stdout == "", "stdout is for data (-o -) only"
-        if usage is not None or (tolerated and result.exit_code == 2):
-            event(f"{command} batch: usage error: {usage or tolerated}")
-            # The one item's failure may come after its work (see
-            # test_unknown_output_extension_is_refused_before_any_work, xfail).
+        if usage is not None:
+            event(f"{command} batch: usage error: {usage}")
+            # A single item's failure is found as it runs: its progress lines may precede.
             late = usage in LATE_USAGE_ERRORS and "-q" not in case.switches
-            if late and any(PROGRESS.match(line) for line in result.stderr.splitlines()):
-                event(f"{command} batch: known bug: progress printed before a usage error")
             assert_clean_failure(result, progress=late)
             assert not written, written
             return
-        if tolerated:
-            event(f"{command} batch: known bug: {tolerated}")
 
         check_items(case, command, items, expected, result, written)
 
@@ -1224,14 +1211,7 @@ BATCH_CONFLICTS = {
         "--stride",
         "2",
     ],
-    "richardson-lucy-with-laplacian": pytest.param(
-        ["invert", "-k", "laplacian", "-m", "richardson-lucy"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="bug: richardson-lucy with a kernel that has negative entries fails each "
-            "item of a batch (exit 1); a usage error should exit 2",
-        ),
-    ),
+    "richardson-lucy-with-laplacian": ["invert", "-k", "laplacian", "-m", "richardson-lucy"],
     "name-without-extension": ["convolve", *GAUSSIAN, "--name", "{stem}"],
     "format-cannot-hold-dtype": ["convolve", *GAUSSIAN, "--format", "jpg", "--dtype", "float32"],
     "empty-name": ["convolve", *GAUSSIAN, "--name", ""],

@@ -84,16 +84,25 @@ class Method:
     function: Function
     options: tuple[str, ...]  # the RestoreOptions fields it uses
     iterative: bool
+    check_kernel: Callable[[np.ndarray], None] | None = None  # refuses kernels it cannot use
 
 
 REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, summary: str, *, options: tuple[str, ...] = (), iterative: bool = False):
-    """Decorator: add ``function`` to the registry under ``name``."""
+def register(
+    name: str,
+    summary: str,
+    *,
+    options: tuple[str, ...] = (),
+    iterative: bool = False,
+    check_kernel: Callable[[np.ndarray], None] | None = None,
+):
+    """Decorator: add ``function`` to the registry under ``name``; ``check_kernel(kernel)``
+    raises :class:`DeconvError` for a kernel the method cannot use, before any data is read."""
 
     def add(function: Function) -> Function:
-        REGISTRY[name] = Method(name, summary, function, options, iterative)
+        REGISTRY[name] = Method(name, summary, function, options, iterative, check_kernel)
         return function
 
     return add

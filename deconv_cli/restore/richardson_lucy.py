@@ -134,6 +134,15 @@ def _update(blocks, scratch, x, x_prev, p, b, inv_at1, g, g_prev, steps: bool, c
     return gg, gp, dd, xx
 
 
+def check_psf(kernel: np.ndarray) -> None:
+    """Refuse a kernel Richardson-Lucy cannot use: it needs a non-negative one (a PSF)."""
+    if np.any(kernel < 0) or not np.any(kernel > 0):
+        raise DeconvError(
+            "richardson-lucy needs a non-negative kernel (a PSF) with a positive entry; "
+            "this one is not: use cgls, tikhonov or tv"
+        )
+
+
 def richardson_lucy(
     blurred: np.ndarray,
     op: ConvOperator,
@@ -212,11 +221,7 @@ def richardson_lucy(
         raise DeconvError(f"--tol: `{tol}` must be 0 (run every iteration) or positive")
     if tv is not None and not (tv >= 0 and math.isfinite(tv)):
         raise DeconvError(f"--tv: `{tv}` must be a non-negative number")
-    if np.any(op.effective < 0) or not np.any(op.effective > 0):
-        raise DeconvError(
-            "richardson-lucy needs a non-negative kernel (a PSF); this kernel has "
-            "negative entries: use cgls, tikhonov or tv"
-        )
+    check_psf(op.effective)
     dtype = op.dtype
     data = np.asarray(blurred, dtype=dtype)
     peak = float(data.max())
@@ -460,6 +465,7 @@ def _tv_denominator(
     "Richardson-Lucy: non-negative, boundary-consistent, accelerated; optional TV (--tv)",
     options=("iterations", "tol", "tv", "noise_sigma", "callback"),
     iterative=True,
+    check_kernel=check_psf,
 )
 def _richardson_lucy_method(
     blurred: np.ndarray, op: ConvOperator, options: RestoreOptions
