@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -365,12 +365,6 @@ class ConvOperator:
         """The same kernel and geometry on another image shape."""
         return ConvOperator(
             self.kernel, input_shape, self.geometry, dtype=self.dtype, engine=self._engine.name
-        )
-
-    def with_geometry(self, **changes) -> ConvOperator:
-        """The same kernel and image shape with some geometry fields replaced."""
-        return ConvOperator(
-            self.kernel, self.input_shape, replace(self.geometry, **changes), dtype=self.dtype
         )
 
     def as_linear_operator(self):
