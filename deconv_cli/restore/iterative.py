@@ -270,38 +270,23 @@ def lsqr(
     return stop.finish("lsqr", x, op, y, k, normal, breakdown)
 
 
-@register(
+def _least_squares_method(name: str, summary: str, solver) -> None:
+    """Register ``solver`` (:func:`cgls` or :func:`lsqr`), whose keywords are the options'."""
+    options = ("iterations", "tol", "noise_sigma", "callback")
+
+    @register(name, summary, options=options, iterative=True)
+    def method(blurred: np.ndarray, op: ConvOperator, given: RestoreOptions) -> RestoreResult:
+        return solver(blurred, op, **{field: getattr(given, field) for field in options})
+
+
+_least_squares_method(
     "cgls",
     "least squares by conjugate gradients (any geometry; minimum norm where not injective)",
-    options=("iterations", "tol", "noise_sigma", "callback"),
-    iterative=True,
+    cgls,
 )
-def _cgls_method(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
-    return cgls(
-        blurred,
-        op,
-        iterations=options.iterations,
-        tol=options.tol,
-        noise_sigma=options.noise_sigma,
-        callback=options.callback,
-    )
-
-
-@register(
-    "lsqr",
-    "least squares by LSQR (any geometry; minimum norm where not injective)",
-    options=("iterations", "tol", "noise_sigma", "callback"),
-    iterative=True,
+_least_squares_method(
+    "lsqr", "least squares by LSQR (any geometry; minimum norm where not injective)", lsqr
 )
-def _lsqr_method(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
-    return lsqr(
-        blurred,
-        op,
-        iterations=options.iterations,
-        tol=options.tol,
-        noise_sigma=options.noise_sigma,
-        callback=options.callback,
-    )
 
 
 # -- the operator on a periodic grid ---------------------------------------------------
