@@ -413,13 +413,19 @@ def tiled_invert(
         return result
     periodic = geometry.boundary == "wrap" and not unknown_boundary
 
-    def solve(span, chosen: str, opts: RestoreOptions, note_dtype=None):
+    def solve(span, chosen: str, opts: RestoreOptions, note_dtype=None, dark_is_zero=False):
         """Invert the window of ``span``: the result, where ``span`` lies in its image, and
-        the window's data energy ``‖y‖²``."""
+        the window's data energy ``‖y‖²``. With ``dark_is_zero``, Richardson-Lucy on a
+        window without a positive datum returns 0, its fixed point for ``y = 0`` (every
+        iterate ``x · Aᵀ(y / A x) / Aᵀ1`` is 0), where it would refuse a whole image."""
         (a0, a1), (b0, b1) = span
         rows, top = _window(a0, a1, h, margin, periodic)
         cols, left = _window(b0, b1, w, margin, periodic)
         data = _gather(blurred, rows, cols, dtype)
+        core = (slice(top, top + a1 - a0), slice(left, left + b1 - b0))
+        if dark_is_zero and chosen == "richardson-lucy" and not np.any(data > 0):
+            zero = RestoreResult(np.zeros_like(data), chosen, iterations=0, converged=True)
+            return zero, core, 0.0
         if chosen == "auto" and opts.noise_sigma is None:
             from deconv_cli.noise import estimate_noise_sigma
 
@@ -431,7 +437,7 @@ def tiled_invert(
         result = invert(data, problem, chosen, opts, source_dtype=note_dtype)
         flat = data.reshape(-1)
         data_energy = float(np.einsum("i,i->", flat, flat, dtype=np.float64))
-        return result, (slice(top, top + a1 - a0), slice(left, left + b1 - b0)), data_energy
+        return result, core, data_energy
 
     pilot, _, _ = solve(
         (_central(h, PILOT_SIDE), _central(w, PILOT_SIDE)), method, options, source_dtype
@@ -440,7 +446,7 @@ def tiled_invert(
     iterations, converged = [], []
     misfit = energy = 0.0
     for done, span in enumerate(spans, 1):
-        result, core, data_energy = solve(span, pilot.method, fixed)
+        result, core, data_energy = solve(span, pilot.method, fixed, dark_is_zero=True)
         (a0, a1), (b0, b1) = span
         out[a0:a1, b0:b1] = result.image[core]
         iterations.append(result.iterations)

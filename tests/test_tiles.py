@@ -505,6 +505,22 @@ def test_tiled_invert_between_npy_files_equals_the_in_memory_tiles(scene, tmp_pa
     np.testing.assert_array_equal(written, expected.image)
 
 
+def test_tiled_richardson_lucy_returns_zero_on_windows_without_light():
+    """A dark region larger than a tile's window: RL would refuse that window's data (no
+    positive value); its fixed point for y = 0 is 0, and the lit tiles are unaffected."""
+    from deconv_cli.restore import RestoreOptions
+    from deconv_cli.tiles import tiled_invert
+
+    y = np.zeros((64, 64))
+    y[:, 40:] = rng(13).random((64, 24)) + 0.1
+    options = RestoreOptions(iterations=5, tol=0)
+    kernel = np.ones((3, 3)) / 9
+    result = tiled_invert(y, kernel, Geometry(), "richardson-lucy", options, 16, margin=2)
+    assert np.all(result.image[:, :16] == 0) and np.isfinite(result.image).all()
+    lit = tiled_invert(y[:, 32:], kernel, Geometry(), "richardson-lucy", options, 16, margin=2)
+    np.testing.assert_allclose(result.image[:, 48:], lit.image[:, 16:], rtol=1e-9)
+
+
 def test_tiled_invert_reports_progress_per_tile(tmp_path):
     np.save(tmp_path / "y.npy", rng(12).random((64, 64)))
     flags = ["-k", "gaussian:sigma=1", "-m", "wiener", "--nsr", "0.01", "--tile", "16"]
