@@ -534,6 +534,21 @@ def test_least_squares_valid_mode_is_minimum_norm(solver):
     assert result.converged
 
 
+THIN = {"row-box": np.full((1, 7), 1 / 7), "column-motion": np.r_[0.5, np.ones(5), 0.5][:, None]}
+
+
+@pytest.mark.parametrize("kernel", THIN.values(), ids=THIN.keys())
+@pytest.mark.parametrize("solver", SOLVERS.values(), ids=SOLVERS.keys())
+def test_least_squares_on_the_spatial_engine_is_minimum_norm(solver, kernel):
+    # one-row / one-column kernels: grid_operator computes A and Aᵀ in space
+    op = ConvOperator(kernel, (24, 20), Geometry.create(mode="valid"))
+    assert isinstance(iterative.grid_operator(op), iterative.SpatialGridOperator)
+    y = rng(8).random(op.output_shape)
+    expected = np.linalg.lstsq(dense(op), y.ravel(), rcond=None)[0]
+    result = solver(y, op, iterations=2000, tol=1e-12)
+    np.testing.assert_allclose(result.image.ravel(), expected, atol=1e-8)
+
+
 @pytest.mark.parametrize("solver", SOLVERS.values(), ids=SOLVERS.keys())
 def test_least_squares_strided_bank_is_minimum_norm(solver):
     r = rng(6)

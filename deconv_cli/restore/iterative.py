@@ -110,11 +110,11 @@ class _Stop:
 
 def _fast(op: ConvOperator):
     """``(A, Aᵀ)`` as functions on arrays of the operator's layout, returning new arrays:
-    on the periodic grid for one 2-D kernel (kernel spectrum and buffers kept), else
-    ``op`` itself."""
+    on a grid for one 2-D kernel (:func:`grid_operator`: FFT or spatial, buffers kept),
+    else ``op`` itself."""
     if op.is_bank:
         return op.forward, op.adjoint
-    grid = GridOperator(op)
+    grid = grid_operator(op)
 
     def forward(x: np.ndarray) -> np.ndarray:
         grid.image[...] = grid.internal(x)
