@@ -273,9 +273,14 @@ def default_margin(kernel: np.ndarray, geometry: Geometry) -> int:
     return MARGIN_FACTOR * max(kh, kw)
 
 
+def _tileable(geometry: Geometry) -> bool:
+    """Whether a tiled invert supports the geometry: ``same`` mode, stride 1, no padding."""
+    return geometry.mode == "same" and geometry.stride == (1, 1) and geometry.padding is None
+
+
 def check_tiled_geometry(geometry: Geometry) -> None:
-    """Refuse a geometry a tiled invert does not support (not ``same``, stride 1)."""
-    if geometry.mode != "same" or geometry.stride != (1, 1) or geometry.padding is not None:
+    """Refuse a geometry a tiled invert does not support (see :func:`_tileable`)."""
+    if not _tileable(geometry):
         raise GeometryError(
             f"--tile: a tiled invert needs --mode same, stride 1 and no --padding "
             f"(got `{geometry.describe()}`); run it without --tile"
@@ -677,18 +682,15 @@ def check_memory(
     kernel: np.ndarray,
     geometry: Geometry,
     *,
-    method: str | None = None,
-    dtype=np.float64,
-    unknown_boundary: bool = False,
     tile: int | None = None,
-    margin: int | None = None,
-    mapped: bool = False,
     available: int | None = None,
+    **job,
 ) -> int:
     """Refuse a job whose estimated peak memory exceeds the memory available.
 
-    Parameters are those of :func:`estimate_bytes`, plus ``available`` (bytes;
-    default :func:`available_bytes`; unknown: no check).
+    Parameters are those of :func:`estimate_bytes` (``job``: its keywords besides
+    ``tile``), plus ``available`` (bytes; default :func:`available_bytes`; unknown: no
+    check).
 
     Returns
     -------
@@ -701,26 +703,18 @@ def check_memory(
         One line: what the job needs, what is available, and a ``--tile SIZE`` whose
         estimate fits, when the command can be tiled and one does.
     """
-    job = dict(
-        method=method,
-        dtype=dtype,
-        unknown_boundary=unknown_boundary,
-        margin=margin,
-        mapped=mapped,
-    )
+    method, mapped = job.get("method"), job.get("mapped", False)
     need = estimate_bytes(command, shape, kernel, geometry, tile=tile, **job)
     room = available_bytes() if available is None else available
     if room is None or need <= room:
         return need
     name = f"{command} --method {method}" if method else command
     message = (
-        f"{name} on a {_shape(shape)} {np.dtype(dtype).name} image needs about {_gb(need)} "
+        f"{name} on a {_shape(shape)} {np.dtype(job.get('dtype', np.float64)).name} image "
+        f"needs about {_gb(need)} "
         f"of memory{f' with --tile {tile}' if tile else ''}, {_gb(room)} is available"
     )
-    tileable = command != "invert" or (
-        geometry.mode == "same" and geometry.stride == (1, 1) and geometry.padding is None
-    )
-    if not tileable:
+    if command == "invert" and not _tileable(geometry):
         raise DeconvError(
             f"{message}; --tile works for invert only with --mode same, stride 1 and no "
             "--padding: free memory or process a smaller image"

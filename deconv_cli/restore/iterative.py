@@ -19,6 +19,7 @@ box sums); :func:`grid_operator` picks one of the two by an operation count
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -347,7 +348,7 @@ class _Transforms:
         return out
 
 
-class _Grid:
+class _Grid(ABC):
     """The layout the grid operators share: ``A = S ∘ V ∘ P`` on a ``C × H × W`` grid.
 
     The padded image ``P x`` sits at the top-left of the grid (padding filled by the
@@ -438,11 +439,13 @@ class _Grid:
                 grid[:, rs, dst] += grid[:, rs, src]
         return grid[self.interior]
 
-    def forward(self) -> np.ndarray:  # pragma: no cover - defined by the subclasses
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self) -> np.ndarray:
+        """``A x`` of the image in :attr:`image`, as a view of a buffer."""
 
-    def adjoint(self) -> np.ndarray:  # pragma: no cover - defined by the subclasses
-        raise NotImplementedError
+    @abstractmethod
+    def adjoint(self) -> np.ndarray:
+        """``Aᵀ y`` of the data in :attr:`data`, as a view of a buffer."""
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """``A x`` for a ``C×H×W`` array (a copy)."""
