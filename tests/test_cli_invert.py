@@ -306,6 +306,57 @@ def test_bad_usage_exits_2(tmp_path, args, needle):
     assert not (tmp_path / "x.npy").exists()
 
 
+WEIGHTS = {  # method, option: the limit is 1e9 (--lam: × the data scale), 1e3 for σ
+    "tikhonov": ("--reg", 1e9),
+    "wiener": ("--nsr", 1e9),
+    "tv": ("--lam", 1e9),
+    "richardson-lucy": ("--tv", 1e9),
+    "auto": ("--noise-sigma", 1e3),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("boundary", ["constant", "reflect", "unknown"])
+@pytest.mark.parametrize("method", sorted(WEIGHTS))
+def test_extreme_weights_are_refused_above_the_limit_and_finite_at_it(
+    tmp_path, method, boundary, dtype
+):
+    """Regression: --reg 1e20 in float32 wrote NaN with exit 0, --noise-sigma 1e200 was an
+    internal error, --lam 1e20 drifted off the data's range."""
+    option, limit = WEIGHTS[method]
+    y = np.random.default_rng(6).random((16, 16))
+    np.save(tmp_path / "y.npy", y)
+    flags = ["-k", "gaussian:sigma=1", "--boundary", boundary, "-m", method, "--dtype", dtype]
+    out = tmp_path / "x.npy"
+    for value in (limit * 1.01, 1e20, 1e300):
+        refused = run("invert", tmp_path / "y.npy", *flags, option, f"{value:g}", "-o", out)
+        assert refused.exit_code == 2, refused.output
+        assert f"{option}: `{value:g}` is above the largest accepted" in refused.output
+        assert not out.exists()
+    done = run("invert", tmp_path / "y.npy", *flags, option, f"{limit:g}", "-o", out, "-q")
+    assert done.exit_code == 0, done.output
+    x = np.load(out)
+    assert np.isfinite(x).all()
+    assert x.min() >= -0.5 and x.max() <= 4  # data in [0, 1]: no drift off its range
+
+
+def test_tv_weight_limit_scales_with_the_data(tmp_path):
+    """--lam is relative to the data scale (its 99.9th percentile above 1.5): ×1000 data
+    take 1000× the weight."""
+    y = 1000 * np.random.default_rng(7).random((32, 32))
+    np.save(tmp_path / "y.npy", y)
+    scale = float(np.percentile(y, 99.9))
+    flags = ["-k", "gaussian:sigma=1", "-m", "tv", "-o", tmp_path / "x.npy", "-q"]
+    assert (
+        run("invert", tmp_path / "y.npy", *flags, "--lam", f"{0.99e9 * scale:.6g}").exit_code == 0
+    )
+    refused = run(
+        "invert", tmp_path / "y.npy", *flags, "--lam", f"{1.01e9 * scale:.6g}", "--overwrite"
+    )
+    assert refused.exit_code == 2
+    assert f"the data scale, {scale:.3g}" in refused.output
+
+
 def test_nan_in_the_input_is_refused(tmp_path):
     y = np.ones((10, 10))
     y[3, 3] = np.nan

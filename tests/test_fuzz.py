@@ -122,6 +122,16 @@ def _num(lo: float, hi: float):
     return st.floats(lo, hi, allow_nan=False).map(lambda v: f"{v:.3g}")
 
 
+HUGE_WEIGHTS = ["1e9", "2e9", "1e20", "1e300"]  # at and above the accepted limit (1e9)
+HUGE_NOISE = ["1e3", "2e3", "1e200"]  # at and above 1e3 × the data scale
+
+
+def _extreme(typical, huge: list[str]):
+    """``typical``, or 10 % of the time a value at or above the limit: accepted with a
+    finite result, or refused with one line (1e20 once wrote NaN with exit 0)."""
+    return mostly(typical, huge, 10)
+
+
 def chance(percent: int):
     """True ``percent`` % of the time.
 
@@ -502,12 +512,12 @@ def method_flags(draw) -> list[str]:
         flags += ["--iterations", str(draw(st.integers(1, 25)))]
     options = {
         "--tol": ("tol", st.one_of(st.just("0"), _num(1e-9, 0.1))),
-        "--reg": ("reg", _num(1e-6, 10)),
-        "--nsr": ("nsr", _num(1e-6, 10)),
+        "--reg": ("reg", _extreme(_num(1e-6, 10), HUGE_WEIGHTS)),
+        "--nsr": ("nsr", _extreme(_num(1e-6, 10), HUGE_WEIGHTS)),
         "--rcond": ("rcond", _num(1e-12, 0.1)),
-        "--lam": ("lam", _num(1e-4, 1)),
-        "--tv": ("tv", _num(1e-4, 0.1)),
-        "--noise-sigma": ("noise_sigma", _num(1e-4, 0.2)),
+        "--lam": ("lam", _extreme(_num(1e-4, 1), HUGE_WEIGHTS)),
+        "--tv": ("tv", _extreme(_num(1e-4, 0.1), HUGE_WEIGHTS)),
+        "--noise-sigma": ("noise_sigma", _extreme(_num(1e-4, 0.2), HUGE_NOISE)),
     }
     own = sorted(o for o, (field, _) in options.items() if field in takes)
     anything = st.sampled_from(sorted(options))

@@ -59,6 +59,51 @@ class RestoreOptions:
     callback: Callback | None = None
 
 
+MAX_WEIGHT = 1e9
+"""The largest ``--reg``, ``--nsr``, ``--tv``, and ``--lam`` (times the data scale) accepted.
+
+At 1e9 a regularized result is within about 1e-9 of its limit (flat, or zero): larger
+weights change nothing visible, while the solvers' arithmetic breaks down (measured
+before this limit: float32 Tikhonov returned NaN from 1e20, TV drifted off the data's
+range from 1e15, ``--tv 1e300`` overflowed)."""
+MAX_NOISE = 1e3
+"""The largest ``--noise-sigma`` accepted, times the data scale: noise a thousand times
+the signal leaves nothing to recover, and the weights derived from it overflow."""
+
+_WEIGHT_WHY = "larger weights change nothing visible and break the arithmetic"
+_LIMITS = (  # flag, field, limit, relative to the data scale, why
+    ("--reg", "reg", MAX_WEIGHT, False, _WEIGHT_WHY),
+    ("--nsr", "nsr", MAX_WEIGHT, False, _WEIGHT_WHY),
+    ("--tv", "tv", MAX_WEIGHT, False, _WEIGHT_WHY),
+    ("--lam", "lam", MAX_WEIGHT, True, _WEIGHT_WHY),
+    ("--noise-sigma", "noise_sigma", MAX_NOISE, True, "such noise leaves nothing to recover"),
+)
+
+
+def data_scale(y: np.ndarray) -> float:
+    """1 for data on a [0, 1] scale; else its 99.9th percentile of |y| (TV's λ and the
+    noise level scale with it)."""
+    top = float(np.percentile(np.abs(y), 99.9)) if y.size else 0.0
+    return 1.0 if top <= 1.5 else top
+
+
+def check_limits(options: RestoreOptions, data: np.ndarray) -> None:
+    """Refuse a weight or noise level above :data:`MAX_WEIGHT` / :data:`MAX_NOISE`."""
+    scale = None
+    for flag, name, limit, relative, why in _LIMITS:
+        value = getattr(options, name)
+        if value is None:
+            continue
+        if relative and scale is None:
+            scale = data_scale(data)
+        top = limit * scale if relative else limit
+        if value > top:
+            unit = f" ({limit:g} × the data scale, {scale:.3g})" if relative and scale != 1 else ""
+            raise DeconvError(
+                f"{flag}: `{value:g}` is above the largest accepted, {top:g}{unit}: {why}"
+            )
+
+
 @dataclass
 class RestoreResult:
     """A recovered image and how it was obtained."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator
-from deconv_cli.restore import RestoreOptions, RestoreResult, register
+from deconv_cli.restore import RestoreOptions, RestoreResult, data_scale, register
 from deconv_cli.restore.iterative import GridOperator, dot
 
 DEFAULT_ITERATIONS = 500
@@ -92,7 +92,7 @@ def tv_deconvolve(
     grid = GridOperator(op)
     y = np.ascontiguousarray(grid.internal(np.asarray(blurred, dtype=dtype)))
     params: dict[str, object] = {}
-    scale = _data_scale(y)
+    scale = data_scale(y)
     if lam is None:
         sigma = noise_sigma
         if sigma is None:
@@ -138,12 +138,6 @@ def tv_deconvolve(
             f"{change:.2e} > tol {tol:g}"
         )
     return result
-
-
-def _data_scale(y: np.ndarray) -> float:
-    """1 for data on a [0, 1] scale; else its 99.9th percentile of |y| (λ scales with it)."""
-    top = float(np.percentile(np.abs(y), 99.9))
-    return 1.0 if top <= 1.5 else top
 
 
 class _ADMM:
