@@ -9,6 +9,7 @@ only on the observed pixels, and the observed frame of it is returned.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -122,6 +123,20 @@ class Monitor:
             self.on_iteration(record)
 
 
+def check_magnitude(data: np.ndarray, dtype: np.dtype) -> None:
+    """Refuse data beyond ``1e-8 · sqrt(largest float)`` in magnitude (1.8e11 in float32,
+    1.3e146 in float64): the methods square and sum it (norms, noise variances), and
+    beyond that internal errors and NaN results were measured (values near 1e200)."""
+    limit = math.sqrt(float(np.finfo(dtype).max)) * 1e-8
+    top = max(float(data.max()), -float(data.min())) if data.size else 0.0
+    if top > limit:
+        raise DeconvError(
+            f"the blurred image's values reach {top:.3g}; invert works with magnitudes up to "
+            f"{limit:.2g} in {np.dtype(dtype).name} (their squares must stay finite): "
+            "scale the data down"
+        )
+
+
 def invert(
     blurred: np.ndarray,
     problem: Problem,
@@ -138,6 +153,7 @@ def invert(
     chosen = get_method(method)
     if not np.all(np.isfinite(blurred)):
         raise DeconvError("the blurred image has NaN or Inf values")
+    check_magnitude(blurred, problem.op.dtype)
     check_limits(options, blurred)
     result = chosen.function(blurred.astype(problem.op.dtype, copy=False), problem.op, options)
     result.image = problem.crop(result.image)

@@ -357,6 +357,27 @@ def test_tv_weight_limit_scales_with_the_data(tmp_path):
     assert f"the data scale, {scale:.3g}" in refused.output
 
 
+@pytest.mark.parametrize("method", sorted(methods()))
+def test_huge_data_is_refused_beyond_the_limit_and_finite_below_it(tmp_path, method):
+    """Regression: data near 1e200 made wiener/tv/richardson-lucy/auto internal errors
+    (a squared noise level overflowed) and cgls write NaN with exit 0. The limit is
+    1e-8 · sqrt(float64 max) ≈ 1.3e146."""
+    r = np.random.default_rng(8).random((16, 16))
+    out = tmp_path / "x.npy"
+    np.save(tmp_path / "huge.npy", 1e200 * r)
+    refused = run(
+        "invert", tmp_path / "huge.npy", "-k", "gaussian:sigma=1", "-m", method, "-o", out
+    )
+    assert refused.exit_code == 2, refused.output
+    assert f"values reach {1e200 * r.max():.3g}" in refused.output
+    assert "up to 1.3e+146" in refused.output
+    np.save(tmp_path / "large.npy", 1e140 * r)
+    done = run("invert", tmp_path / "large.npy", "-k", "gaussian:sigma=1", "-m", method, "-o", out)
+    assert done.exit_code == 0, done.output
+    x = np.load(out)
+    assert np.isfinite(x).all() and np.abs(x).max() < 1e145  # inverse amplifies ~300x
+
+
 def test_nan_in_the_input_is_refused(tmp_path):
     y = np.ones((10, 10))
     y[3, 3] = np.nan

@@ -239,7 +239,9 @@ class _ADMM:
         txr, tyr = self.dx[self.region], self.dy[self.region]
         magnitude = np.sqrt(self.wx * txr * txr + self.wy * tyr * tyr)
         np.maximum(magnitude, 1e-30, out=magnitude)
-        shrink = np.maximum(1 - (self.lam / self.rho_d) / magnitude, 0)
+        # max(1 − t/|d|, 0) as max(|d| − t, 0)/|d|: no overflow where |d| is tiny
+        shrink = np.maximum(magnitude - magnitude.dtype.type(self.lam / self.rho_d), 0)
+        shrink /= magnitude
         txr *= self.wx * shrink + (1 - self.wx)
         tyr *= self.wy * shrink + (1 - self.wy)
         # x = (PᵀP)⁻¹ Pᵀ (v + q), then E P x
