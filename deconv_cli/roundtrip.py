@@ -121,24 +121,24 @@ def degrade(
 
     clean = op.forward(image)
     y = clean
-    parts, variance = [], 0.0
+    parts, sigmas = [], []  # combined by math.hypot: squaring 1e200 overflows
     if noise is not None:
         y = noise.apply(y, np.random.default_rng(seed))
         if noise.kind == "gaussian":
-            variance += noise.value**2
+            sigmas.append(noise.value)
         else:
-            variance += float(np.mean(np.clip(clean, 0, None))) / noise.value
+            sigmas.append(math.sqrt(float(np.mean(np.clip(clean, 0, None))) / noise.value))
         parts.append(f"{noise.describe()}" + (f" (seed {seed})" if seed is not None else ""))
     if bits is not None:
         if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 32:
             raise DeconvError(f"--bits: `{bits}` must be a whole number from 1 to 32")
         levels = 2 ** int(bits) - 1
         y = np.round(y * levels) / levels
-        variance += quantization_sigma(int(bits)) ** 2
+        sigmas.append(quantization_sigma(int(bits)))
         parts.append(f"{int(bits)}-bit quantization")
     if not parts:
         return y, None, "none (float64 data)"
-    return y, math.sqrt(variance), ", ".join(parts)
+    return y, math.hypot(*sigmas), ", ".join(parts)
 
 
 def roundtrip(

@@ -150,6 +150,21 @@ def test_roundtrip_transpose_is_below_every_regularized_method_on_noisy_data(cro
         assert set(rows[method]) >= {"method", "psnr", "ssim", "seconds", "note"}
 
 
+def test_roundtrip_with_noise_too_large_to_square_reports_each_method(tmp_path):
+    """Regression: --noise gaussian:sigma=1e200 was an internal error (σ² overflowed);
+    now each method's row says why it failed, and the command succeeds."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(9).random((16, 16)))
+    result = run(
+        "roundtrip", tmp_path / "x.npy", "-k", "gaussian:sigma=1",
+        "--noise", "gaussian:sigma=1e200", "--seed", "0", "-f", "json", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = rows_by_method(result)
+    for method, row in rows.items():
+        if method != "transpose":
+            assert row["note"].startswith("failed: the blurred image's values reach"), row
+
+
 def test_roundtrip_without_noise_every_default_method_beats_the_transpose(crop):
     result = run("roundtrip", crop, "-k", "gaussian:sigma=1.5", "-f", "json", "-q")
     record = json.loads(result.stdout)
