@@ -477,9 +477,10 @@ class GridOperator(_Grid):
         padded = op.padded_shape
         self._place(op, (fast_length(padded[0]), fast_length(padded[1])))
         self.transforms = _Transforms((self.channels,) + self.grid, self.dtype)
-        # scaled by 1/size: the inverse transforms are unnormalized
-        kernel = op.effective[0, 0] / (self.grid[0] * self.grid[1])
-        self.kernel_spectrum = _kernel_spectrum(kernel.astype(self.dtype), self.grid)
+        kernel = op.effective[0, 0]
+        spectrum = _kernel_spectrum(kernel, self.grid)
+        spectrum *= 1 / (self.grid[0] * self.grid[1])  # the inverse transforms are unnormalized
+        self.kernel_spectrum = spectrum.astype(self.transforms.spectrum.dtype, copy=False)
         self.conj_spectrum = np.conj(self.kernel_spectrum)
 
     def forward(self) -> np.ndarray:
@@ -821,8 +822,8 @@ def grid_operator(op: ConvOperator, engine: str = "auto") -> GridOperator | Spat
 
 
 def _kernel_spectrum(kernel: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """``rfft2`` of ``kernel`` placed at the grid's origin, in the kernel's precision."""
+    """``rfft2`` of ``kernel`` placed at the grid's origin (float64 maths)."""
     import scipy.fft
 
     rows = scipy.fft.rfft(kernel, n=grid[1], axis=1)
-    return scipy.fft.fft(rows, n=grid[0], axis=0, overwrite_x=True, workers=fft_workers())
+    return scipy.fft.fft(rows, n=grid[0], axis=0, overwrite_x=True)
