@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconv_cli.errors import GeometryError
+from deconv_cli.errors import DeconvError, GeometryError
 from deconv_cli.invert import IterationRecord, Monitor, build_problem, invert
 from deconv_cli.io import Image, map_npy, parse_dtype, read_image, write_image, write_npy_mapped
 from deconv_cli.kernels import Kernel
@@ -112,7 +112,7 @@ def process_file(
         clipped, output_dtype, details = 0, outcome.data.dtype, dict(outcome.details)
     else:
         image = read_image(path, max_channels=None)  # conv-layer feature maps: many channels
-        outcome = transform(image, image.data.astype(compute_dtype(image, dtype), copy=False))
+        outcome = transform(image, _compute_data(image, dtype))
         written, clipped, output_dtype, details = _write(
             output, image, outcome, dtype, overwrite, inputs
         )
@@ -139,6 +139,22 @@ def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray
         return None
     requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
     return array if requested is None or requested == array.dtype else None
+
+
+def _compute_data(image: Image, dtype: str | None) -> np.ndarray:
+    """The pixels in :func:`compute_dtype`; refuses float64 data float32 cannot hold (the
+    cast would turn them into Inf)."""
+    target = compute_dtype(image, dtype)
+    data = image.data
+    if data.dtype != target and data.size:
+        top = max(float(data.max()), -float(data.min()))
+        limit = float(np.finfo(target).max)
+        if top > limit:
+            raise DeconvError(
+                f"`{image.path}`: values reach {top:.3g}, beyond {target.name} "
+                f"(±{limit:.3g}): --dtype {target.name} cannot hold them; use float64"
+            )
+    return data.astype(target, copy=False)
 
 
 def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs):

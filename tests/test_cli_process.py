@@ -459,3 +459,24 @@ def test_a_job_that_would_not_fit_in_memory_is_refused_with_a_tile_size(
     assert result.exit_code == 2, result.output
     assert "--tile" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "y.npy").exists()
+
+
+@pytest.mark.parametrize("command", ["convolve", "transpose", "invert"])
+def test_float64_data_float32_cannot_hold_is_refused_with_dtype_float32(tmp_path, command):
+    """Regression: the cast to float32 turned 1e200 into Inf, and convolve/transpose wrote
+    an all-Inf float32 file with exit 0."""
+    np.save(tmp_path / "big.npy", np.full((8, 8), 1e200))
+    out = tmp_path / "out.npy"
+    result = run(
+        command, str(tmp_path / "big.npy"), "-k", "box:size=3", "--dtype", "float32", "-o", str(out)
+    )
+    assert result.exit_code == 2, result.output
+    assert "values reach 1e+200, beyond float32" in result.output
+    assert not out.exists()
+    # float64 keeps them: the same command without --dtype float32 runs (convolve, transpose)
+    if command != "invert":
+        assert (
+            run(command, str(tmp_path / "big.npy"), "-k", "box:size=3", "-o", str(out)).exit_code
+            == 0
+        )
+        assert np.isfinite(np.load(out)).all()
