@@ -703,13 +703,31 @@ def _output_dtype(path: Path, fmt: tuple, data: np.ndarray, dtype, source_dtype)
     return fallback
 
 
-def _check_channels(path: Path, name: str, shape: tuple[int, ...]) -> None:
-    channels = 1 if len(shape) == 2 else shape[2]
+def check_shape(path: PathLike, shape: tuple[int, ...], alpha: bool = False) -> None:
+    """Refuse a result of ``shape`` (plus an alpha channel to keep) that the format of
+    ``path`` cannot hold: called before the work as well as on writing.
+
+    Raises
+    ------
+    OutputError
+        One line naming the path, the channels the format holds and what to write instead.
+    """
+    path = Path(path)
+    name, _, _, holds_alpha = _FORMATS[path.suffix.lower()]
+    alpha = alpha and holds_alpha  # formats without alpha drop it
+    data = 1 if len(shape) == 2 or (name != "NumPy" and shape[2] == 1) else shape[2]
+    channels = data + alpha
     allowed = {"PNG": (1, 2, 3, 4), "TIFF": (1, 2, 3, 4), "JPEG": (1, 3), "BMP": (1, 3)}
     if name in allowed and channels not in allowed[name]:
         counts = ", ".join(str(c) for c in allowed[name])
         raise OutputError(
             f"`{path}`: {name} holds {counts} channels, not {channels}; write .npy instead"
+        )
+    if name == "PNG" and not alpha and channels in (2, 4):
+        # PNG has no way to say "2 (or 4) channels of data": its last one is alpha.
+        raise OutputError(
+            f"`{path}`: PNG stores {channels} channels as {'grey' if channels == 2 else 'RGB'}"
+            f"+alpha, but this result has {channels} data channels; write .tif or .npy"
         )
 
 
@@ -799,14 +817,7 @@ def write_image(
             alpha, alpha_dropped = None, True
     if name != "NumPy" and data.ndim == 3 and data.shape[2] == 1:
         data = data[:, :, 0]
-    channels = (1 if data.ndim == 2 else data.shape[2]) + (alpha is not None)
-    _check_channels(path, name, (*data.shape[:2], channels) if channels > 1 else data.shape[:2])
-    if name == "PNG" and alpha is None and channels in (2, 4):
-        # PNG has no way to say "2 (or 4) channels of data": its last one is alpha.
-        raise OutputError(
-            f"`{path}`: PNG stores {channels} channels as {'grey' if channels == 2 else 'RGB'}"
-            f"+alpha, but this result has {channels} data channels; write .tif or .npy"
-        )
+    check_shape(path, data.shape, alpha is not None)
 
     clipped = 0
     if out_dtype.kind == "u":

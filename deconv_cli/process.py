@@ -17,7 +17,15 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
 from deconv_cli.invert import IterationRecord, Monitor, build_problem, invert
-from deconv_cli.io import Image, map_npy, parse_dtype, read_image, write_image, write_npy_mapped
+from deconv_cli.io import (
+    Image,
+    check_shape,
+    map_npy,
+    parse_dtype,
+    read_image,
+    write_image,
+    write_npy_mapped,
+)
 from deconv_cli.kernels import Kernel
 from deconv_cli.noise import Noise
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
@@ -74,6 +82,10 @@ class Transform(ABC):
         """Whether the result can be computed tile by tile into a memory map."""
         return self.tile is not None
 
+    @abstractmethod
+    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the result for data of ``shape`` (checked before the work)."""
+
 
 def compute_dtype(image: Image, dtype: str | None) -> np.dtype:
     """float32 when the data or the requested output is float32, else float64."""
@@ -112,6 +124,8 @@ def process_file(
         clipped, output_dtype, details = 0, outcome.data.dtype, dict(outcome.details)
     else:
         image = read_image(path, max_channels=None)  # conv-layer feature maps: many channels
+        result = transform.result_shape(image.data.shape)
+        check_shape(output, result, _keeps_alpha(image, result))  # before the work
         outcome = transform(image, _compute_data(image, dtype))
         written, clipped, output_dtype, details = _write(
             output, image, outcome, dtype, overwrite, inputs
@@ -157,10 +171,14 @@ def _compute_data(image: Image, dtype: str | None) -> np.ndarray:
     return data.astype(target, copy=False)
 
 
+def _keeps_alpha(image: Image, shape: tuple[int, ...]) -> bool:
+    """Alpha is carried through unfiltered, when the result still has its pixel grid."""
+    return image.alpha is not None and tuple(shape[:2]) == image.alpha.shape
+
+
 def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs):
     """Write an in-memory result: the file, pixels clipped, dtype, and summary lines."""
-    # Alpha is carried through unfiltered, when the result still has its pixel grid.
-    keep_alpha = image.alpha is not None and outcome.data.shape[:2] == image.alpha.shape
+    keep_alpha = _keeps_alpha(image, outcome.data.shape)
     details = dict(outcome.details)
     if image.alpha is not None and not keep_alpha:
         details["alpha"] = "dropped (the output has another shape)"
@@ -191,6 +209,12 @@ class Convolve(Transform):
     def mappable(self) -> bool:
         return self.tile is not None and self.noise is None  # noise is drawn for the whole image
 
+    def _operator(self, shape: tuple[int, ...], dtype=np.float64) -> ConvOperator:
+        return ConvOperator(self.kernel.array, shape, self.geometry, dtype=dtype)
+
+    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self._operator(shape).output_shape
+
     def __call__(self, image: Image, x: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
             "convolve",
@@ -201,7 +225,7 @@ class Convolve(Transform):
             tile=self.tile,
             mapped=allocate is not None,
         )
-        op = ConvOperator(self.kernel.array, x.shape, self.geometry, dtype=x.dtype)
+        op = self._operator(x.shape, x.dtype)
         details = {}
         if self.tile is None:
             y = op.forward(x)
@@ -226,6 +250,9 @@ class Transpose(Transform):
     output_shape: tuple[int, int] | None = None
     tile: int | None = None
 
+    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return input_shape_for(self.kernel.array, shape, self.geometry, self.output_shape)
+
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
             "transpose",
@@ -236,8 +263,9 @@ class Transpose(Transform):
             tile=self.tile,
             mapped=allocate is not None,
         )
-        shape = input_shape_for(self.kernel.array, y.shape, self.geometry, self.output_shape)
-        op = ConvOperator(self.kernel.array, shape, self.geometry, dtype=y.dtype)
+        op = ConvOperator(
+            self.kernel.array, self.result_shape(y.shape), self.geometry, dtype=y.dtype
+        )
         if self.tile is None:
             return Outcome(op.adjoint(y), op)
         from deconv_cli.tiles import tiled_adjoint
@@ -292,6 +320,19 @@ class Invert(Transform):
 
         check_tiled_geometry(self.geometry)
 
+    def _problem(self, shape: tuple[int, ...], dtype=np.float64):
+        return build_problem(
+            self.kernel.array,
+            shape,
+            self.geometry,
+            unknown_boundary=self.unknown_boundary,
+            output_shape=self.output_shape,
+            dtype=dtype,
+        )
+
+    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return self._problem(shape).image_shape
+
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         check_memory(
             "invert",
@@ -305,14 +346,7 @@ class Invert(Transform):
             margin=self.tile_margin,
             mapped=allocate is not None,
         )
-        problem = build_problem(
-            self.kernel.array,
-            y.shape,
-            self.geometry,
-            unknown_boundary=self.unknown_boundary,
-            output_shape=self.output_shape,
-            dtype=y.dtype,
-        )
+        problem = self._problem(y.shape, y.dtype)
         if self.tile is not None:
             from deconv_cli.tiles import tiled_invert
 

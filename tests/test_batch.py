@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,9 @@ from deconv_cli.cli import main
 from deconv_cli.errors import DeconvError
 
 DECONV = [sys.executable, "-m", "deconv_cli"]
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def run(*args, **kwargs):
@@ -371,3 +375,42 @@ def test_jobs_0_uses_every_core_and_writes_every_good_image(folder, tmp_path):
     result = run("convolve", folder, "-k", "box", "-o", tmp_path / "o", "-j", "0", "-q")
     assert result.exit_code == 1
     assert len(list((tmp_path / "o").iterdir())) == 20
+
+
+@pytest.mark.parametrize(
+    "shape,kernel,output,message",
+    [
+        ((6, 6, 5), "box:size=3", "out.png", "PNG holds 1, 2, 3, 4 channels, not 5"),
+        ((6, 6, 2), "box:size=3", "out.png", "PNG stores 2 channels as grey+alpha"),
+        ((8, 8), str(SAMPLES / "haar_bank.npy"), "out.jpg", "JPEG holds 1, 3 channels, not 4"),
+    ],
+)
+def test_an_output_format_that_cannot_hold_the_result_fails_before_the_work(
+    tmp_path, monkeypatch, shape, kernel, output, message
+):
+    """The result's channels (a kernel bank's output channels too) are checked against the
+    output format before the transform runs, not after."""
+    from deconv_cli.errors import OutputError
+    from deconv_cli.kernels import load_kernel
+    from deconv_cli.operators import Geometry
+    from deconv_cli.process import Convolve, process_file
+
+    np.save(tmp_path / "in.npy", np.random.default_rng(3).random(shape))
+    geometry = Geometry.create(correlate=True, stride=2) if "haar" in kernel else Geometry()
+    calls = []
+    monkeypatch.setattr(Convolve, "__call__", lambda *args: calls.append(args))
+    with pytest.raises(OutputError, match=re.escape(message)):
+        process_file(
+            tmp_path / "in.npy", tmp_path / output, Convolve(load_kernel(kernel), geometry)
+        )
+    assert calls == []
+    assert not (tmp_path / output).exists()
+
+
+def test_batch_item_whose_format_cannot_hold_it_fails_and_the_rest_are_written(folder, tmp_path):
+    np.save(folder / "five.npy", np.random.default_rng(4).random((6, 6, 5)))
+    out = tmp_path / "out"
+    result = run("convolve", folder, "-k", "box:size=3", "-o", out, "--format", "png")
+    assert result.exit_code == 1, result.output
+    assert "five.npy" in result.output and "not 5" in result.output
+    assert {p.name for p in out.iterdir()} == {f"img{i:02d}.png" for i in range(20)}
