@@ -558,7 +558,11 @@ def _absolute(item: Item) -> Item:
 
 
 def _relabel(result: ItemResult, item: Item) -> ItemResult:
-    """A result for ``item`` run under other paths, with the paths as the user gave them."""
+    """A result for ``item`` run under other paths, with the paths as the user gave them
+    (in its message too: Dask workers see absolute paths)."""
+    for seen, label in ((item.output, item.output_label), (item.source.path, item.source.label)):
+        if seen is not None:
+            result.message = result.message.replace(str(seen.absolute()), label)
     if result.report is not None:
         result.report.input = Path(item.source.label)
         result.report.output = Path(item.output_label)

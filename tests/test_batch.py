@@ -253,14 +253,17 @@ def test_stdin_png_keeps_its_format_and_stdout_needs_a_format_for_unknown_data(t
     assert empty.exit_code == 2 and "standard input is empty" in empty.output
 
 
-def test_local_dask_cluster_gives_identical_outputs(folder, tmp_path):
+def test_local_dask_cluster_gives_identical_outputs(folder, tmp_path, monkeypatch):
+    """Same outputs and the same messages: the workers see absolute paths, the user the
+    relative ones given."""
     pytest.importorskip("dask.distributed")
-    outputs = {}
+    monkeypatch.chdir(tmp_path)
+    outputs, failures = {}, {}
     for name, extra in (("local", []), ("dask", ["--scheduler", "local", "--jobs", "2"])):
-        out = tmp_path / name
+        out = Path(name)
         result = run(
             "invert",
-            folder,
+            folder.relative_to(tmp_path),
             "-m",
             "wiener",
             "-k",
@@ -274,8 +277,11 @@ def test_local_dask_cluster_gives_identical_outputs(folder, tmp_path):
         )
         assert result.exit_code == 1 and "broken.png" in result.output
         outputs[name] = digests(out)
+        failures[name] = sorted(line for line in result.output.splitlines() if "broken" in line)
     assert len(outputs["local"]) == 20
     assert outputs["dask"] == outputs["local"]
+    assert failures["dask"] == failures["local"]
+    assert str(tmp_path) not in "".join(failures["dask"])
 
 
 def test_scheduler_without_dask_says_how_to_install(folder, tmp_path, monkeypatch):
