@@ -483,6 +483,7 @@ def tiled_invert(
 # -- memory ------------------------------------------------------------------------------
 
 MEMINFO = Path("/proc/meminfo")
+STATUS = Path("/proc/self/status")
 CGROUP_FILES = (
     # (limit, usage, stat, the stat's reclaimable page-cache key): cgroup v2, then v1
     (
@@ -524,10 +525,26 @@ def available_bytes() -> int | None:
 
     ``MemAvailable`` from ``/proc/meminfo`` (else free pages from ``os.sysconf``), or
     the room left under the cgroup's memory limit (limit − usage + reclaimable page
-    cache; cgroup v2, else v1) when that is lower.
+    cache; cgroup v2, else v1), or under this process's address-space limit (``ulimit
+    -v``: limit − ``VmSize``), whichever is lowest.
     """
-    found = [v for v in (_meminfo_available(), _cgroup_room()) if v is not None]
+    found = [v for v in (_meminfo_available(), _cgroup_room(), _rlimit_room()) if v is not None]
     return min(found) if found else None
+
+
+def _rlimit_room() -> int | None:
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        for line in STATUS.read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return max(0, limit - int(line.split()[1]) * 1024)
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _meminfo_available() -> int | None:

@@ -51,6 +51,26 @@ HANG_SECONDS = 120
 METHODS = methods()
 
 
+FUZZ_MEMORY = 4 << 30
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _memory_cap():
+    """Long runs cap each worker's address space at 4 GiB: deconv's memory estimate
+    counts that limit, so a tiny image with a huge geometry is refused before the work
+    instead of growing a worker until the machine swaps (an uncapped run once reached
+    14.5 GB). ``make test`` (the ci profile) runs uncapped."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = FUZZING and (soft == resource.RLIM_INFINITY or soft > FUZZ_MEMORY)
+    if cap:
+        resource.setrlimit(resource.RLIMIT_AS, (FUZZ_MEMORY, hard))
+    yield
+    if cap:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def budget(ci_examples: int):
     """The ci profile's small per-property budget; the fuzz profile's own otherwise."""
     return settings() if FUZZING else settings(max_examples=ci_examples)

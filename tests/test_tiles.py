@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -680,3 +682,28 @@ def test_check_memory_without_a_way_out():
         DeconvError, match=r"; even --tile 256 needs about .*: free memory or process a smaller"
     ):
         check_memory("convolve", (4096, 4096), kernel, Geometry(), available=10**6)
+
+
+def test_the_memory_estimate_counts_the_address_space_limit(tmp_path):
+    """Under `ulimit -v` the job is refused before the work with the estimate, not by a
+    MemoryError part-way ("not enough memory", as before this limit was counted)."""
+    import resource
+
+    np.save(tmp_path / "tiny.npy", np.random.default_rng(0).random((12, 12)))
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "deconv_cli", "convolve", str(tmp_path / "tiny.npy")]
+        + ["-k", "box:size=3", "--padding", "6000", "-o", str(tmp_path / "out.npy"), "-q"],
+        capture_output=True,
+        text=True,
+        preexec_fn=cap,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "needs about" in result.stderr and "GB is available" in result.stderr, result.stderr
+    available = float(result.stderr.split("GB of memory, ")[1].split(" GB")[0])
+    assert available <= 3.3  # the address-space room (3 GiB), not the free memory
+    assert not (tmp_path / "out.npy").exists()
