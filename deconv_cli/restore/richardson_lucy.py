@@ -101,23 +101,18 @@ def _predict(blocks, p, x, x_prev, alpha: np.ndarray) -> None:
 def _ratio(blocks, scratch, ax, y, ratio, floor, need_residual: bool) -> float:
     """``ratio = y / max(A p, floor)``; returns ``‖A p − y‖²`` (0 when not needed).
 
-    Where ``ax`` is a view of a grid with gaps between its rows, the chain runs in the
-    contiguous ``scratch`` and is copied out once: ufuncs on such views run one inner
-    loop per row, about twice the cost at 544² (see ``richardson_lucy``)."""
+    The floored ``A p`` goes to the contiguous ``scratch``: where ``ax`` is a view of a
+    grid with gaps between its rows, ufuncs on it run one inner loop per row (about
+    twice the cost at 544², see ``richardson_lucy``), so it is read once."""
     residual2 = 0.0
     for c, rows in blocks:
-        ab, yb, rb = ax[c, rows], y[c, rows], ratio[c, rows]
+        ab, yb = ax[c, rows], y[c, rows]
         t = scratch[: rows.stop - rows.start]
         if need_residual:
             np.subtract(ab, yb, out=t)
             residual2 += _dot(t, t)
-        if ab.flags.c_contiguous:
-            _clip_below(ab, floor)
-            np.divide(yb, ab, out=rb)
-        else:
-            np.clip(ab, floor, np.inf, out=t)
-            np.divide(yb, t, out=t)
-            rb[...] = t
+        np.clip(ab, floor, np.inf, out=t)
+        np.divide(yb, t, out=ratio[c, rows])
     return residual2
 
 
