@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
+from deconv_cli import fs
 from deconv_cli.errors import DeconvError, InputError, OutputError
 
 STDIO = "-"
@@ -126,6 +127,7 @@ def collect(specs: Sequence[str], *, recursive: bool = False) -> list[Source]:
             sources.append(Source(None, Path("stdin")))
             continue
         path = Path(spec)
+        fs.probe(path, InputError, follow=True)  # a name too long, a link loop...
         if path.is_dir():
             found = _images_in(path, recursive)
             if not found:
@@ -319,17 +321,7 @@ def _process(item: Item, settings: Settings) -> ItemResult:
                 f"`{item.output}` (the output for `{item.source.label}`) exists; "
                 "use --overwrite, or --skip-existing to resume a batch"
             )
-    try:
-        item.output.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        blocking = next((p for p in item.output.parents if p.exists() and not p.is_dir()), None)
-        if blocking is not None:
-            raise OutputError(
-                f"`{item.output}` cannot be written: `{blocking}` is a file, not a directory"
-            ) from err
-        raise OutputError(
-            f"`{item.output.parent}`: cannot create the directory: {err.strerror or err}"
-        ) from err
+    fs.make_directory(item.output.parent)
     report = process_file(
         item.source.path,
         item.output,
@@ -347,23 +339,61 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
     """
     from deconv_cli.process import process_file
 
-    with tempfile.TemporaryDirectory(prefix="deconv-stdio-") as tmp:
+    if item.source.path is None and not stdin_data:
+        raise InputError("standard input is empty")
+    with _stdio_spool() as tmp:
         source = item.source.path
         if source is None:
-            if not stdin_data:
-                raise InputError("standard input is empty")
-            source = Path(tmp) / f"stdin{sniff(stdin_data) or ''}"
-            source.write_bytes(stdin_data)
-        if item.output is not None:
-            result = _process(Item(Source(source, item.source.relative), item.output, ""), settings)
-        else:
-            output = Path(tmp) / f"stdout{item.extension}"
-            report = process_file(source, output, settings.transform, dtype=settings.dtype)
-            with open(output, "rb") as handle:
-                shutil.copyfileobj(handle, stdout)
-            stdout.flush()
-            result = ItemResult(item, "done", report)
+            source = tmp / f"stdin{sniff(stdin_data) or ''}"
+            _spool(source, stdin_data)
+        output = tmp / f"stdout{item.extension}"
+        try:
+            if item.output is not None:
+                spooled = Item(Source(source, item.source.relative), item.output, "")
+                result = _process(spooled, settings)
+            else:
+                report = process_file(source, output, settings.transform, dtype=settings.dtype)
+                with open(output, "rb") as handle, fs.naming(fs.STDOUT):
+                    shutil.copyfileobj(handle, stdout)
+                    stdout.flush()
+                result = ItemResult(item, "done", report)
+        except DeconvError as err:  # name the streams, not the files that carried them
+            names = {source: fs.STDIN, output: fs.STDOUT}
+            raise type(err)(_stream_names(str(err), names)) from err
     return _relabel(result, item)
+
+
+@contextlib.contextmanager
+def _stdio_spool():
+    """The private temporary directory carrying standard input and output."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="deconv-stdio-") as tmp:
+            yield Path(tmp)
+    except FileNotFoundError as err:
+        if "temporary directory" not in str(err):
+            raise
+        raise InputError(
+            f"standard input/output: {err} (set TMPDIR to a writable directory)"
+        ) from err
+
+
+def _spool(path: Path, data: bytes) -> None:
+    """Copy standard input into ``path``; a full or limited disk is said in one line."""
+    try:
+        path.write_bytes(data)
+    except OSError as err:
+        raise InputError(
+            f"standard input: cannot keep a copy in the temporary directory "
+            f"{fs.shown(path.parent.parent)}: {fs.reason(err)} (set TMPDIR to a directory "
+            "with room)"
+        ) from err
+
+
+def _stream_names(text: str, names: dict) -> str:
+    """``text`` with every mention of a temporary file replaced by its stream's name."""
+    for path, name in names.items():
+        text = text.replace(f"`{path}`", name).replace(str(path), name)
+    return text
 
 
 class Stop:

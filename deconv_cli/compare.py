@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from deconv_cli import fs
 from deconv_cli.errors import InputError, OutputError
 from deconv_cli.metrics import METRICS, compute_metrics, resolve_metrics
 
@@ -398,12 +399,13 @@ def _check_targets(targets: Sequence[Path | None], pairs: Sequence[Pair], overwr
             raise OutputError(f"--diff: `{target}` is an input; choose another path")
         if target.exists() and not overwrite:
             raise OutputError(f"--diff: `{target}` exists; use --overwrite to replace it")
+        fs.check_directory(target.parent, create=True, what="--diff")
 
 
 def _write_diff(path: Path, rgb: np.ndarray, overwrite: bool, inputs: Sequence[Path]) -> None:
     from deconv_cli.io import write_image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fs.make_directory(path.parent, what="--diff")
     # write_image takes values on the [0, 1] scale; rint(k / 255 · 255) gives k back exactly.
     write_image(path, rgb / 255.0, dtype="uint8", overwrite=overwrite, inputs=inputs)
 

@@ -66,6 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deconv_cli import fs
 from deconv_cli.errors import DeconvError, InputError, OutputError, choice_error
 
 PathLike = str | os.PathLike
@@ -255,10 +256,8 @@ def _read_head(path: Path) -> bytes:
         raise InputError(f"`{path}`: no such file") from err
     except IsADirectoryError as err:
         raise InputError(f"`{path}` is a directory, not an image file") from err
-    except PermissionError as err:
-        raise InputError(f"`{path}`: permission denied") from err
     except OSError as err:
-        raise InputError(f"`{path}` cannot be opened: {err.strerror or err}") from err
+        raise fs.error(err, path, InputError) from err
     if path.is_dir():  # pragma: no cover - platforms where open() accepts directories
         raise InputError(f"`{path}` is a directory, not an image file")
     note_input(path)
@@ -1011,21 +1010,19 @@ def check_target(path: PathLike, *, overwrite: bool, inputs: Sequence[PathLike] 
     ------
     OutputError
         ``path`` is an input (given, or read in :func:`protect_inputs`), a
-        directory, exists without ``overwrite``, or its directory is missing.
+        directory, a pipe or device, exists without ``overwrite``, or its
+        directory is missing, unwritable or full (:func:`deconv_cli.fs.check_writable_file`).
     """
     _check_target(Path(path), overwrite, inputs)
 
 
 def _check_target(path: Path, overwrite: bool, inputs: Sequence[PathLike]) -> None:
-    """Refuse an input, a directory, an existing file (without overwrite), a missing folder."""
+    """Refuse an input, a directory, an existing file (without overwrite), a pipe or device,
+    a missing, unwritable or full directory."""
+    fs.probe(path)  # a name too long, a parent that is a file: said before the comparisons
     _check_not_input(path, inputs)
     _check_guard(path)
-    if path.is_dir():
-        raise OutputError(f"`{path}` is a directory; give a file name")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OutputError(f"`{path}` exists; use --overwrite")
-    if not path.parent.is_dir():
-        raise OutputError(f"`{path}`: directory `{path.parent}` does not exist")
+    fs.check_writable_file(path, overwrite=overwrite)
 
 
 def _new_file_mode(path: Path) -> int:
@@ -1164,9 +1161,7 @@ def atomic_write(
             dir=directory, prefix=f"{TEMP_PREFIX}{os.getpid()}-{_host()}-", suffix=path.suffix
         )
     except OSError as err:
-        raise OutputError(
-            f"`{path}`: cannot write in `{directory}`: {err.strerror or err}"
-        ) from err
+        raise OutputError(f"`{path}`: cannot write in `{directory}`: {fs.reason(err)}") from err
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -1184,7 +1179,7 @@ def atomic_write(
             tmp.unlink()
         if isinstance(err, (DeconvError, MemoryError)) or not isinstance(err, Exception):
             raise
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else _reason(err)
+        reason = fs.reason(err) if isinstance(err, OSError) and err.errno else _reason(err)
         if any(_out_of_space(e) for e in _chain(err)):
             reason += " (the disk is full or a file size limit was reached; nothing was written)"
         raise OutputError(f"`{path}` cannot be written: {reason}") from err

@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deconv_cli import fs
 from deconv_cli.errors import InputError, KernelError, choice_error
 
 MAX_SIZE = 4097
@@ -157,6 +158,7 @@ def load_kernel(spec: str, *, normalize: bool = False) -> Kernel:
     if family_name in _FAMILIES:
         return _build_family(_FAMILIES[family_name], params if sep else "", normalize)
     path = Path(spec).expanduser()
+    fs.probe(path, KernelError, "kernel", follow=True)  # a name too long, a link loop...
     if path.is_file():
         return _load_file(path, spec, normalize)
     if path.exists():

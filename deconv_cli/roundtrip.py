@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from deconv_cli import fs
 from deconv_cli.analysis import Analysis, analyze, jsonable
 from deconv_cli.errors import DeconvError, NotInvertibleError, OutputError
 from deconv_cli.noise import Noise
@@ -281,8 +282,7 @@ def output_names(methods: Sequence[str]) -> list[str]:
 def check_out_dir(directory: str | Path, methods: Sequence[str], *, overwrite: bool) -> None:
     """Fail before any work when ``directory`` is a file or holds outputs not to be replaced."""
     directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise OutputError(f"--out-dir: `{directory}` is a file, not a directory")
+    fs.check_directory(directory, create=True, what="--out-dir")
     if overwrite:
         return
     for name in output_names(methods):
@@ -304,10 +304,7 @@ def save_outputs(
     from deconv_cli.io import write_image
 
     directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DeconvError(f"--out-dir: cannot create `{directory}`: {err.strerror}") from err
+    fs.make_directory(directory, what="--out-dir")
     written = []
     arrays = [("blurred", result.blurred)] + [
         (row.method, row.image) for row in result.rows if row.image is not None

@@ -679,7 +679,7 @@ def test_unwritable_output_directory_simulated(check, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(deconv_cli.io.tempfile, "mkstemp", refuse)
-    message = check(["convolve", "{ws}/good.npy", "-k", "box", "-o", "{out}"], "Permission denied")
+    message = check(["convolve", "{ws}/good.npy", "-k", "box", "-o", "{out}"], "permission denied")
     assert "cannot write in" in message
 
 

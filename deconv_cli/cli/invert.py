@@ -250,6 +250,8 @@ def _check_history(path, batch) -> None:
     """Refuse a --history file that cannot be written, before any work is done."""
     import os
 
+    from deconv_cli import fs
+
     def same(a, b) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
@@ -257,10 +259,7 @@ def _check_history(path, batch) -> None:
         raise DeconvError(f"--history `{path}` is an input of this command; give another file")
     if same(path, batch.output):
         raise DeconvError(f"--history `{path}` is also the output (-o); give another file")
-    if os.path.isdir(path):
-        raise DeconvError(f"--history `{path}` is a directory; give a .csv file name")
-    if os.path.lexists(path) and not batch.overwrite:
-        raise DeconvError(f"--history `{path}` exists; use --overwrite")
+    fs.check_writable_file(path, overwrite=batch.overwrite, what="--history")
 
 
 def _read_reference(path):
