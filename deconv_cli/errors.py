@@ -7,8 +7,15 @@ Exit codes
 2  bad usage or bad input: one clear line on stderr, no traceback
 3  internal error (a bug): one line naming the exception; ``DECONV_DEBUG=1`` shows
    the traceback
+129  hung up (SIGHUP: the terminal closed); as SIGTERM
 130  interrupted (Ctrl-C); a batch prints what it did first
+141  standard output is a closed pipe (``deconv ... -o - | head``): silent, as a
+     tool killed by SIGPIPE
 143  terminated (SIGTERM); the file being written is removed first
+
+An ``OSError`` (a full disk, a name too long, a read-only directory) is bad input
+from the machine: one line naming the path and the errno in words, exit 2
+(:mod:`deconv_cli.fs`).
 
 The core raises :class:`DeconvError` subclasses (they are ``ValueError`` s, so
 library callers can catch them generically); only the CLI turns them into exit
@@ -22,6 +29,7 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3  # an unexpected exception: a bug, reported on one line
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool killed by SIGPIPE
 
 
 class DeconvError(ValueError):

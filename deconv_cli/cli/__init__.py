@@ -7,7 +7,11 @@ codes happens here, in :class:`DeconvGroup`, and nowhere else:
   option, bad value, missing argument) print one line, ``deconv: error: ...``, and
   exit 2;
 - running out of memory is the same, ``deconv: error: not enough memory ...``;
-- Ctrl-C exits 130, SIGTERM 143, after removing the temporary file being written;
+- an ``OSError`` (a full disk, a name too long...) is one line naming the path and
+  the errno in words (:mod:`deconv_cli.fs`), exit 2; a closed pipe on standard output
+  exits 141 silently, standard error is best effort (:mod:`deconv_cli.cli.streams`);
+- Ctrl-C exits 130, SIGTERM 143, SIGHUP 129, after removing the temporary file being
+  written;
 - Python warnings print on one line each, ``deconv: warning: ...``;
 - anything else is a bug: one line, ``deconv: internal error: ...``, exit 3 (set
   ``DECONV_DEBUG=1`` to get the traceback instead).
@@ -32,7 +36,6 @@ from deconv_cli import __version__
 from deconv_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeconvError
 
 DEBUG_ENV = "DECONV_DEBUG"
-EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class OneLineError(click.ClickException):
@@ -60,27 +63,32 @@ def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
 
 
+# Signals that end a command as Ctrl-C does, with the words printed and exit 128 + signal.
+_ENDING_SIGNALS = {signal.SIGTERM: "terminated", signal.SIGHUP: "hung up (the terminal closed)"}
+
+
 @contextlib.contextmanager
-def _sigterm_cleans_up():
-    """SIGTERM raises SystemExit(143), so the file being written is removed, as on Ctrl-C."""
+def _signals_clean_up():
+    """SIGTERM and SIGHUP raise SystemExit(128 + signal), so the file being written is
+    removed, as on Ctrl-C (a closed terminal sends SIGHUP)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:  # someone else (a test runner, a scheduler) owns it
-        yield
-        return
+    # A signal someone else owns (a test runner, a scheduler, nohup's SIG_IGN) is left alone.
+    owned = [s for s in _ENDING_SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
 
     def terminate(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
-        click.echo("deconv: terminated", err=True)
-        raise SystemExit(EXIT_TERMINATED)
+        signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
+        click.echo(f"deconv: {_ENDING_SIGNALS[signum]}", err=True)
+        raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, terminate)
+    for signum in owned:
+        signal.signal(signum, terminate)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum in owned:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -109,6 +117,12 @@ def _one_line_warnings():
 class DeconvGroup(click.Group):
     """A click group that turns every error into one line on stderr and its exit code."""
 
+    def main(self, *args, **kwargs):
+        from deconv_cli.cli.streams import guarded
+
+        with guarded():
+            return super().main(*args, **kwargs)
+
     def make_context(self, info_name, args, parent=None, **extra):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
@@ -119,7 +133,7 @@ class DeconvGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            with _sigterm_cleans_up(), _one_line_warnings():
+            with _signals_clean_up(), _one_line_warnings():
                 return super().invoke(ctx)
         except DeconvError as err:
             click.echo(f"deconv: error: {err}", err=True)
@@ -141,13 +155,27 @@ class DeconvGroup(click.Group):
             click.echo("deconv: interrupted", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except OSError as err:
-            if err.errno == errno.EPIPE or _debug():
-                raise  # click quiets a closed stdout (`deconv ... | head`)
-            _internal(ctx, err)
+            if _debug():
+                raise
+            _os_error(ctx, err)
         except Exception as err:
             if _debug():
                 raise
             _internal(ctx, err)
+
+
+def _os_error(ctx: click.Context, err: OSError) -> None:
+    """The machine said no: one line naming the path and the errno in words, exit 2; a
+    closed pipe on standard output exits 141 silently (see :mod:`deconv_cli.cli.streams`)."""
+    from deconv_cli import fs
+    from deconv_cli.cli.streams import broken_pipe
+
+    if err.errno == errno.EPIPE:
+        ctx.exit(broken_pipe())
+    if err.errno is None:  # not the operating system's answer: a library's own OSError
+        _internal(ctx, err)
+    click.echo(f"deconv: error: {fs.message(err)}", err=True)
+    ctx.exit(EXIT_USAGE)
 
 
 def _internal(ctx: click.Context, err: Exception) -> None:
