@@ -1238,6 +1238,26 @@ def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | 
     return array
 
 
+def _reserve(tmp: Path, array: np.memmap) -> None:
+    """Give the memory-mapped file its blocks now (``posix_fallocate``).
+
+    The file is sparse: a page written through the map on a full file system would
+    kill the process with SIGBUS, leaving the temporary file behind. Reserving the
+    blocks first turns that into ENOSPC here, an error like any other write's.
+    """
+    if not hasattr(os, "posix_fallocate"):  # pragma: no cover - macOS, Windows
+        return
+    size = array.offset + array.nbytes
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):  # unsupported: a plain map
+            raise
+    finally:
+        os.close(fd)
+
+
 def write_npy_mapped(
     path: PathLike,
     fill: Callable[[Callable[[tuple[int, ...], np.dtype], np.ndarray]], None],
@@ -1269,10 +1289,10 @@ def write_npy_mapped(
         def allocate(shape: tuple[int, ...], dtype) -> np.ndarray:
             if maps:
                 raise OutputError(f"`{path}`: allocate was called twice")
-            maps.append(
-                np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
-            )
-            return maps[0]
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=shape)
+            _reserve(tmp, array)
+            maps.append(array)
+            return array
 
         fill(allocate)
         if not maps:
