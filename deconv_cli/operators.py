@@ -26,7 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
-from deconv_cli.errors import GeometryError, choice_error
+from deconv_cli.errors import DeconvError, GeometryError, choice_error
 
 MODES = ("same", "full", "valid")
 BOUNDARIES = ("constant", "reflect", "mirror", "nearest", "wrap")
@@ -243,8 +243,14 @@ def _channel_count(shape: tuple[int, ...]) -> int:
 def fft_workers() -> int:
     """Threads for scipy.fft: the cores this process may use (``DECONV_FFT_WORKERS`` overrides)."""
     env = os.environ.get("DECONV_FFT_WORKERS")
-    if env:
-        return max(1, int(env))
+    if env and env.strip():
+        try:
+            return max(1, int(env.strip()))
+        except ValueError:
+            raise DeconvError(
+                f"DECONV_FFT_WORKERS: `{env}` is not a whole number of threads "
+                "(unset it to use every core this process may use)"
+            ) from None
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
