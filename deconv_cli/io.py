@@ -56,9 +56,9 @@ import errno
 import math
 import os
 import re
+import secrets
 import socket
 import stat
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -1035,7 +1035,7 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-# Temporary files: ".deconv-PID-HOST-XXXXXXXX.EXT" (XXXXXXXX from tempfile.mkstemp).
+# Temporary files: ".deconv-PID-HOST-XXXXXXXX.EXT" (XXXXXXXX random, as tempfile.mkstemp).
 TEMP_PREFIX = ".deconv-"
 _TEMP_NAME = re.compile(r"\.deconv-(?P<pid>[0-9]+)-(?P<host>[A-Za-z0-9._-]+)-[a-z0-9_]{8}(\.\w+)?")
 _cleaned: set[str] = set()
@@ -1119,6 +1119,25 @@ def _out_of_space(err: BaseException) -> bool:
     return err.errno in _FULL or bool(re.search(r"\d+ requested and \d+ written", str(err)))
 
 
+_NAME_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # as tempfile.mkstemp's
+
+
+def _temporary_name(directory: Path, suffix: str) -> Path:
+    """``.deconv-PID-HOST-XXXXXXXX.EXT`` in ``directory``: only this process uses its PID."""
+    random = "".join(secrets.choice(_NAME_CHARACTERS) for _ in range(8))
+    return directory / f"{TEMP_PREFIX}{os.getpid()}-{_host()}-{random}{suffix}"
+
+
+def _create(tmp: Path) -> bool:
+    """Create ``tmp`` (mode 0600), or return False when the name is taken."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
 def atomic_write(
     path: PathLike,
     write: Callable[[Path], None],
@@ -1156,15 +1175,13 @@ def atomic_write(
     _check_target(path, overwrite, inputs)
     directory = path.parent
     _clean_once(directory)
+    # The name is known before the file exists, so that a signal landing at any moment
+    # (just after the creation included) finds the cleanup below in place.
+    tmp, created = _temporary_name(directory, path.suffix), False
     try:
-        fd, tmp_name = tempfile.mkstemp(
-            dir=directory, prefix=f"{TEMP_PREFIX}{os.getpid()}-{_host()}-", suffix=path.suffix
-        )
-    except OSError as err:
-        raise OutputError(f"`{path}`: cannot write in `{directory}`: {fs.reason(err)}") from err
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        while not _create(tmp):
+            tmp = _temporary_name(directory, path.suffix)
+        created = True
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
         try:
@@ -1176,9 +1193,11 @@ def atomic_write(
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            tmp.unlink()  # ours even if `created` was not set yet: the name holds our pid
         if isinstance(err, (DeconvError, MemoryError)) or not isinstance(err, Exception):
             raise
+        if not created and isinstance(err, OSError):
+            raise OutputError(f"`{path}`: cannot write in `{directory}`: {fs.reason(err)}") from err
         reason = fs.reason(err) if isinstance(err, OSError) and err.errno else _reason(err)
         if any(_out_of_space(e) for e in _chain(err)):
             reason += " (the disk is full or a file size limit was reached; nothing was written)"

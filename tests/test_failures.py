@@ -675,10 +675,14 @@ def test_unwritable_output_directory_simulated(check, monkeypatch):
     """As root every directory is writable: the refusal of the OS is simulated."""
     import deconv_cli.io
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(deconv_cli.io.tempfile, "mkstemp", refuse)
+    def refuse(path, flags, *args, **kwargs):  # creating the temporary file
+        if flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(deconv_cli.io.os, "open", refuse)
     message = check(["convolve", "{ws}/good.npy", "-k", "box", "-o", "{out}"], "permission denied")
     assert "cannot write in" in message
 

@@ -858,10 +858,14 @@ def test_unwritable_directory(tmp_path):
 
 
 def test_unwritable_directory_simulated(tmp_path, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
+    def refuse(path, flags, *args, **kwargs):  # creating the temporary file
+        if flags & os.O_CREAT:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(io.os, "open", refuse)
     with pytest.raises(OutputError, match=r"cannot write in `.*`: permission denied"):
         io.write_image(tmp_path / "o.png", np.zeros((2, 2)))
 
