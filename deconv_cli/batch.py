@@ -236,6 +236,7 @@ def plan(
             raise OutputError(f"-o `{target}` names a `{ext}` file but --format says `{fmt}`")
         items = [Item(sources[0], target, ext)]
     else:
+        fs.check_directory(target, create=True, what="-o")
         items = []
         for source in sources:
             ext = forced or _input_extension(source, stdin_head)
@@ -306,6 +307,8 @@ def process_item(item: Item, settings: Settings) -> ItemResult:
         return ItemResult(item, "failed", message=str(err))
     except MemoryError:
         return ItemResult(item, "failed", message="not enough memory for this image (try --tile)")
+    except OSError as err:  # the machine's answer (a full disk...), not a bug
+        return ItemResult(item, "failed", message=fs.message(err))
     except Exception as err:  # a bug must not stop the other items; its type is reported
         return ItemResult(item, "failed", message=f"unexpected {type(err).__name__}: {err}")
 
@@ -313,7 +316,7 @@ def process_item(item: Item, settings: Settings) -> ItemResult:
 def _process(item: Item, settings: Settings) -> ItemResult:
     from deconv_cli.process import process_file
 
-    if item.output.exists() or item.output.is_symlink():
+    if fs.probe(item.output) is not None:
         if settings.skip_existing:
             return ItemResult(item, "skipped", message=f"`{item.output}` exists")
         if not settings.overwrite:
