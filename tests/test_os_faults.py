@@ -16,6 +16,7 @@ import builtins
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import resource
 import signal
@@ -572,3 +573,78 @@ def test_injected_faults_are_one_line_and_leave_nothing(
         assert target.read_bytes() == b"the old output"
     else:
         assert listing(out_dir) == []
+
+
+class _FaultyStdout(io.TextIOBase):
+    """A standard output (text, with a binary ``buffer``) whose writes count towards a fault."""
+
+    encoding = "utf-8"
+
+    def __init__(self, fault: _Fault) -> None:
+        self.fault, self.written = fault, []
+        self.buffer = _FaultyBinary(self)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str")
+        self.fault.tick(len(text))
+        self.written.append(text.encode())
+        return len(text)
+
+
+class _FaultyBinary(io.RawIOBase):
+    def __init__(self, owner: _FaultyStdout) -> None:
+        self.owner = owner
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.owner.fault.tick(len(data))
+        self.owner.written.append(bytes(data))
+        return len(data)
+
+
+STREAM_COMMANDS = {
+    "-o -": ["convolve", "x.npy", "-k", "box", "-o", "-", "--format", "npy", "-q"],
+    "compare json": ["compare", "x.npy", "x.npy", "--format", "json"],
+    "kernels show": ["kernels", "show", "gaussian:sigma=1"],
+}
+
+
+@pytest.mark.fuzz
+@settings() if FUZZING else settings(max_examples=15)
+@given(
+    code=st.sampled_from([errno.EPIPE, *ERRNOS]),
+    at=st.integers(0, 6_000),
+    command=st.sampled_from(sorted(STREAM_COMMANDS)),
+)
+def test_injected_standard_output_faults(tmp_path_factory, code, at, command):
+    """Standard output fails at a random byte with a random errno: one line naming standard
+    output and exit 2, or silence and exit 141 for a closed pipe; never a traceback."""
+    work = tmp_path_factory.mktemp("stdout")
+    np.save(work / "x.npy", np.random.default_rng(4).random((24, 24)))
+    fault = _Fault(code, at)
+    stdout, stderr = _FaultyStdout(fault), io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(work)
+        monkeypatch.setattr(sys, "stdout", stdout)
+        monkeypatch.setattr(sys, "stderr", stderr)
+        with pytest.raises(SystemExit) as exit_:
+            main.main(STREAM_COMMANDS[command], prog_name="deconv")
+    code_out, text = exit_.value.code, stderr.getvalue()
+    note(f"fired={fault.fired} count={fault.count} exit={code_out} stderr={text!r}")
+    assert "Traceback" not in text and "internal error" not in text
+    assert [p.name for p in work.iterdir()] == ["x.npy"]  # no temporary file, no spool left
+    if not fault.fired:
+        assert code_out in (0, None), text
+    elif code == errno.EPIPE:
+        assert code_out == 141
+        assert "deconv: error" not in text
+    else:
+        assert code_out == 2
+        errors = [line for line in text.splitlines() if line.startswith("deconv: error: ")]
+        assert errors == [f"deconv: error: standard output: {fs.reason(OSError(code, ''))}"]
