@@ -236,7 +236,6 @@ def plan(
             raise OutputError(f"-o `{target}` names a `{ext}` file but --format says `{fmt}`")
         items = [Item(sources[0], target, ext)]
     else:
-        fs.check_directory(target, create=True, what="-o")
         items = []
         for source in sources:
             ext = forced or _input_extension(source, stdin_head)
@@ -252,6 +251,9 @@ def plan(
                 "extension; end the template with {ext} or .png, .tif, .npy, ..."
             )
         check_format(item.output, dtype)
+        # Before any work: a pipe or device in the way, a directory that cannot take the
+        # file (whether the file exists is the run's business: --overwrite, --skip-existing).
+        fs.check_writable_file(item.output, overwrite=True, what="-o", create=True)
     _check_plan(items)
     return items
 

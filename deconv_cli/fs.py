@@ -240,8 +240,12 @@ def _full(directory: Path) -> bool:
     return info.f_blocks > 0 and free == 0
 
 
-def check_writable_file(path: str | os.PathLike, *, overwrite: bool, what: str = "") -> None:
+def check_writable_file(
+    path: str | os.PathLike, *, overwrite: bool, what: str = "", create: bool = False
+) -> None:
     """Refuse, before the work, an output file that cannot be created or replaced.
+
+    ``create``: its directory will be created if missing (see :func:`check_directory`).
 
     Raises
     ------
@@ -265,7 +269,7 @@ def check_writable_file(path: str | os.PathLike, *, overwrite: bool, what: str =
             )
         if not overwrite:
             raise OutputError(f"{prefix}{shown(path)} exists; use --overwrite")
-    check_directory(path.parent, what=what)
+    check_directory(path.parent, create=create, what=what)
 
 
 def _follow(path: Path, prefix: str) -> os.stat_result | None:

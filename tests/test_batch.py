@@ -206,7 +206,8 @@ def test_output_under_a_file_names_the_file(folder, tmp_path):
     assert single.output.strip().endswith(message)
     many = run("convolve", folder, "-k", "box", "-o", folder / "img01.png/out")
     assert many.exit_code == 2  # refused before any item runs
-    assert many.output.strip().splitlines() == [f"deconv: error: -o: {message}"]
+    (line,) = many.output.strip().splitlines()
+    assert line.startswith("deconv: error: -o: `") and line.endswith(message)
 
 
 def test_two_inputs_onto_one_output_are_refused_before_any_work(tmp_path):

@@ -393,6 +393,34 @@ def test_an_unwritable_place_is_refused_before_any_output(inside, monkeypatch, a
     assert listing(inside) == before
 
 
+@pytest.mark.parametrize("case", ["pipe", "denied", "full", "parent is a file"])
+def test_output_refusals_come_before_the_work(inside, monkeypatch, case):
+    import deconv_cli.process
+
+    def work(*args, **kwargs):
+        raise AssertionError("the work started before the refusal")
+
+    monkeypatch.setattr(deconv_cli.process, "process_file", work)
+    target, needle = "y.npy", {"pipe": "not a regular file", "parent is a file": "is a file"}
+    if case == "pipe":
+        os.mkfifo(target)
+        os.mkdir("out")
+        os.mkfifo("out/x.npy")  # the batch's first output
+    elif case == "denied":
+        _denied(monkeypatch)
+    elif case == "full":
+        real = os.statvfs
+        monkeypatch.setattr(
+            fs.os, "statvfs", lambda p: os.statvfs_result(real(p)[:3] + (0, 0) + real(p)[5:])
+        )
+    else:
+        target = "afile/y.npy"
+    words = needle.get(case, {"denied": "permission denied", "full": "no space left"}.get(case))
+    for argv in (["x.npy"], ["x.npy", "big.npy"]):  # one item, a batch
+        output = target if len(argv) == 1 else str(Path(target).parent / "out") + "/"
+        refused(invoke("convolve", *argv, "-k", "box", "-o", output, "--overwrite"), words)
+
+
 @pytest.fixture
 def read_only_dir(tmp_path) -> Path:
     """A read-only bind mount, where the machine allows one: root cannot write there either."""
