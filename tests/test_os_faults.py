@@ -254,6 +254,19 @@ def test_a_successful_run_keeps_exit_0_when_stderr_fails(inside, where):
     np.testing.assert_allclose(np.load("y.npy").shape, (24, 24))
 
 
+@pytest.mark.parametrize(
+    "fd, argv, code",
+    [
+        (1, ["kernels", "show", "box"], 0),  # `>&-`: Python's sys.stdout is None
+        (2, ["convolve", "x.npy", "-k", "box", "-o", "y.npy"], 0),  # `2>&-`
+        (2, ["convolve", "missing.npy", "-k", "box", "-o", "y.npy"], 2),
+    ],
+)
+def test_a_stream_closed_before_the_start(inside, fd, argv, code):
+    done = run(*argv, preexec_fn=lambda: os.close(fd))
+    assert done.returncode == code, done
+
+
 def test_a_failing_run_keeps_exit_2_when_stderr_fails(inside):
     with open("/dev/full", "wb") as full:
         done = run("convolve", "missing.npy", "-k", "box", "-o", "y.npy", stderr=full)

@@ -227,7 +227,9 @@ def main() -> None:
 
     \b
     Exit codes: 0 success; 1 a check failed (compare thresholds, a failed batch
-    item); 2 bad usage or bad input (one line on stderr); 3 internal error (a bug).
+    item); 2 bad usage or bad input, a full disk or another refusal of the system
+    (one line on stderr); 3 internal error (a bug); 130 Ctrl-C, 143 SIGTERM, 129
+    SIGHUP; 141 standard output closed by its reader (`deconv ... -o - | head`).
     """
 
 

@@ -152,7 +152,9 @@ def guarded():
     """
     out, err = sys.stdout, sys.stderr
     with _ascii_fallback(out), _ascii_fallback(err):
-        sys.stdout, sys.stderr = _NamedStdout(out), _BestEffortStderr(err)
+        # A stream closed before the start (`>&-`) is None: click writes nothing to it.
+        sys.stdout = None if out is None else _NamedStdout(out)
+        sys.stderr = None if err is None else _BestEffortStderr(err)
         try:
             yield
         finally:
@@ -165,12 +167,14 @@ def guarded():
 def _flush_stdout() -> int | None:
     """Flush standard output; on failure, the exit code (after one line on stderr)."""
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except OSError as err:
         if err.errno == errno.EPIPE:
             return broken_pipe()
-        _discard(getattr(sys.stdout, "_stream", sys.stdout))
-        sys.stderr.write(f"deconv: error: {fs.message(err)}\n")
-        sys.stderr.flush()
+        _discard(sys.stdout._stream)
+        if sys.stderr is not None:
+            sys.stderr.write(f"deconv: error: {fs.message(err)}\n")
+            sys.stderr.flush()
         return EXIT_USAGE
     return None
