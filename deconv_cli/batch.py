@@ -363,8 +363,13 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
                     stdout.flush()
                 result = ItemResult(item, "done", report)
         except DeconvError as err:  # name the streams, not the files that carried them
-            names = {source: fs.STDIN, output: fs.STDOUT}
-            raise type(err)(_stream_names(str(err), names)) from err
+            text = _stream_names(str(err), {source: fs.STDIN, output: fs.STDOUT})
+            if isinstance(err, OutputError) and str(output) in str(err):
+                text += (
+                    f" (standard output is carried through a file in the temporary directory "
+                    f"{fs.shown(tmp.parent)}; set TMPDIR to a directory with room)"
+                )
+            raise type(err)(text) from err
     return _relabel(result, item)
 
 

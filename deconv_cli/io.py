@@ -1200,6 +1200,8 @@ def atomic_write(
             raise OutputError(f"`{path}`: cannot write in `{directory}`: {fs.reason(err)}") from err
         reason = fs.reason(err) if isinstance(err, OSError) and err.errno else _reason(err)
         if any(_out_of_space(e) for e in _chain(err)):
+            if not (isinstance(err, OSError) and err.errno):  # numpy's short write
+                reason = "a write was cut short"
             reason += " (the disk is full or a file size limit was reached; nothing was written)"
         raise OutputError(f"`{path}` cannot be written: {reason}") from err
     _note_written(path)

@@ -178,6 +178,16 @@ def test_standard_input_spool_on_a_full_tmpfs(inside, tmpfs):
     assert listing(tmpfs) == []
 
 
+def test_standard_output_spool_on_a_full_tmpfs(inside, tmpfs):
+    env = {**os.environ, "TMPDIR": str(tmpfs)}
+    argv = ["convolve", "big.npy", "-k", "box", "-o", "-", "--format", "npy", "-q"]
+    done = run(*argv, env=env)
+    assert done.returncode == 2 and done.stdout == b""
+    message = one_line_error(done.stderr, "standard output cannot be written")
+    assert f"temporary directory `{tmpfs}`; set TMPDIR" in message
+    assert listing(tmpfs) == []
+
+
 @pytest.mark.parametrize("command", ["convolve", "invert"])
 def test_tiled_mapped_write_on_a_full_tmpfs_is_an_error_not_sigbus(inside, tmpfs, command):
     out = tmpfs / "y.npy"  # 2 MB of float64 into 1 MB
