@@ -603,7 +603,9 @@ def _read_text(path: Path, where: str) -> np.ndarray:
     note_input(path)
     try:
         text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise KernelError(f"{where} cannot be read: {fs.reason(err)}") from None
+    except UnicodeDecodeError as err:
         raise KernelError(f"{where} cannot be read as text: {_first_line(err)}") from None
     delimiter = "," if "," in text else None
     try:

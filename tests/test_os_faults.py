@@ -299,6 +299,14 @@ def test_an_ascii_terminal_gets_ascii_not_a_crash(inside, argv, fallback):
     done.stderr.decode("ascii")
 
 
+def test_a_kernel_file_that_cannot_be_read(inside, monkeypatch):
+    def fail(self, *args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+
+    monkeypatch.setattr(Path, "read_text", fail)
+    refused(invoke("convolve", "x.npy", "-k", "k.csv", "-o", "y.npy"), "input/output error")
+
+
 def test_fft_workers_not_a_number(inside):
     argv = ["convolve", "x.npy", "-k", "gaussian:sigma=3", "--boundary", "wrap", "-o", "y.npy"]
     message = refused(invoke(*argv, env={"DECONV_FFT_WORKERS": "abc"}), "DECONV_FFT_WORKERS")
