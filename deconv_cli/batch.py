@@ -236,6 +236,7 @@ def plan(
             raise OutputError(f"-o `{target}` names a `{ext}` file but --format says `{fmt}`")
         items = [Item(sources[0], target, ext)]
     else:
+        fs.check_directory(target, create=True, what="-o")  # each item's file: _process
         items = []
         for source in sources:
             ext = forced or _input_extension(source, stdin_head)
@@ -251,9 +252,6 @@ def plan(
                 "extension; end the template with {ext} or .png, .tif, .npy, ..."
             )
         check_format(item.output, dtype)
-        # Before any work: a pipe or device in the way, a directory that cannot take the
-        # file (whether the file exists is the run's business: --overwrite, --skip-existing).
-        fs.check_writable_file(item.output, overwrite=True, what="-o", create=True)
     _check_plan(items)
     return items
 
@@ -326,6 +324,9 @@ def _process(item: Item, settings: Settings) -> ItemResult:
                 f"`{item.output}` (the output for `{item.source.label}`) exists; "
                 "use --overwrite, or --skip-existing to resume a batch"
             )
+    # Before this item's work: a directory, pipe or device in the way, a directory that
+    # cannot take the file (whether it exists was settled above).
+    fs.check_writable_file(item.output, overwrite=True, create=True)
     fs.make_directory(item.output.parent)
     report = process_file(
         item.source.path,
