@@ -3,7 +3,7 @@
 :func:`analyze` describes the operator ``A`` of a kernel, a geometry and an image
 shape: its dimensions, rank and null space, extreme singular values, condition
 number, the predicted error of its exact inverse on noisy data, and a verdict in
-words. "Invertible" means what DESIGN.md says: the nullity is 0, where a singular
+words. "Invertible" means what docs/conventions.md says: the nullity is 0, where a singular
 value counts as zero when ``σ <= max(m, n) · eps · σ_max`` (numpy's ``matrix_rank``
 rule).
 
