@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from deconv_cli.cli.options import format_option
 from deconv_cli.errors import EXIT_CHECK_FAILED
 
 METRIC_NAMES = ("mse", "rmse", "nrmse", "psnr", "ssim", "mae", "max_error")
@@ -75,15 +76,7 @@ def _split_metrics(values: tuple[str, ...]) -> list[str]:
     help="Crop N pixels from every side of both images before measuring.",
 )
 @click.option("--per-channel", is_flag=True, help="Add one row per channel of colour images.")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format, on stdout.",
-)
+@format_option(FORMATS)
 @click.option(
     "--diff",
     type=click.Path(path_type=str),
@@ -162,7 +155,9 @@ def compare(
     )
     rows = [row.as_dict() for row in result.rows]
     if fmt == "table":
-        _print_table(report.to_table(rows, columns), caption)
+        from deconv_cli.cli.output import print_table
+
+        print_table(rows, columns, after=[caption])
     else:
         click.echo(report.render(rows, columns, fmt, caption=caption), nl=False)
         if not quiet and fmt != "markdown":
@@ -177,22 +172,6 @@ def compare(
                 )
     if not result.passed:
         ctx.exit(EXIT_CHECK_FAILED)
-
-
-def _print_table(table, caption: str) -> None:
-    """Print the table with its caption on the line below (not wrapped to the table's width)."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from rich.text import Text
-
-    console = Console()
-    if not console.is_terminal:
-        # A log or a pipe has no width: give the table its natural width, never wrap it.
-        options = console.options.update(max_width=10_000)
-        width = Measurement.get(console, options, table).maximum
-        console = Console(width=max(width, len(caption), 80))
-    console.print(table)
-    console.print(Text(caption))
 
 
 COMMANDS = [compare]
