@@ -104,12 +104,41 @@ def test_analyze_table_states_how_and_the_verdict():
     assert "spectral zeros" in out
 
 
-def test_analyze_spectrum_writes_a_picture(tmp_path):
+def test_analyze_spectrum_without_matplotlib_is_the_raw_picture(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     path = tmp_path / "spectrum.png"
     result = run("analyze", "-k", "motion:length=7", "--shape", "16x16", "--spectrum", path)
     assert result.exit_code == 0, result.output
     picture = iio.imread(path)
     assert picture.dtype == np.uint8 and picture.shape == (256, 256, 3)
+    assert "pip install deconv-cli[plot]` gives the labelled figure" in result.stderr
+
+
+def test_analyze_spectrum_with_matplotlib_is_the_labelled_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "spectrum.png"
+    result = run("analyze", "-k", "motion:length=7", "--shape", "16x16", "--spectrum", path)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == f"wrote {path}"
+    picture = iio.imread(path)
+    assert picture.dtype == np.uint8 and picture.shape == (440, 1100, 3)
+    bank = run(
+        "analyze", "-k", SAMPLES / "haar_bank.npy", "--shape", "8x8", "--correlate",
+        "--stride", "2", "--boundary", "wrap", "--spectrum", tmp_path / "bank.png",
+    )  # fmt: skip
+    assert bank.exit_code == 0, bank.output
+    assert iio.imread(tmp_path / "bank.png").shape == (440, 600, 3)  # singular values only
+
+
+def test_cli_imports_no_matplotlib_or_pillow():
+    import subprocess
+    import sys
+
+    code = "import sys, deconv_cli.cli; print(sorted({'matplotlib', 'PIL'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize(
@@ -322,3 +351,18 @@ def test_roundtrip_montage_panels_are_the_images_with_captions(crop, tmp_path):
     assert np.all(picture[GAP + cell_h + GAP :, GAP + 1 * (tile + GAP) :] == BACKGROUND)
     again = run("roundtrip", crop, "-k", "gaussian:sigma=1", "-m", "cgls", "--montage", path)
     assert "--overwrite" in one_error_line(again)
+
+
+def test_roundtrip_status_is_live_on_a_terminal_and_lines_in_a_log(crop, monkeypatch):
+    args = ("roundtrip", crop, "-k", "gaussian:sigma=1", "-m", "wiener,cgls")
+    log = run(*args)
+    assert log.exit_code == 0, log.output
+    assert "roundtrip: running wiener\nroundtrip: running cgls\n" in log.stderr
+    from rich.console import Console
+
+    monkeypatch.setattr(Console, "is_terminal", property(lambda self: True))
+    live = run(*args)
+    assert live.exit_code == 0, live.output
+    assert "running" not in live.stderr and "roundtrip: cgls" in live.stderr
+    assert "1/2" in live.stderr  # cgls runs after one of two methods is done
+    assert "blurred" in live.stdout  # the table still follows on stdout

@@ -175,8 +175,11 @@ def _columns():
     type=click.Path(dir_okay=False, path_type=str),
     default=None,
     metavar="PATH",
-    help="Write a picture: the kernel's transfer-function magnitude (log scale, zeros in "
-    "cyan, zero frequency at the centre), or the sorted singular values of a kernel bank.",
+    help="Write a picture of the spectrum. With matplotlib (deconv-cli[plot]): a labelled "
+    "figure, |H| in dB over the frequencies (cycles/pixel) with a colour bar and the noise "
+    "floor in cyan, beside the sorted singular values against the noise level. Without: "
+    "|H| on a log scale, zeros in cyan, zero frequency at the centre (a kernel bank: its "
+    "sorted singular values).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --spectrum file.")
 def analyze(
@@ -201,6 +204,7 @@ def analyze(
     \b
     Examples:
       deconv analyze -k gaussian:sigma=2 --shape 256x256
+      deconv analyze -k motion:length=9 --shape 64x64 --noise-sigma 0.01 --spectrum s.png
       deconv analyze photo.png -k box:size=4 --boundary wrap
       deconv analyze -k layer.npy --shape 32x32 --correlate --stride 2 --boundary wrap
       deconv analyze -k motion:length=9 --shape 64x64 --noise-sigma 0.01 --format json
@@ -225,11 +229,12 @@ def analyze(
         bits, source = image_bits, f"{image_bits}-bit quantization (the image's)"
     result = run_analysis(op, noise_sigma=noise_sigma, bits=bits, noise_source=source)
 
+    labelled = None
     if spectrum is not None:
-        from deconv_cli.analysis import write_spectrum_picture
+        from deconv_cli.spectrum import write_spectrum
 
         inputs = (image,) if image else ()
-        write_spectrum_picture(spectrum, op, result, overwrite=overwrite, inputs=inputs)
+        labelled = write_spectrum(spectrum, op, result, overwrite=overwrite, inputs=inputs)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -242,7 +247,11 @@ def analyze(
             after=verdict_lines(result),
         )
     if spectrum is not None:
-        click.echo(f"wrote {spectrum}", err=True)
+        from deconv_cli.spectrum import PLOT_HINT
+
+        click.echo(
+            f"wrote {spectrum}" + ("" if labelled else f" (raw picture; {PLOT_HINT})"), err=True
+        )
 
 
 def verdict_lines(analysis) -> list[str]:

@@ -82,9 +82,17 @@ def _split_metrics(values: tuple[str, ...]) -> list[str]:
     type=click.Path(path_type=str),
     default=None,
     metavar="PATH",
-    help="Write a heat map of |candidate - reference|: a file for one pair, else a "
-    "directory of <candidate>.diff.png. Black is 0, pale yellow the largest difference "
-    "(printed on stderr).",
+    help="Write a heat map of |candidate - reference| with a colour bar: a file for one "
+    "pair, else a directory of <candidate>.diff.png.",
+)
+@click.option(
+    "--diff-range",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="R",
+    help="The --diff colour scale: |difference| from 0 (black) to R (pale yellow; larger "
+    "differences too), on the [0, 1] scale. Default 0.1 (10% of the range) for every map, "
+    "so maps of different pairs and runs compare.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing --diff files.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stderr.")
@@ -99,6 +107,7 @@ def compare(
     per_channel: bool,
     fmt: str,
     diff: str | None,
+    diff_range: float | None,
     overwrite: bool,
     quiet: bool,
     **threshold_values: float | None,
@@ -122,6 +131,7 @@ def compare(
       deconv compare sharp.png wiener.png tv.png --metrics psnr,ssim
       deconv compare refs/ results/ --per-channel --format markdown > report.md
       deconv compare sharp.npy restored.npy --data-range 255 --diff diff.png
+      deconv compare sharp.png wiener.png tv.png --diff diffs/ --diff-range 0.05
     \b
     In CI (fails the job if any image falls below the limits):
       deconv compare expected/ actual/ --min-psnr 35 --min-ssim 0.95 \\
@@ -146,6 +156,7 @@ def compare(
         ignore_border=ignore_border,
         per_channel=per_channel,
         diff=diff,
+        diff_range=diff_range,
         overwrite=overwrite,
     )
 
@@ -165,13 +176,18 @@ def compare(
     if not quiet:
         for pair in result.pairs:
             if pair.diff is not None:
-                click.echo(
-                    f"wrote {pair.diff.path}: black = 0, pale yellow = max |difference| = "
-                    f"{pair.diff.max_difference:.4g}",
-                    err=True,
-                )
+                click.echo(f"wrote {pair.diff.path}: {_diff_summary(pair.diff)}", err=True)
     if not result.passed:
         ctx.exit(EXIT_CHECK_FAILED)
+
+
+def _diff_summary(diff) -> str:
+    """E.g. ``0 (black) to 0.1 (pale yellow); max |difference| 0.0123``."""
+    text = f"0 (black) to {diff.diff_range:.4g} (pale yellow); max |difference| "
+    text += f"{diff.max_difference:.4g}"
+    if diff.saturated:
+        text += f", {diff.saturated} pixels above the range (pale yellow)"
+    return text
 
 
 COMMANDS = [compare]
