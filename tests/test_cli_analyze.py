@@ -315,8 +315,12 @@ def test_roundtrip_usage_errors_exit_2(crop, args, words):
     assert words in result.output
 
 
-def test_roundtrip_montage_panels_are_the_images_with_captions(crop, tmp_path):
+def test_roundtrip_montage_panels_are_the_images_with_captions(crop, tmp_path, monkeypatch):
+    import sys
+
     from deconv_cli.pictures import BACKGROUND, GAP, LINE_HEIGHT, PAD
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # the montage needs no matplotlib
 
     path, out = tmp_path / "side.png", tmp_path / "out"
     result = run(

@@ -52,7 +52,7 @@ def print_table(
 
 @contextlib.contextmanager
 def live_status(total: int, *, quiet: bool = False, label: str) -> Iterator:
-    """A function ``step(name)`` announcing each of ``total`` steps on stderr.
+    """Yield a function ``step(name)`` that announces each of ``total`` steps on stderr.
 
     On a terminal: one live rich progress line (``label``, the step's name, steps
     done, elapsed time), removed at the end. Otherwise (a log): one line per step,
@@ -80,13 +80,10 @@ def live_status(total: int, *, quiet: bool = False, label: str) -> Iterator:
         transient=True,
     )
     task = progress.add_task(label, total=total)
-    started = [False]
+    done = iter(range(total + 1))  # steps finished when the next one starts
 
     def step(name: str) -> None:
-        if started[0]:
-            progress.advance(task)
-        started[0] = True
-        progress.update(task, description=f"{label}: {name}")
+        progress.update(task, completed=next(done), description=f"{label}: {name}")
 
     with progress:
         yield step
