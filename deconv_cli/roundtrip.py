@@ -309,6 +309,20 @@ def check_out_dir(directory: str | Path, methods: Sequence[str], *, overwrite: b
             )
 
 
+def check_montage(
+    path: str | Path, out_dir: str | Path | None, *, overwrite: bool, inputs=()
+) -> None:
+    """Fail before any work when the montage cannot be written to ``path``, or is the
+    ``montage.png`` that ``out_dir`` receives anyway."""
+    from deconv_cli.io import check_target
+
+    if out_dir is not None and Path(path).resolve() == (Path(out_dir) / "montage.png").resolve():
+        raise OutputError(
+            f"--montage: `{path}` is the montage --out-dir writes; give one or the other"
+        )
+    check_target(path, overwrite=overwrite, inputs=inputs)
+
+
 def save_outputs(
     result: Roundtrip, directory: str | Path, *, overwrite: bool = False
 ) -> list[Path]:

@@ -355,6 +355,11 @@ def test_roundtrip_montage_panels_are_the_images_with_captions(crop, tmp_path, m
     assert np.all(picture[GAP + cell_h + GAP :, GAP + 1 * (tile + GAP) :] == BACKGROUND)
     again = run("roundtrip", crop, "-k", "gaussian:sigma=1", "-m", "cgls", "--montage", path)
     assert "--overwrite" in one_error_line(again)
+    same = run("roundtrip", crop, "-k", "box", "-m", "cgls", "--montage", out / "montage.png",
+               "--out-dir", out, "--overwrite")  # fmt: skip
+    assert "is the montage --out-dir writes" in one_error_line(same)
+    missing = run("roundtrip", crop, "-k", "box", "-m", "cgls", "--montage", tmp_path / "no/m.png")
+    one_error_line(missing)
 
 
 def test_roundtrip_status_is_live_on_a_terminal_and_lines_in_a_log(crop, monkeypatch):

@@ -354,9 +354,9 @@ def roundtrip(
     parsed_noise = parse_noise(noise)
     data = read_image(image, max_channels=None).data
     if montage is not None:  # refuse a bad --montage path before the work
-        from deconv_cli.io import check_target
+        from deconv_cli.roundtrip import check_montage
 
-        check_target(montage, overwrite=overwrite, inputs=(image,))
+        check_montage(montage, out_dir, overwrite=overwrite, inputs=(image,))
     if out_dir is not None:
         from deconv_cli.roundtrip import check_out_dir
 
