@@ -51,24 +51,31 @@ def colourize(levels: np.ndarray) -> np.ndarray:
     return inferno_table()[index]
 
 
-def as_rgb(image: np.ndarray) -> np.ndarray:
-    """An image on the [0, 1] scale as an ``(h, w, 3)`` uint8 tile, clipped to [0, 1].
+def displayed(image: np.ndarray) -> np.ndarray:
+    """An image on the [0, 1] scale as shown: float, clipped to [0, 1], NaN as 0.
 
-    Grey and RGB show as they are (NaN as 0); any other number of channels is laid
-    out side by side in a square grid of grey tiles.
+    Grey ``(h, w)`` and RGB ``(h, w, 3)`` stay as they are (one channel becomes
+    grey); any other number of channels is laid out side by side in a square grid of
+    grey tiles.
     """
     a = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0)
-    if a.ndim == 3 and a.shape[2] not in (1, 3):
+    if a.ndim == 3 and a.shape[2] == 1:
+        return a[:, :, 0]
+    if a.ndim == 3 and a.shape[2] != 3:
         side = math.ceil(math.sqrt(a.shape[2]))
         h, w = a.shape[:2]
         grid = np.zeros((side * h, side * w))
         for c in range(a.shape[2]):
             row, col = divmod(c, side)
             grid[row * h : (row + 1) * h, col * w : (col + 1) * w] = a[:, :, c]
-        a = grid
-    if a.ndim == 2:
-        a = a[:, :, None]
-    return np.rint(np.broadcast_to(a, a.shape[:2] + (3,)) * 255).astype(np.uint8)
+        return grid
+    return a
+
+
+def to_rgb8(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1], grey ``(h, w)`` or RGB, as ``(h, w, 3)`` uint8: ``rint(255·v)``."""
+    levels = np.rint(values * 255).astype(np.uint8)
+    return np.repeat(levels[:, :, None], 3, axis=2) if levels.ndim == 2 else levels
 
 
 @functools.cache
@@ -134,15 +141,15 @@ def scale_factor(shapes: Sequence[tuple[int, ...]]) -> int:
     return 1
 
 
-def rescale(tile: np.ndarray, factor: int) -> np.ndarray:
+def rescale(image: np.ndarray, factor: int) -> np.ndarray:
     """Enlarge by pixel repetition (``factor > 0``) or shrink by the mean of whole
     ``|factor|``-sided blocks (``factor < 0``; a remainder at the bottom/right is dropped)."""
     if factor > 0:
-        return np.repeat(np.repeat(tile, factor, axis=0), factor, axis=1)
+        return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
     k = -factor
-    h, w = (tile.shape[0] // k) * k, (tile.shape[1] // k) * k
-    blocks = tile[:h, :w].reshape(h // k, k, w // k, k, -1).astype(np.float64)
-    return np.rint(blocks.mean(axis=(1, 3))).astype(np.uint8)
+    h, w = (image.shape[0] // k) * k, (image.shape[1] // k) * k
+    blocks = image[:h, :w].reshape(h // k, k, w // k, k, *image.shape[2:])
+    return blocks.mean(axis=(1, 3))
 
 
 def montage(panels: Sequence[tuple[np.ndarray, Sequence[str]]], *, columns: int = 4) -> np.ndarray:
@@ -151,21 +158,22 @@ def montage(panels: Sequence[tuple[np.ndarray, Sequence[str]]], *, columns: int 
     Parameters
     ----------
     panels : sequence of (image, caption lines)
-        Images on the [0, 1] scale (see :func:`as_rgb`), each with its caption.
+        Images on the [0, 1] scale (see :func:`displayed`), each with its caption.
     columns : int
         Panels per row (fewer when there are fewer panels).
 
     Notes
     -----
-    Every image is rescaled by the same :func:`scale_factor`, so sizes compare.
+    Every image is rescaled by the same :func:`scale_factor` (before rounding to 8
+    bits), so sizes compare.
     A cell is ``cell_w = max(PANEL_MIN, widest tile)`` wide and
     ``tallest tile + caption`` high, the caption ``max lines · LINE_HEIGHT + 2·PAD``
     high; cells are :data:`GAP` apart and from the edges. A tile is centred
     horizontally at the top of its cell; its caption starts under the tallest tile.
     """
-    tiles = [as_rgb(image) for image, _ in panels]
-    factor = scale_factor([tile.shape for tile in tiles])
-    tiles = [rescale(tile, factor) for tile in tiles]
+    shown = [displayed(image) for image, _ in panels]
+    factor = scale_factor([values.shape for values in shown])
+    tiles = [to_rgb8(rescale(values, factor)) for values in shown]
     columns = max(1, min(columns, len(tiles)))
     rows = -(-len(tiles) // columns)
     tile_h = max(tile.shape[0] for tile in tiles)

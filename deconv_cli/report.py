@@ -279,13 +279,15 @@ def to_table(
             caption=caption if n == len(groups) - 1 else None,
             caption_justify="left",
         )
+        # too narrow even for whole words: let text fold inside words rather than overflow
+        folding = width is not None and sum(least[i] + 3 for i in group) + 1 > width
         for i in group:
             table.add_column(
                 shown[i].title,
                 justify="right" if shown[i].numeric else "left",
                 overflow="fold",
                 no_wrap=shown[i].numeric,
-                min_width=least[i],
+                min_width=None if folding and not shown[i].numeric else least[i],
             )
         for row in cells:
             table.add_row(*(Text(row[i][0], style=row[i][1] or "") for i in group))

@@ -250,3 +250,12 @@ def test_piped_tables_are_80_columns_or_COLUMNS(tmp_path):
         assert re.search(r"^\[\d\] not run: A is not invertible", result.stdout, re.M)
         # 120 columns leave room for the short notes in their cells: wider than 80
         assert (max(map(len, table)) > 80) == (width == 120)
+
+
+def test_a_word_wider_than_the_table_folds_and_is_not_cut():
+    path = "/a/very/long/path/without/any/space/in/it/that/cannot/fit/anywhere.png"
+    columns = [report.Column("file", "file"), report.Column("how", "how")]
+    rows = [{"file": path, "how": "x"}]
+    lines = rendered(report.to_table(rows, columns, width=40), 40)
+    assert max(map(len, lines)) <= 40 and "…" not in "".join(lines)
+    assert "".join(line.split("│")[1].strip() for line in lines if line.startswith("│")) == path
