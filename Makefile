@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dev,dask]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,dask,plot]'
 	$(MAKE) --no-print-directory bytecode
 	touch $(STAMP)
 
