@@ -347,7 +347,8 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
 
     if item.source.path is None and not stdin_data:
         raise InputError("standard input is empty")
-    with _stdio_spool() as tmp:
+    with tempfile.TemporaryDirectory(prefix="deconv-stdio-") as spool:
+        tmp = Path(spool)
         source = item.source.path
         if source is None:
             source = tmp / f"stdin{sniff(stdin_data) or ''}"
@@ -372,20 +373,6 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
                 )
             raise type(err)(text) from err
     return _relabel(result, item)
-
-
-@contextlib.contextmanager
-def _stdio_spool():
-    """The private temporary directory carrying standard input and output."""
-    try:
-        with tempfile.TemporaryDirectory(prefix="deconv-stdio-") as tmp:
-            yield Path(tmp)
-    except FileNotFoundError as err:
-        if "temporary directory" not in str(err):
-            raise
-        raise InputError(
-            f"standard input/output: {err} (set TMPDIR to a writable directory)"
-        ) from err
 
 
 def _spool(path: Path, data: bytes) -> None:
