@@ -20,7 +20,7 @@ from deconv_cli.operators import (
     separable_factors,
 )
 
-ENGINES = ["direct", "fft"]
+ENGINES = ["direct", "taps", "fft"]
 KERNEL_SHAPES = {"odd3x3": (3, 3), "even4x4": (4, 4), "rect2x5": (2, 5), "rect5x2": (5, 2)}
 
 
