@@ -386,7 +386,7 @@ def test_jobs_0_uses_every_core_and_writes_every_good_image(folder, tmp_path):
 @pytest.mark.parametrize(
     "shape,kernel,output,message",
     [
-        ((6, 6, 5), "box:size=3", "out.png", "PNG holds 1, 2, 3, 4 channels, not 5"),
+        ((6, 6), "bank5", "out.png", "PNG holds 1, 2, 3, 4 channels, not 5"),
         ((6, 6, 2), "box:size=3", "out.png", "PNG stores 2 channels as grey+alpha"),
         ((8, 8), str(SAMPLES / "haar_bank.npy"), "out.jpg", "JPEG holds 1, 3 channels, not 4"),
     ],
@@ -402,6 +402,9 @@ def test_an_output_format_that_cannot_hold_the_result_fails_before_the_work(
     from deconv_cli.process import Convolve, process_file
 
     np.save(tmp_path / "in.npy", np.random.default_rng(3).random(shape))
+    if kernel == "bank5":  # five output channels
+        kernel = str(tmp_path / "bank5.npy")
+        np.save(kernel, np.ones((5, 1, 3, 3)))
     geometry = Geometry.create(correlate=True, stride=2) if "haar" in kernel else Geometry()
     calls = []
     monkeypatch.setattr(Convolve, "__call__", lambda *args: calls.append(args))
@@ -413,10 +416,10 @@ def test_an_output_format_that_cannot_hold_the_result_fails_before_the_work(
     assert not (tmp_path / output).exists()
 
 
-def test_batch_item_whose_format_cannot_hold_it_fails_and_the_rest_are_written(folder, tmp_path):
-    np.save(folder / "five.npy", np.random.default_rng(4).random((6, 6, 5)))
+def test_batch_item_that_is_refused_on_reading_fails_and_the_rest_are_written(folder, tmp_path):
+    np.save(folder / "ambiguous.npy", np.random.default_rng(4).random((6, 6, 5)))
     out = tmp_path / "out"
     result = run("convolve", folder, "-k", "box:size=3", "-o", out, "--format", "png")
     assert result.exit_code == 1, result.output
-    assert "five.npy" in result.output and "not 5" in result.output
+    assert "ambiguous.npy" in result.output and "is ambiguous" in result.output
     assert {p.name for p in out.iterdir()} == {f"img{i:02d}.png" for i in range(20)}
