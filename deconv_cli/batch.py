@@ -156,14 +156,29 @@ def _images_in(directory: Path, recursive: bool) -> list[Path]:
 
 
 def check_name(template: str) -> str:
-    """Validate an output name template; fields ``{stem}`` and ``{ext}``."""
+    """Validate an output name template: literal text and the fields ``{stem}`` and ``{ext}``.
+
+    Nothing else a Python format string allows (attribute access, indexing,
+    conversions, format specs such as ``{stem:>999999999}``) is accepted: a name
+    template needs none of them, and they could read objects or build huge strings.
+    """
+    import string
+
+    fields = "fields are {stem} (input name without extension) and {ext} (output extension)"
     try:
-        example = template.format(stem="a", ext=".png")
-    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
         raise DeconvError(
-            f"--name: `{template}` is not a valid template ({err!s}); "
-            "fields are {stem} (input name without extension) and {ext} (output extension)"
+            f"--name: `{template}` is not a valid template ({err!s}); {fields}"
         ) from err
+    for _, field, spec, conversion in parts:
+        if field is not None and (field not in NAME_FIELDS or spec or conversion):
+            whole = field + ("!" + conversion if conversion else "") + (":" + spec if spec else "")
+            raise DeconvError(
+                f"--name: `{{{whole}}}` in `{template}` is not allowed; {fields}, "
+                "with no format specs, conversions or attributes"
+            )
+    example = template.format(stem="a", ext=".png")
     if not example or "/" in template or os.sep in template or example in (".", ".."):
         raise DeconvError(f"--name: `{template}` must give a file name, without directories")
     return template
