@@ -319,3 +319,31 @@ def test_sigterm_mid_computation_exits_143_promptly_with_nothing_written(tmp_pat
     assert proc.returncode == 143, stderr
     assert stderr.endswith("deconv: terminated\n") and "Traceback" not in stderr
     assert list(out.iterdir()) == []
+
+
+def _address_space_limit(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def test_a_huge_unknown_boundary_is_refused_with_its_estimate_before_the_work(tmp_path):
+    """gaussian:sigma=682 on 64×64 with --boundary unknown solves on a 4156² grid (about
+    5 GB): under a 2 GB address space it is one line with the estimate, not a slow
+    climb to an allocation failure."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(5).random((64, 64)))
+    done = subprocess.run(
+        deconv("invert", tmp_path / "x.npy", "-k", "gaussian:sigma=682", "--boundary", "unknown")
+        + ["-o", str(tmp_path / "y.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_address_space_limit(2 << 30),
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("deconv: error: invert ")
+    assert re.search(
+        r"needs about \d+\.\d GB of memory, \d+(\.\d)? [GM]B is available", done.stderr
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]
