@@ -7,8 +7,9 @@ Exit codes
 2  bad usage or bad input: one clear line on stderr, no traceback
 3  internal error (a bug): one line naming the exception; ``DECONV_DEBUG=1`` shows
    the traceback
-130  interrupted (Ctrl-C); a batch prints what it did first
-143  terminated (SIGTERM); the file being written is removed first
+130  interrupted (Ctrl-C); a batch starts no more items, finishes the running ones and
+     prints what it did first
+143  terminated (SIGTERM); the file being written is removed first; a batch as for 130
 
 The core raises :class:`DeconvError` subclasses (they are ``ValueError`` s, so
 library callers can catch them generically); only the CLI turns them into exit
