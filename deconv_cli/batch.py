@@ -383,7 +383,7 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
 
 class Stop:
     """Ctrl-C or SIGTERM for a batch: the first asks to stop starting items, a second
-    interrupts at once (as it would outside a batch).
+    interrupts at once (as it would outside a batch; worker processes are ended too).
 
     Used as a context manager (in the main thread), it replaces the SIGINT and SIGTERM
     handlers for the duration of the batch, so a signal never lands in the middle of
@@ -576,14 +576,19 @@ def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
         initializer=_worker_init,
         initargs=(threads, stop.event),
     ) as pool:
-        yield from _drive(
-            items,
-            lambda item: pool.submit(_unless_stopped, item, settings),
-            lambda futures: wait(futures, timeout=POLL, return_when=FIRST_COMPLETED)[0],
-            2 * jobs,
-            fail_fast,
-            stop,
-        )
+        try:
+            yield from _drive(
+                items,
+                lambda item: pool.submit(_unless_stopped, item, settings),
+                lambda futures: wait(futures, timeout=POLL, return_when=FIRST_COMPLETED)[0],
+                2 * jobs,
+                fail_fast,
+                stop,
+            )
+        except (KeyboardInterrupt, SystemExit):  # a second signal: end the running items too
+            for worker in multiprocessing.active_children():
+                worker.terminate()  # SIGTERM: each removes the file it was writing
+            raise
 
 
 def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop: Stop):

@@ -517,6 +517,25 @@ def test_a_signal_stops_a_parallel_batch_from_starting_items(tmp_path, signum):
     assert "not run" in stderr
 
 
+def test_a_second_signal_ends_the_running_items_too(tmp_path):
+    """The second SIGTERM does not wait for the running items: they are ended, their
+    temporary files removed, nothing partial is left."""
+    proc = start_logged_batch(tmp_path, count=6, side=1024, jobs=2)
+    wait_for_first_start(proc, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    stderr = proc.communicate(timeout=120)[1]
+    assert time.monotonic() - sent < 20
+    assert proc.returncode == 143, stderr
+    assert stderr.endswith("deconv: terminated\n") and "Traceback" not in stderr
+    written = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
+    assert [p.name for p in written if p.name.startswith(".")] == []
+    for p in written:
+        assert iio.imread(p).shape == (1024, 1024)
+
+
 def test_a_killed_worker_fails_its_items_and_the_rest(tmp_path):
     """SIGKILL of one worker (what the out-of-memory killer does): every item not written
     is reported failed on its own line, exit 1 — not an internal error."""
