@@ -447,7 +447,7 @@ def run(
     stop new items from starting; the items already running finish and are yielded,
     so every output is complete and accounted for. Items not run are not yielded.
     A worker process that dies (killed by a signal, e.g. by the out-of-memory
-    killer) fails the items it and the other workers had; the rest are not run.
+    killer) fails the items it and the other workers had, and the items not run.
     """
     stop = stop or Stop()
     if scheduler is not None:
