@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 OUT ?= demo-out
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test lint bench fuzz clean venv bytecode
+.PHONY: demo test lint bench fuzz docs figures clean venv bytecode
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,dask]'
+	$(BIN)/python -m pip install --quiet -e '.[test,dev,dask,plot]'
 	$(MAKE) --no-print-directory bytecode
 	touch $(STAMP)
 
@@ -31,11 +31,19 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check deconv_cli tests benchmarks
-	$(BIN)/ruff format --check deconv_cli tests benchmarks
+	$(BIN)/ruff check deconv_cli tests benchmarks docs
+	$(BIN)/ruff format --check deconv_cli tests benchmarks docs
 
 bench: $(STAMP) bytecode
 	$(BIN)/python benchmarks/run_all.py
+
+# docs/reference/cli.md from the commands' --help (tests/test_docs.py checks it), and the
+# README's pictures in docs/images/ from the deconv command on samples/.
+docs: $(STAMP) figures
+	$(BIN)/python docs/gen_cli_reference.py
+
+figures: $(STAMP)
+	$(BIN)/python docs/make_figures.py
 
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -m fuzz -p no:randomly

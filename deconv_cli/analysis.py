@@ -3,7 +3,7 @@
 :func:`analyze` describes the operator ``A`` of a kernel, a geometry and an image
 shape: its dimensions, rank and null space, extreme singular values, condition
 number, the predicted error of its exact inverse on noisy data, and a verdict in
-words. "Invertible" means what DESIGN.md says: the nullity is 0, where a singular
+words. "Invertible" means what docs/conventions.md says: the nullity is 0, where a singular
 value counts as zero when ``σ <= max(m, n) · eps · σ_max`` (numpy's ``matrix_rank``
 rule).
 
@@ -315,7 +315,7 @@ def null_space(
         reasons = _structural_reasons(op) + ([zeros] if zeros else [])
         return n - rank, True, "; ".join(reasons) or f"{spectrum.method}: σ <= {rtol:.1e}·σ_max"
     g = op.geometry
-    simple = _single(op) and g.stride == (1, 1) and g.padding is None
+    simple = single_kernel(op) and g.stride == (1, 1) and g.padding is None
     if simple and g.mode == "full" and g.boundary == "constant":
         return 0, True, FULL_THEOREM
     if simple and g.mode == "valid":
@@ -348,14 +348,14 @@ def _float64(op: ConvOperator) -> ConvOperator:
     return ConvOperator(op.kernel, op.input_shape, op.geometry)
 
 
-def _single(op: ConvOperator) -> bool:
+def single_kernel(op: ConvOperator) -> bool:
     """One 2-D kernel applied to every channel (a 1×1 bank counts)."""
     return op.effective.shape[:2] == (1, 1)
 
 
 def _channels(op: ConvOperator) -> int:
     """Channels sharing one kernel (the operator is block diagonal over them)."""
-    if not _single(op):
+    if not single_kernel(op):
         return 1
     return op.input_shape[2] if len(op.input_shape) == 3 else 1
 
@@ -486,7 +486,7 @@ def _exact_spectrum(op: ConvOperator, dense_limit: int, kronecker_limit: int) ->
 
 def _kronecker_spectrum(op: ConvOperator, limit: int) -> _Spectrum | None:
     """A separable kernel: ``A = A_rows ⊗ A_cols`` in every geometry, σ = products."""
-    if not _single(op) or max(op.input_shape[:2]) > limit:
+    if not single_kernel(op) or max(op.input_shape[:2]) > limit:
         return None
     kernel = op.kernel if op.kernel.ndim == 2 else op.kernel[0, 0]
     factors = separable_factors(kernel)
@@ -545,7 +545,7 @@ def dense_matrix(op: ConvOperator) -> np.ndarray:
     flattened operator's: the singular values are the same.
     """
     h, w = op.input_shape[:2]
-    if _single(op):
+    if single_kernel(op):
         kernel = op.kernel if op.kernel.ndim == 2 else op.kernel[0, 0]
         return _block_matrix(kernel, (h, w), op.geometry)
     co, ci = op.kernel.shape[:2]
@@ -557,7 +557,7 @@ def dense_matrix(op: ConvOperator) -> np.ndarray:
 
 def _dense_spectrum(op: ConvOperator, limit: int) -> _Spectrum | None:
     h, w = op.input_shape[:2]
-    size = h * w if _single(op) else op.shape[1]
+    size = h * w if single_kernel(op) else op.shape[1]
     if size > limit:
         return None
     from scipy.linalg import svdvals
@@ -671,12 +671,12 @@ def _structural_reasons(op: ConvOperator) -> list[str]:
         )
     sh, sw = g.stride
     co, ci = op.effective.shape[:2]
-    if sh * sw > 1 and _single(op):
+    if sh * sw > 1 and single_kernel(op):
         reasons.append(
             f"the stride {_pair(g.stride)} discards samples: it keeps 1 of every "
             f"{sh * sw} outputs of a single kernel"
         )
-    if not _single(op) and co < ci * sh * sw:
+    if not single_kernel(op) and co < ci * sh * sw:
         if sh * sw == 1:
             reasons.append(f"the kernel bank has fewer output than input channels ({co} < {ci})")
         else:
@@ -805,7 +805,7 @@ def _from_estimates(
     smax = _sigma_max(block, seed)
     bound = _sigma_min_bound(block, iterations, seed)
     g = op.geometry
-    simple = _single(op) and g.stride == (1, 1) and g.padding is None
+    simple = single_kernel(op) and g.stride == (1, 1) and g.padding is None
     extra: list[str] = []
     # The bound is on σ_min (tall A) or on the m-th singular value (wide A): at or below
     # the tolerance, a vector A (or Aᵀ) nearly annihilates proves a numerical null space.
@@ -943,94 +943,3 @@ def _sigma_min_bound(op: ConvOperator, iterations: int, seed: int) -> float:
         except (np.linalg.LinAlgError, ValueError, ArithmeticError):
             pass
     return best
-
-
-# -- pictures ---------------------------------------------------------------------------------
-
-_ZERO_COLOUR = np.array([0, 255, 255], dtype=np.uint8)
-_GRID_COLOUR = np.array([70, 70, 70], dtype=np.uint8)
-_MIN_PICTURE = 256
-
-
-def spectrum_picture(op: ConvOperator, analysis: Analysis) -> np.ndarray:
-    """A picture of ``op``'s spectrum as an ``(h, w, 3)`` uint8 RGB array.
-
-    A single kernel: the magnitude of its transfer function (the DFT of the effective
-    kernel on the image grid), zero frequency at the centre, log scale from the
-    smallest nonzero value (black) to the maximum (pale yellow); zeros (at or below
-    ``rank_tolerance · max``) in cyan. A kernel bank: the singular values sorted from
-    the largest (left) to the smallest (right), log scale upwards from the smallest
-    nonzero one, a grey line per decade down from the largest, zeros as a cyan band
-    along the bottom.
-    """
-    from deconv_cli.compare import colour_ramp
-
-    ramp = colour_ramp()
-    if _single(op):
-        return _transfer_picture(op, analysis.rank_tolerance, ramp)
-    values = analysis.sorted_singular_values()
-    if values is None:
-        raise DeconvError(
-            "--spectrum: the singular values of this kernel bank are not computed at this "
-            "size (only estimates of the extremes); use --boundary wrap or a smaller --shape"
-        )
-    return _distribution_picture(values, analysis.rank_tolerance, ramp)
-
-
-def write_spectrum_picture(
-    path, op: ConvOperator, analysis: Analysis, *, overwrite: bool = False, inputs=()
-) -> None:
-    """Write :func:`spectrum_picture` to ``path`` as 8-bit RGB (PNG, TIFF, ...)."""
-    from deconv_cli.io import write_image
-
-    # write_image takes values on the [0, 1] scale; rint(k / 255 · 255) gives k back exactly.
-    rgb = spectrum_picture(op, analysis) / 255.0
-    write_image(path, rgb, dtype="uint8", overwrite=overwrite, inputs=inputs)
-
-
-def _log_levels(values: np.ndarray, top: float, rtol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Levels in [0, 1] on a log scale from the smallest nonzero value to ``top``, and
-    the zero mask (``values <= rtol·top``)."""
-    zero = values <= rtol * top
-    floor = float(values[~zero].min()) if (~zero).any() else top
-    floor = min(floor, top / 10) if top > 0 else 1.0
-    span = math.log10(top / floor) if top > 0 else 1.0
-    level = np.log10(np.maximum(values, floor) / floor) / span
-    return np.clip(level, 0.0, 1.0), zero
-
-
-def _transfer_picture(op: ConvOperator, rtol: float, ramp: np.ndarray) -> np.ndarray:
-    kernel = op.effective[0, 0]
-    h, w = op.input_shape[:2]
-    size = (max(h, kernel.shape[0]), max(w, kernel.shape[1]))
-    magnitude = np.fft.fftshift(np.abs(np.fft.fft2(kernel, s=size)))
-    level, zero = _log_levels(magnitude, float(magnitude.max()), rtol)
-    rgb = ramp[np.round(level * (len(ramp) - 1)).astype(np.intp)]
-    rgb[zero] = _ZERO_COLOUR
-    factor = max(1, math.ceil(_MIN_PICTURE / min(size)))
-    return np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
-
-
-def _distribution_picture(values: np.ndarray, rtol: float, ramp: np.ndarray) -> np.ndarray:
-    width, height, band = 512, 256, 6
-    top = float(values[0]) if values.size else 0.0
-    picked = values[np.round(np.linspace(0, values.size - 1, width)).astype(np.intp)]
-    level, zero = _log_levels(picked, top, rtol)
-    rgb = np.zeros((height, width, 3), dtype=np.uint8)
-    rgb[:] = ramp[0]
-    usable = height - band
-    nonzero = values[values > rtol * top]
-    floor = min(float(nonzero.min()), top / 10) if nonzero.size else top / 10
-    decades = math.log10(top / floor) if top > 0 else 1.0
-    rows = np.arange(usable)[:, None]
-    heights = np.round(level * (usable - 1)).astype(np.intp)
-    filled = rows >= (usable - 1 - heights)[None, :]
-    colour = ramp[np.round((1 - rows / max(usable - 1, 1)) * (len(ramp) - 1)).astype(np.intp)]
-    colour = np.broadcast_to(colour, (usable, width, 3))
-    canvas = rgb[:usable]
-    canvas[filled & ~zero[None, :]] = colour[filled & ~zero[None, :]]
-    for d in range(1, int(decades) + 1):
-        row = int(round(d / decades * (usable - 1)))  # d decades below the largest
-        canvas[row] = canvas[row] // 2 + _GRID_COLOUR // 2
-    rgb[usable:, zero] = _ZERO_COLOUR
-    return rgb

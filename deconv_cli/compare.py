@@ -43,11 +43,9 @@ IMAGE_EXTENSIONS = frozenset(
 )
 DIFF_SUFFIX = ".diff.png"
 
-# Anchors of an inferno-like ramp (black -> purple -> red -> orange -> pale yellow).
-_RAMP_POSITIONS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_RAMP_COLOURS = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=float
-)
+# --diff maps |difference| in [0, DIFF_RANGE] (the [0, 1] scale) onto the colour table, so
+# maps of different pairs and runs compare; larger differences show in the top colour.
+DIFF_RANGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -89,10 +87,12 @@ class ComparisonRow:
 
 @dataclass(frozen=True)
 class DiffMap:
-    """A written difference heat map: black is 0, pale yellow is ``max_difference``."""
+    """A written difference heat map: black is 0, pale yellow ``diff_range`` and above."""
 
     path: Path
     max_difference: float
+    diff_range: float
+    saturated: int
 
 
 @dataclass
@@ -326,29 +326,29 @@ def _missing_row(pair: Pair) -> ComparisonRow:
 # --- difference heat maps ----------------------------------------------------------------
 
 
-def colour_ramp(size: int = 256) -> np.ndarray:
-    """An inferno-like colour map: ``(size, 3)`` uint8, black at 0 to pale yellow at the top."""
-    positions = np.linspace(0.0, 1.0, size)
-    ramp = [np.interp(positions, _RAMP_POSITIONS, _RAMP_COLOURS[:, c]) for c in range(3)]
-    return np.round(np.stack(ramp, axis=-1)).astype(np.uint8)
-
-
-def difference_map(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, float]:
+def difference_map(
+    reference: np.ndarray, candidate: np.ndarray, diff_range: float = DIFF_RANGE
+) -> tuple[np.ndarray, float, int]:
     """Heat map of ``|candidate - reference|`` (the largest over channels).
 
     Returns
     -------
     rgb : (H, W, 3) uint8 ndarray
-        Black for 0, pale yellow for the largest difference (all black if none).
+        ``|difference| / diff_range`` through the inferno table
+        (:func:`deconv_cli.pictures.colourize`): black for 0, pale yellow for
+        ``diff_range`` and above.
     max_difference : float
-        The difference shown as pale yellow.
+        The largest ``|difference|``.
+    saturated : int
+        Pixels whose difference exceeds ``diff_range`` (shown in the top colour).
     """
+    from deconv_cli.pictures import colourize
+
     difference = np.abs(candidate - reference)
     if difference.ndim == 3:
         difference = difference.max(axis=-1)
-    peak = float(difference.max())
-    scaled = difference / peak if peak > 0 else np.zeros_like(difference)
-    return colour_ramp()[np.round(scaled * 255).astype(np.intp)], peak
+    saturated = int(np.count_nonzero(difference > diff_range))
+    return colourize(difference / diff_range), float(difference.max()), saturated
 
 
 def diff_targets(pairs: Sequence[Pair], diff: str | Path) -> list[Path | None]:
@@ -400,12 +400,17 @@ def _check_targets(targets: Sequence[Path | None], pairs: Sequence[Pair], overwr
             raise OutputError(f"--diff: `{target}` exists; use --overwrite to replace it")
 
 
-def _write_diff(path: Path, rgb: np.ndarray, overwrite: bool, inputs: Sequence[Path]) -> None:
+def _write_diff(
+    path: Path, rgb: np.ndarray, diff_range: float, overwrite: bool, inputs: Sequence[Path]
+) -> None:
+    """The heat map with its colour bar (0 to ``diff_range``) on the right."""
     from deconv_cli.io import write_image
+    from deconv_cli.pictures import with_colour_bar
 
+    picture = with_colour_bar(rgb, "0", f"{diff_range:.3g}", "|difference|")
     path.parent.mkdir(parents=True, exist_ok=True)
     # write_image takes values on the [0, 1] scale; rint(k / 255 · 255) gives k back exactly.
-    write_image(path, rgb / 255.0, dtype="uint8", overwrite=overwrite, inputs=inputs)
+    write_image(path, picture / 255.0, dtype="uint8", overwrite=overwrite, inputs=inputs)
 
 
 # --- the command's core ------------------------------------------------------------------
@@ -421,6 +426,7 @@ def compare_images(
     ignore_border: int = 0,
     per_channel: bool = False,
     diff: str | Path | None = None,
+    diff_range: float | None = None,
     overwrite: bool = False,
 ) -> CompareResult:
     """Compare candidates with a reference (or two directories pairwise).
@@ -444,6 +450,9 @@ def compare_images(
         Add one row per channel of multi-channel images.
     diff : path, optional
         Write ``|candidate - reference|`` heat maps (see :func:`diff_targets`).
+    diff_range : float, optional
+        The difference shown in the top colour of every heat map (on the [0, 1]
+        scale, after ``data_range``); default :data:`DIFF_RANGE`.
     overwrite : bool
         Replace existing heat map files.
 
@@ -472,6 +481,9 @@ def compare_images(
         raise InputError(f"--data-range: `{data_range}` must be a positive number")
     if ignore_border < 0:
         raise InputError(f"--ignore-border: `{ignore_border}` must be 0 or more")
+    diff_range = DIFF_RANGE if diff_range is None else diff_range
+    if not (math.isfinite(diff_range) and diff_range > 0):
+        raise InputError(f"--diff-range: `{diff_range}` must be a positive number")
 
     pairs = pair_inputs(reference, candidates)
     targets: Sequence[Path | None] = [None] * len(pairs)
@@ -505,8 +517,8 @@ def compare_images(
         rows = _measure(ref, cand, names, thresholds, labels, per_channel)
         written = None
         if target is not None:
-            rgb, peak = difference_map(ref, cand)
-            _write_diff(target, rgb, overwrite, (pair.reference, pair.candidate))
-            written = DiffMap(target, peak)
+            rgb, peak, saturated = difference_map(ref, cand, diff_range)
+            _write_diff(target, rgb, diff_range, overwrite, (pair.reference, pair.candidate))
+            written = DiffMap(target, peak, diff_range, saturated)
         results.append(PairResult(pair, rows, written))
     return CompareResult(results, names)

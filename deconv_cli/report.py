@@ -59,6 +59,9 @@ class Column:
         ``value -> str`` for the table and markdown, instead of the number format.
     styler : callable, optional
         ``value -> rich style`` (or None) for the table cell.
+    footnote : bool
+        In a table of a given width, a value too long to fit on one line goes
+        under the table as a numbered footnote, ``[n]`` in the cell.
     """
 
     key: str
@@ -69,6 +72,7 @@ class Column:
     in_table: bool = True
     formatter: Callable[[Any], str] | None = None
     styler: Callable[[Any], str | None] | None = None
+    footnote: bool = False
 
     @property
     def title(self) -> str:
@@ -197,32 +201,148 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
+def footnoted(
+    rows: Sequence[Row], columns: Sequence[Column], width: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows whose long ``footnote`` values are replaced by ``[n]``, and the footnotes.
+
+    The room of a footnote column is ``width`` less the other columns' natural
+    widths (their longest cell or title) and the table's rules (3 per column + 1);
+    a value longer than that room (or than the column's title, if wider) becomes
+    footnote ``n``, numbered in order of appearance; equal values share a number.
+    """
+    shown = [column for column in columns if column.in_table]
+    movable = [column for column in shown if column.footnote]
+    if not movable:
+        return [dict(row) for row in rows], []
+    from rich.cells import cell_len
+
+    def natural(column: Column) -> int:
+        cells = [cell_len(format_cell(row.get(column.key), column)) for row in rows]
+        return max([cell_len(column.title), *cells]) + (2 if _any_marked(rows, column) else 0)
+
+    fixed = sum(natural(column) for column in shown if not column.footnote)
+    room = (width - fixed - 3 * len(shown) - 1) // len(movable)
+    notes: list[str] = []
+    out = []
+    for row in rows:
+        row = dict(row)
+        for column in movable:
+            text = format_cell(row.get(column.key), column)
+            if cell_len(text) > max(room, cell_len(column.title)):
+                if text not in notes:
+                    notes.append(text)
+                row[column.key] = f"[{notes.index(text) + 1}]"
+        out.append(row)
+    return out, [f"[{n}] {text}" for n, text in enumerate(notes, 1)]
+
+
+def _any_marked(rows: Sequence[Row], column: Column) -> bool:
+    return any(_is_marked(row, column) for row in rows)
+
+
 def to_table(
     rows: Iterable[Row],
     columns: Sequence[Column],
     *,
     title: str | None = None,
     caption: str | None = None,
+    width: int | None = None,
 ):
-    """Rows as a ``rich.table.Table`` (rich is imported here, not at module import)."""
+    """Rows as a ``rich`` renderable (rich is imported here, not at module import).
+
+    Without ``width``: one ``rich.table.Table``. With it, fitted to that many
+    columns of text, as a ``rich.console.Group``:
+
+    - long values of ``footnote`` columns go under the table (:func:`footnoted`);
+    - a numeric cell is never broken, a text cell wraps at spaces and folds only a
+      word longer than its column; nothing is cut with an ellipsis;
+    - when the numeric columns still do not fit beside the leading text columns
+      (the row's name), they are split over several tables, each repeating the
+      leading columns (:func:`column_groups`); the title heads the first.
+    """
     from rich.table import Table
     from rich.text import Text
 
+    rows = list(rows)
+    notes: list[str] = []
+    if width is not None:
+        rows, notes = footnoted(rows, columns, width)
     shown = [column for column in columns if column.in_table]
-    table = Table(title=title, caption=caption, caption_justify="left")
-    for column in shown:
-        table.add_column(column.title, justify="right" if column.numeric else "left")
-    for row in rows:
-        cells = []
-        for column in shown:
-            value = row.get(column.key)
-            text = format_cell(value, column)
-            style = column.styler(value) if column.styler is not None else None
-            if _is_marked(row, column):
-                text, style = f"{text} {FAIL_MARK}", "bold red"
-            cells.append(Text(text, style=style or ""))
-        table.add_row(*cells)
-    return table
+    cells = [[_cell(row, column) for column in shown] for row in rows]
+    least = _least_widths(shown, cells)
+    groups = [list(range(len(shown)))] if width is None else column_groups(shown, least, width)
+    tables = []
+    for n, group in enumerate(groups):
+        table = Table(
+            title=title if n == 0 else None,
+            caption=caption if n == len(groups) - 1 else None,
+            caption_justify="left",
+        )
+        # too narrow even for whole words: let text fold inside words rather than overflow
+        folding = width is not None and sum(least[i] + 3 for i in group) + 1 > width
+        for i in group:
+            table.add_column(
+                shown[i].title,
+                justify="right" if shown[i].numeric else "left",
+                overflow="fold",
+                no_wrap=shown[i].numeric,
+                min_width=None if folding and not shown[i].numeric else least[i],
+            )
+        for row in cells:
+            table.add_row(*(Text(row[i][0], style=row[i][1] or "") for i in group))
+        tables.append(table)
+    if width is None:
+        return tables[0]
+    from rich.console import Group
+
+    return Group(*tables, *(Text(note) for note in notes))
+
+
+def _least_widths(shown: Sequence[Column], cells: Sequence[Sequence[tuple[str, Any]]]) -> list[int]:
+    """Each column's narrowest width: a numeric column's longest cell or title (neither
+    wraps), a text column's longest word."""
+    from rich.cells import cell_len
+
+    least = []
+    for i, column in enumerate(shown):
+        texts = [row[i][0] for row in cells] + [column.title]
+        pieces = texts if column.numeric else [w for text in texts for w in text.split()]
+        least.append(max(cell_len(p) for p in pieces))
+    return least
+
+
+def column_groups(shown: Sequence[Column], least: Sequence[int], width: int) -> list[list[int]]:
+    """Split column indices into tables no wider than ``width`` at their least widths.
+
+    The leading text columns (up to the first numeric one) are in every group; the
+    others are packed in order while ``sum(least) + 3·columns + 1 <= width`` (a
+    column takes its width, two spaces of padding and one rule). A column too wide
+    on its own still gets a group (its text then folds).
+    """
+    lead = next((i for i, column in enumerate(shown) if column.numeric), len(shown))
+    base = sum(least[:lead]) + 3 * lead + 1
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = base
+    for i in range(lead, len(shown)):
+        if current and used + least[i] + 3 > width:
+            groups.append(current)
+            current, used = [], base
+        current.append(i)
+        used += least[i] + 3
+    groups.append(current)
+    return [list(range(lead)) + group for group in groups]
+
+
+def _cell(row: Row, column: Column) -> tuple[str, str | None]:
+    """The text and rich style of one table cell."""
+    value = row.get(column.key)
+    text = format_cell(value, column)
+    style = column.styler(value) if column.styler is not None else None
+    if _is_marked(row, column):
+        text, style = f"{text} {FAIL_MARK}", "bold red"
+    return text, style
 
 
 def render(
@@ -278,7 +398,7 @@ def compare_columns(metric_names: Sequence[str], *, per_channel: bool = False) -
     themselves are marked.
     """
     columns = [
-        Column(key, key, formatter=_file_text, styler=_file_style)
+        Column(key, key, formatter=_file_text, styler=_file_style, footnote=True)
         for key in ("reference", "candidate")
     ]
     if per_channel:
@@ -310,7 +430,12 @@ def compare_caption(
     """
     parts = [f"{passed}/{total} passed"]
     for name, (value, where) in (worst or {}).items():
-        column = metric_column(name)
-        unit = f" {column.unit}" if column.unit else ""
-        parts.append(f"worst {column.header} {format_number(value, column.fmt)}{unit} ({where})")
+        parts.append(f"worst {metric_text(name, value)} ({where})")
     return " · ".join(parts)
+
+
+def metric_text(name: str, value: float | None) -> str:
+    """A metric for people, e.g. ``PSNR 21.30 dB``, ``SSIM 0.7100``, ``SSIM —``."""
+    column = metric_column(name)
+    text = MISSING if value is None else format_number(value, column.fmt)
+    return f"{column.header} {text}" + (f" {column.unit}" if column.unit else "")

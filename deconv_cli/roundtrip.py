@@ -40,7 +40,6 @@ from deconv_cli.operators import ConvOperator, Geometry
 
 DEFAULT_METHODS = ("inverse", "tikhonov", "wiener", "richardson-lucy", "tv", "cgls")
 FLOAT64_ROUNDING = float(np.finfo(np.float64).eps / math.sqrt(12))
-MONTAGE_GAP = 4
 
 
 @dataclass
@@ -173,7 +172,9 @@ def roundtrip(
     Returns
     -------
     Roundtrip
-        The transpose row first, then one row per method, in the order given.
+        The ``blurred`` row first (the data ``y`` scored as it is, when it has the
+        image's shape: the baseline every method must beat), then the transpose
+        row, then one row per method, in the order given.
     """
     from deconv_cli.invert import build_problem, invert
     from deconv_cli.restore import RestoreOptions
@@ -193,7 +194,7 @@ def roundtrip(
     else:
         analysis = analyze(op, noise_sigma=sigma, noise_source=f"the data's noise ({description})")
 
-    rows = []
+    rows = [_baseline(x, y)]
     start = time.perf_counter()
     transposed = op.adjoint(y)
     note = "Aᵀy as is: restores the shape, not the values"
@@ -234,6 +235,20 @@ def roundtrip(
     return Roundtrip(x, y, op, analysis, rows, description, sigma)
 
 
+def _baseline(original: np.ndarray, data: np.ndarray) -> RoundtripRow:
+    """The ``blurred`` row: the data itself scored against the image, the gain's zero."""
+    row = RoundtripRow("blurred", note="the data y as is: the score of doing nothing")
+    if data.shape != original.shape:
+        row.image = data
+        row.note = f"not scored: the data is {_dims(data.shape)}, the image {_dims(original.shape)}"
+        return row
+    return _scored(row, original, data, None)
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape))
+
+
 def _orthogonal(analysis: Analysis, tol: float = 1e-9) -> bool:
     smin = analysis.sigma_min
     return (
@@ -256,7 +271,9 @@ def _number(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.3g}"
 
 
-def _scored(row: RoundtripRow, original: np.ndarray, result: np.ndarray, seconds: float):
+def _scored(
+    row: RoundtripRow, original: np.ndarray, result: np.ndarray, seconds: float | None
+) -> RoundtripRow:
     from deconv_cli.metrics import compute_metrics
 
     row.image = result
@@ -292,15 +309,25 @@ def check_out_dir(directory: str | Path, methods: Sequence[str], *, overwrite: b
             )
 
 
+def check_montage(
+    path: str | Path, out_dir: str | Path | None, *, overwrite: bool, inputs=()
+) -> None:
+    """Fail before any work when the montage cannot be written to ``path``, or is the
+    ``montage.png`` that ``out_dir`` receives anyway."""
+    from deconv_cli.io import check_target
+
+    if out_dir is not None and Path(path).resolve() == (Path(out_dir) / "montage.png").resolve():
+        raise OutputError(
+            f"--montage: `{path}` is the montage --out-dir writes; give one or the other"
+        )
+    check_target(path, overwrite=overwrite, inputs=inputs)
+
+
 def save_outputs(
     result: Roundtrip, directory: str | Path, *, overwrite: bool = False
 ) -> list[Path]:
-    """Write ``blurred.npy``, ``transpose.npy``, ``<method>.npy`` and ``montage.png``.
-
-    The montage shows, left to right and top to bottom: the original, the blurred
-    data, the transpose, then each result, clipped to [0, 1] (a multi-channel array
-    that is not RGB shows its channels side by side).
-    """
+    """Write ``blurred.npy``, ``transpose.npy``, ``<method>.npy`` and ``montage.png``
+    (:func:`write_montage`)."""
     from deconv_cli.io import write_image
 
     directory = Path(directory)
@@ -308,56 +335,40 @@ def save_outputs(
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DeconvError(f"--out-dir: cannot create `{directory}`: {err.strerror}") from err
-    written = []
-    arrays = [("blurred", result.blurred)] + [
-        (row.method, row.image) for row in result.rows if row.image is not None
+    written = [
+        write_image(directory / f"{row.method}.npy", row.image, overwrite=overwrite).path
+        for row in result.rows
+        if row.image is not None
     ]
-    for name, data in arrays:
-        written.append(write_image(directory / f"{name}.npy", data, overwrite=overwrite).path)
-    tiles = [result.original] + [data for _, data in arrays]
-    montage_path = directory / "montage.png"
-    picture = montage(tiles) / 255.0  # write_image takes the [0, 1] scale
-    written.append(write_image(montage_path, picture, dtype="uint8", overwrite=overwrite).path)
+    written.append(write_montage(result, directory / "montage.png", overwrite=overwrite))
     return written
 
 
-def montage_labels(result: Roundtrip) -> list[str]:
-    """The montage's tiles, in order."""
-    return ["original", "blurred"] + [row.method for row in result.rows if row.image is not None]
+def montage_panels(result: Roundtrip) -> list[tuple[np.ndarray, list[str]]]:
+    """The montage's panels: the truth, then every row with an image, each with its caption.
+
+    A caption is the row's name and its PSNR and SSIM against the truth (``—`` where
+    not measured), e.g. ``["wiener", "PSNR 27.31 dB", "SSIM 0.8412"]``.
+    """
+    from deconv_cli.report import metric_text
+
+    panels = [(result.original, ["truth", "the sharp image"])]
+    for row in result.rows:
+        if row.image is not None:
+            scores = [metric_text("psnr", row.psnr), metric_text("ssim", row.ssim)]
+            panels.append((row.image, [row.method, *scores]))
+    return panels
 
 
-def montage(images: Sequence[np.ndarray], *, columns: int | None = None) -> np.ndarray:
-    """Tiles in a grid, each clipped to [0, 1], as an ``(h, w, 3)`` uint8 RGB array."""
-    tiles = [_display(image) for image in images]
-    columns = columns or min(len(tiles), 4)
-    rows = -(-len(tiles) // columns)
-    cell_h = max(t.shape[0] for t in tiles)
-    cell_w = max(t.shape[1] for t in tiles)
-    gap = MONTAGE_GAP
-    canvas = np.zeros((rows * (cell_h + gap) + gap, columns * (cell_w + gap) + gap, 3))
-    canvas[:] = 0.25
-    for i, tile in enumerate(tiles):
-        top = gap + (i // columns) * (cell_h + gap)
-        left = gap + (i % columns) * (cell_w + gap)
-        canvas[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
-    return np.round(canvas * 255).astype(np.uint8)
+def write_montage(result: Roundtrip, path: str | Path, *, overwrite: bool = False, inputs=()):
+    """Write the labelled montage of :func:`montage_panels` as 8-bit RGB; returns its path.
 
+    See :func:`deconv_cli.pictures.montage` for the layout: every image clipped to
+    [0, 1], all rescaled by one whole factor, four panels to a row.
+    """
+    from deconv_cli.io import write_image
+    from deconv_cli.pictures import montage
 
-def _display(image: np.ndarray) -> np.ndarray:
-    """An ``(h, w, 3)`` float tile in [0, 1]: grey and RGB as they are, other channels tiled."""
-    a = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float64)), 0.0, 1.0)
-    if a.ndim == 2:
-        return np.repeat(a[:, :, None], 3, axis=2)
-    channels = a.shape[2]
-    if channels == 3:
-        return a
-    if channels == 1:
-        return np.repeat(a, 3, axis=2)
-    side = math.ceil(math.sqrt(channels))
-    h, w = a.shape[:2]
-    grid = np.zeros((side * h, side * w))
-    for c in range(channels):
-        grid[(c // side) * h : (c // side + 1) * h, (c % side) * w : (c % side + 1) * w] = a[
-            :, :, c
-        ]
-    return np.repeat(grid[:, :, None], 3, axis=2)
+    # write_image takes values on the [0, 1] scale; rint(k / 255 · 255) gives k back exactly.
+    picture = montage(montage_panels(result)) / 255.0
+    return write_image(path, picture, dtype="uint8", overwrite=overwrite, inputs=inputs).path

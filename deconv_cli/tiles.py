@@ -393,8 +393,8 @@ def tiled_invert(
     The result differs from the untiled one by the cut sides' model (decaying
     geometrically with the margin for the linear methods), the parameter choice,
     and the per-tile stopping of iterative methods; Richardson-Lucy's acceleration
-    step is a global scalar per iteration, so its tiles differ the most (see the
-    README for measurements).
+    step is a global scalar per iteration, so its tiles differ the most (measurements:
+    docs/performance.md).
     """
     from deconv_cli.invert import build_problem, invert
 

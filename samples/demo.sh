@@ -23,4 +23,5 @@ deconv analyze samples/camera.png -k "$K" --spectrum "$OUT/camera_spectrum.png" 
 deconv roundtrip samples/camera.png -k gaussian:sigma=1 --bits 16
 # A stronger blur with 1% noise: the exact inverse amplifies the noise past use
 # ("invertible but ill-conditioned"); the regularized methods still gain.
-deconv roundtrip samples/camera.png -k gaussian:sigma=2 --noise gaussian:sigma=0.01 --seed 0
+deconv roundtrip samples/camera.png -k gaussian:sigma=2 --noise gaussian:sigma=0.01 --seed 0 \
+    --montage "$OUT/camera_montage.png" --overwrite

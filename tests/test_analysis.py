@@ -23,7 +23,6 @@ from deconv_cli.analysis import (
     analyze,
     noise_level,
     null_space,
-    spectrum_picture,
 )
 from deconv_cli.errors import DeconvError
 from deconv_cli.kernels import load_kernel
@@ -367,29 +366,6 @@ def test_as_dict_has_the_documented_keys():
     ):
         assert key in record
     assert record["input_shape"] == [8, 8] and isinstance(record["invertible"], bool)
-
-
-# -- pictures -----------------------------------------------------------------------------------
-
-
-def test_transfer_picture_marks_the_zeros():
-    op = ConvOperator(load_kernel("box:size=4").array, (8, 8), Geometry(boundary="wrap"))
-    result = analyze(op)
-    picture = spectrum_picture(op, result)
-    assert picture.dtype == np.uint8 and picture.shape == (256, 256, 3)
-    cyan = np.all(picture[::32, ::32] == [0, 255, 255], axis=2)
-    magnitude = np.fft.fftshift(np.abs(np.fft.fft2(np.ones((4, 4)) / 16, s=(8, 8))))
-    np.testing.assert_array_equal(cyan, magnitude < 1e-12)
-
-
-def test_bank_picture_is_the_singular_value_distribution():
-    bank = np.random.default_rng(15).standard_normal((3, 2, 3, 3))
-    op = ConvOperator(bank, (8, 8, 2), Geometry(boundary="wrap"))
-    picture = spectrum_picture(op, analyze(op))
-    assert picture.dtype == np.uint8 and picture.shape == (256, 512, 3)
-    # sorted largest first: the filled height never grows from left to right
-    filled = (picture[:250] != picture[0, -1]).any(axis=2).sum(axis=0)
-    assert np.all(np.diff(filled) <= 1)
 
 
 def rng(seed=0):

@@ -20,7 +20,7 @@ from skimage.metrics import (
 )
 
 from deconv_cli import compare as core
-from deconv_cli import metrics, report
+from deconv_cli import metrics, pictures, report
 from deconv_cli.cli import compare as cli_compare
 from deconv_cli.cli import main
 from deconv_cli.errors import InputError, OutputError
@@ -166,19 +166,14 @@ def test_difference_map():
     reference = np.zeros((2, 3, 3))
     candidate = reference.copy()
     candidate[0, 0] = [0.1, 0.4, 0.0]
-    candidate[1, 2, 0] = 0.2
-    rgb, peak = core.difference_map(reference, candidate)
-    ramp = core.colour_ramp()
-    assert peak == pytest.approx(0.4)
+    candidate[1, 2, 0] = 0.05
+    rgb, peak, saturated = core.difference_map(reference, candidate, 0.2)
+    table = pictures.inferno_table()
+    assert peak == pytest.approx(0.4) and saturated == 1
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
-    assert rgb[0, 0].tolist() == ramp[-1].tolist() == [252, 255, 164]
-    assert rgb[0, 1].tolist() == ramp[0].tolist() == [0, 0, 4]
-    assert rgb[1, 2].tolist() == ramp[128].tolist()
-
-
-def test_colour_ramp_is_monotonic_in_brightness():
-    luminance = core.colour_ramp().astype(float) @ [0.299, 0.587, 0.114]
-    assert np.all(np.diff(luminance) > 0)
+    assert rgb[0, 0].tolist() == table[255].tolist()  # 0.4 > 0.2: the top colour
+    assert rgb[1, 2].tolist() == table[64].tolist()  # 0.05 / 0.2 = 1/4: entry 64
+    assert rgb[0, 1].tolist() == table[0].tolist()
 
 
 def test_diff_targets(tmp_path):
@@ -369,7 +364,8 @@ def test_directory_pairing_table_names_missing_file(tmp_path):
     save(tmp_path / "out" / "a.npy", np.zeros((8, 8)))
     result = run(tmp_path / "ref", tmp_path / "out")
     assert result.exit_code == 1
-    assert "lost.npy" in result.stdout and "missing" in result.stdout
+    # a path longer than the 80-column table is a footnote, folded at the width
+    assert "lost.npy" in result.stdout.replace("\n", "") and "missing" in result.stdout
     assert "1/2 passed" in result.stdout
 
 
@@ -502,22 +498,42 @@ def test_alpha_is_ignored(tmp_path):
 
 
 def test_diff_single_file(tmp_path):
+    from deconv_cli.compare import DIFF_RANGE
+
     reference = np.zeros((8, 8))
     candidate = reference.copy()
     candidate[3, 4] = 0.0123
+    candidate[5, 5] = 0.5
     ref = save(tmp_path / "r.npy", reference)
     cand = save(tmp_path / "c.npy", candidate)
     out = tmp_path / "diff.png"
     result = run(ref, cand, "--diff", out, "-f", "json")
     assert result.exit_code == 0, result.output
-    assert "black = 0, pale yellow = max |difference| = 0.0123" in result.stderr
+    assert (
+        f"0 (black) to {DIFF_RANGE:g} (pale yellow); max |difference| 0.5, "
+        "1 pixels above the range" in result.stderr
+    )
     heat = iio.imread(out)
-    assert heat.shape == (8, 8, 3) and heat.dtype == np.uint8
-    assert heat[3, 4].tolist() == [252, 255, 164]
-    assert heat[0, 0].tolist() == [0, 0, 4]
+    table = pictures.inferno_table()
+    # the map, then its colour bar on the right (at least BAR_MIN_HEIGHT tall)
+    assert heat.dtype == np.uint8 and heat.shape[0] == pictures.BAR_MIN_HEIGHT
+    assert heat.shape[1] == 8 + pictures.GAP + pictures.BAR_WIDTH + pictures.LABEL_WIDTH
+    assert heat[3, 4].tolist() == table[int(0.0123 / DIFF_RANGE * 256)].tolist()
+    assert heat[5, 5].tolist() == table[255].tolist() and heat[0, 0].tolist() == [0, 0, 4]
     again = run(ref, cand, "--diff", out)
     assert again.exit_code == 2 and "--overwrite" in again.stderr
-    assert run(ref, cand, "--diff", out, "--overwrite").exit_code == 0
+    wider = run(ref, cand, "--diff", out, "--overwrite", "--diff-range", "1")
+    assert wider.exit_code == 0 and "to 1 (pale yellow)" in wider.stderr
+    assert iio.imread(out)[5, 5].tolist() == table[128].tolist()
+    help_text = CliRunner().invoke(main, ["compare", "--help"]).output
+    assert f"Default {DIFF_RANGE:g} " in " ".join(help_text.split())
+
+
+def test_diff_range_must_be_positive(tmp_path):
+    ref = save(tmp_path / "r.npy", np.zeros((8, 8)))
+    result = run(ref, ref, "--diff", tmp_path / "d.png", "--diff-range", "0")
+    assert result.exit_code == 2 and "--diff-range" in result.stderr
+    assert not (tmp_path / "d.png").exists()
 
 
 def test_diff_directory_one_per_pair(tmp_path):
@@ -537,7 +553,10 @@ def test_diff_cropped_by_ignore_border(tmp_path):
     ref = save(tmp_path / "r.npy", np.zeros((12, 12)))
     cand = save(tmp_path / "c.npy", np.full((12, 12), 0.5))
     assert run(ref, cand, "--diff", tmp_path / "d.png", "--ignore-border", 2).exit_code == 0
-    assert iio.imread(tmp_path / "d.png").shape == (8, 8, 3)
+    heat = iio.imread(tmp_path / "d.png")
+    # an 8x8 map (0.5 > the range: the top colour), then background under it
+    assert np.all(heat[:8, :8] == pictures.inferno_table()[255])
+    assert np.all(heat[8:, :8] == pictures.BACKGROUND)
 
 
 def test_help_has_examples():

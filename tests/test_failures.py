@@ -571,6 +571,10 @@ OTHER_INPUTS = {
         ["kernels", "show", "{ws}/kernel.npy", "--save", "{ws}/kernel.npy"],
         "is an input of this command",
     ),
+    "montage-over-input": (
+        ["roundtrip", "{ws}/good.png", "-k", "box", "-m", "wiener", "--montage", "{ws}/good.png"],
+        "input",
+    ),
 }
 
 
@@ -597,6 +601,7 @@ EXISTING = {
     "analyze-spectrum": ["analyze", "{ws}/good.npy", "-k", "box", "--spectrum", "{tmp}/e.png"],
     "compare-diff": ["compare", "{ws}/good.npy", "{ws}/good.npy", "--diff", "{tmp}/e.png"],
     "kernels-save": ["kernels", "show", "box", "--save", "{tmp}/exists.npy"],
+    "roundtrip-montage": ["roundtrip", "{ws}/good.npy", "-k", "box", "--montage", "{tmp}/e.png"],
     "roundtrip-out-dir": [
         "roundtrip",
         "{ws}/good.npy",

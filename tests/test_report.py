@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -155,3 +156,106 @@ def test_compare_caption():
         "1/1 passed · worst PSNR inf dB (a.png)"
     )
     assert report.compare_caption(0, 2) == "0/2 passed"
+
+
+# --- tables that fit ------------------------------------------------------------------------
+
+LONG_NOTE = (
+    "not run: A is not invertible: nullity 375; spectral zeros: the kernel's transfer "
+    "function vanishes at 375 of 4096 frequencies, e.g. (fy, fx) = (0, 0.25) cycles/pixel"
+)
+ROUNDTRIP_ROWS = [
+    {"method": "blurred", "psnr": 25.22, "ssim": 0.8369, "rmse": 0.05484, "seconds": None,
+     "note": "the data y as is: the score of doing nothing"},
+    {"method": "transpose", "psnr": 25.31, "ssim": 0.8145, "rmse": 0.05424, "seconds": 0.001,
+     "note": "Aᵀy as is: restores the shape, not the values"},
+    {"method": "inverse", "note": LONG_NOTE},
+    {"method": "richardson-lucy", "psnr": 28.44, "ssim": 0.8567, "rmse": 0.03786,
+     "seconds": 1.25, "note": ""},
+    {"method": "tv", "psnr": -118.14, "ssim": 1e-5, "rmse": 8.075e05, "seconds": 12.5,
+     "note": "ok"},
+    {"method": "cgls", "psnr": 28.01, "ssim": 0.8508, "rmse": 0.03979, "seconds": 0.5,
+     "note": LONG_NOTE},
+]  # fmt: skip
+ROUNDTRIP_COLUMNS = [
+    report.Column("method", "method"),
+    report.metric_column("psnr"),
+    report.metric_column("ssim"),
+    report.metric_column("rmse"),
+    report.Column("seconds", "time", fmt=".2f", unit="s", numeric=True),
+    report.Column("note", "note", footnote=True),
+]
+
+
+def rendered(renderable, width: int) -> list[str]:
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def test_roundtrip_table_fits_80_columns_with_footnotes():
+    title = "roundtrip: photo.png · kernel gaussian:sigma=2,size=13 · same, reflect · noise"
+    lines = rendered(report.to_table(ROUNDTRIP_ROWS, ROUNDTRIP_COLUMNS, title=title, width=80), 80)
+    text = "\n".join(lines)
+    assert max(map(len, lines)) <= 80 and "…" not in text
+    for row in ROUNDTRIP_ROWS:
+        assert any(f"│ {row['method']} " in line for line in lines), row["method"]
+    # long notes are footnotes [1], [2], ... under the table (the same note, one number);
+    # the short ones stay in their cells
+    flat = " ".join(text.split())
+    assert "[1] the data y as is: the score of doing nothing" in flat
+    assert "[2] Aᵀy as is: restores the shape, not the values" in flat
+    assert f"[3] {LONG_NOTE}" in flat and "[4]" not in flat
+    assert sum("│ [3]" in line for line in lines) == 2
+    assert any("│ ok " in line for line in lines)
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 120])
+def test_many_numeric_columns_split_into_tables_that_fit(width):
+    columns = [report.Column("name", "name")] + [
+        report.metric_column(m) for m in ("mse", "rmse", "nrmse", "psnr", "ssim", "mae")
+    ]
+    columns += [report.metric_column("max_error"), report.Column("passed", "result")]
+    rows = [
+        {"name": "richardson-lucy", "mse": 1.234e-05, "rmse": 0.003513, "nrmse": 0.01234,
+         "psnr": 49.09, "ssim": 0.9988, "mae": 0.002811, "max_error": 0.01234, "passed": "pass"},
+    ]  # fmt: skip
+    lines = rendered(report.to_table(rows, columns, width=width), width)
+    text = "\n".join(lines)
+    assert max(map(len, lines)) <= width and "…" not in text
+    # every number whole, in some table; the name repeated in each table
+    for value in ("1.234e-05", "0.003513", "0.01234", "49.09", "0.9988", "0.002811", "pass"):
+        assert value in text, value
+    groups = report.column_groups(
+        [c for c in columns if c.in_table], [15, 9, 8, 7, 9, 6, 8, 9, 6], width
+    )
+    assert text.count("richardson-lucy") == len(groups) == (1 if width == 120 else text.count("┏"))
+
+
+def test_piped_tables_are_80_columns_or_COLUMNS(tmp_path):
+    from click.testing import CliRunner
+
+    from deconv_cli.cli import main
+
+    image = tmp_path / "x.npy"
+    np.save(image, np.random.default_rng(0).random((24, 24)))
+    args = ["roundtrip", str(image), "-k", "box:size=4", "--boundary", "wrap", "-q"]
+    args += ["-m", "inverse,richardson-lucy"]
+    for env, width in (({"COLUMNS": None}, 80), ({"COLUMNS": "120"}, 120)):
+        result = CliRunner(env=env).invoke(main, args)
+        assert result.exit_code == 0, result.output
+        table = [line for line in result.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+        assert max(map(len, table)) <= width and "richardson-lucy" in result.stdout
+        assert "…" not in result.stdout
+        assert re.search(r"^\[\d\] not run: A is not invertible", result.stdout, re.M)
+        # 120 columns leave room for the short notes in their cells: wider than 80
+        assert (max(map(len, table)) > 80) == (width == 120)
+
+
+def test_a_word_wider_than_the_table_folds_and_is_not_cut():
+    path = "/a/very/long/path/without/any/space/in/it/that/cannot/fit/anywhere.png"
+    columns = [report.Column("file", "file"), report.Column("how", "how")]
+    rows = [{"file": path, "how": "x"}]
+    lines = rendered(report.to_table(rows, columns, width=40), 40)
+    assert max(map(len, lines)) <= 40 and "…" not in "".join(lines)
+    assert "".join(line.split("│")[1].strip() for line in lines if line.startswith("│")) == path

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import click
 
-from deconv_cli.cli.options import geometry_options, kernel_options
+from deconv_cli.cli.options import format_option, geometry_options, kernel_options
 
 FORMATS = ("table", "json")
-
-format_option = click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format, on stdout.",
-)
+ROUNDTRIP_FORMATS = ("table", "json", "markdown")
 
 
 def _positive_sigma(ctx, param, value):
@@ -63,25 +54,6 @@ def _image_shape(image, shape, kernel) -> tuple[tuple[int, ...], int | None]:
     if kernel.is_bank and len(dims) == 2 and kernel.array.shape[1] > 1:
         dims = dims + (kernel.array.shape[1],)
     return dims, None
-
-
-def _print(table, *, before: list[str] = (), after: list[str] = ()) -> None:
-    """Plain lines, the table, plain lines (the lines never wrapped to the table's width)."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from rich.text import Text
-
-    console = Console()
-    if not console.is_terminal:
-        # A log or a pipe has no width: give the table its natural width, never wrap it.
-        options = console.options.update(max_width=10_000)
-        width = Measurement.get(console, options, table).maximum
-        console = Console(width=max(width, 100))
-    for line in before:
-        console.print(Text(line), soft_wrap=True)
-    console.print(table)
-    for line in after:
-        console.print(Text(line), soft_wrap=True)
 
 
 def _number(value, fmt: str = ".4g") -> str:
@@ -197,14 +169,17 @@ def _columns():
     help="Or: the data is rounded to this many bits (σ = q/√12). Default: the IMAGE's bit "
     "depth for an integer image, else 8.",
 )
-@format_option
+@format_option(FORMATS)
 @click.option(
     "--spectrum",
     type=click.Path(dir_okay=False, path_type=str),
     default=None,
     metavar="PATH",
-    help="Write a picture: the kernel's transfer-function magnitude (log scale, zeros in "
-    "cyan, zero frequency at the centre), or the sorted singular values of a kernel bank.",
+    help="Write a picture of the spectrum. With matplotlib (deconv-cli[plot]): a labelled "
+    "figure, |H| in dB over the frequencies (cycles/pixel) with a colour bar and the noise "
+    "floor in cyan, beside the sorted singular values against the noise level. Without: "
+    "|H| on a log scale, zeros in cyan, zero frequency at the centre (a kernel bank: its "
+    "sorted singular values).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --spectrum file.")
 def analyze(
@@ -229,6 +204,7 @@ def analyze(
     \b
     Examples:
       deconv analyze -k gaussian:sigma=2 --shape 256x256
+      deconv analyze -k motion:length=9 --shape 64x64 --noise-sigma 0.01 --spectrum s.png
       deconv analyze photo.png -k box:size=4 --boundary wrap
       deconv analyze -k layer.npy --shape 32x32 --correlate --stride 2 --boundary wrap
       deconv analyze -k motion:length=9 --shape 64x64 --noise-sigma 0.01 --format json
@@ -253,24 +229,29 @@ def analyze(
         bits, source = image_bits, f"{image_bits}-bit quantization (the image's)"
     result = run_analysis(op, noise_sigma=noise_sigma, bits=bits, noise_source=source)
 
+    labelled = None
     if spectrum is not None:
-        from deconv_cli.analysis import write_spectrum_picture
+        from deconv_cli.spectrum import write_spectrum
 
         inputs = (image,) if image else ()
-        write_spectrum_picture(spectrum, op, result, overwrite=overwrite, inputs=inputs)
+        labelled = write_spectrum(spectrum, op, result, overwrite=overwrite, inputs=inputs)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
-        from deconv_cli.report import to_table
+        from deconv_cli.cli.output import print_table
 
-        table = to_table(
+        print_table(
             analysis_rows(result, op),
             _columns(),
             title=f"analyze: kernel {kernel.description}",
+            after=verdict_lines(result),
         )
-        _print(table, after=verdict_lines(result))
     if spectrum is not None:
-        click.echo(f"wrote {spectrum}", err=True)
+        from deconv_cli.spectrum import PLOT_HINT
+
+        click.echo(
+            f"wrote {spectrum}" + ("" if labelled else f" (raw picture; {PLOT_HINT})"), err=True
+        )
 
 
 def verdict_lines(analysis) -> list[str]:
@@ -308,7 +289,15 @@ def verdict_lines(analysis) -> list[str]:
     help="Inversion methods to run (default: inverse, tikhonov, wiener, richardson-lucy, "
     "tv, cgls); see `deconv invert --help`.",
 )
-@format_option
+@format_option(ROUNDTRIP_FORMATS)
+@click.option(
+    "--montage",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    metavar="PATH",
+    help="Write one labelled picture: the truth, the blurred data, the transpose and every "
+    "method side by side, each captioned with its name, PSNR and SSIM.",
+)
 @click.option(
     "--out-dir",
     type=click.Path(file_okay=False, path_type=str),
@@ -316,7 +305,7 @@ def verdict_lines(analysis) -> list[str]:
     metavar="DIR",
     help="Keep blurred.npy, transpose.npy, <method>.npy and montage.png here.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace existing files in --out-dir.")
+@click.option("--overwrite", is_flag=True, help="Replace existing --montage or --out-dir files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def roundtrip(
     image,
@@ -327,6 +316,7 @@ def roundtrip(
     bits,
     methods,
     fmt,
+    montage,
     out_dir,
     overwrite,
     quiet,
@@ -335,19 +325,25 @@ def roundtrip(
 
     The image is blurred with the kernel and flags (plus --noise and --bits), then
     recovered with the transpose Aᵀy (which restores the shape, not the values)
-    and each method; one table gives PSNR, SSIM and RMSE against the original
+    and each method. One table gives PSNR, SSIM and RMSE against the original
     (unclipped, [0, 1] scale) and the time, under the `analyze` verdict for the
-    same noise level.
+    same noise level. Its first row, `blurred`, scores the data itself: what
+    doing nothing gives, the baseline every method must beat.
+
+    Long notes go under the table as numbered footnotes. On a terminal a live
+    status line shows the method running; in a log, one line per method.
 
     \b
     Examples:
       deconv roundtrip photo.png -k gaussian:sigma=2 --noise gaussian:sigma=0.01 --seed 0
+      deconv roundtrip photo.png -k gaussian:sigma=2 --montage side-by-side.png
       deconv roundtrip photo.png -k box:size=4 --boundary wrap --bits 8 -m inverse,tv
       deconv roundtrip x.png -k samples/haar_bank.npy --correlate --stride 2 --mode valid
-      deconv roundtrip photo.png -k disk:radius=3 --out-dir results/
+      deconv roundtrip photo.png -k disk:radius=3 --out-dir results/ --format markdown
     """
     import json
 
+    from deconv_cli.cli.output import live_status
     from deconv_cli.io import read_image
     from deconv_cli.noise import parse_noise
     from deconv_cli.roundtrip import check_methods
@@ -357,39 +353,42 @@ def roundtrip(
     names = check_methods([m.strip() for m in (methods or "").split(",") if m.strip()])
     parsed_noise = parse_noise(noise)
     data = read_image(image, max_channels=kernel.max_channels).data
+    if montage is not None:  # refuse a bad --montage path before the work
+        from deconv_cli.roundtrip import check_montage
+
+        check_montage(montage, out_dir, overwrite=overwrite, inputs=(image,))
     if out_dir is not None:
         from deconv_cli.roundtrip import check_out_dir
 
         check_out_dir(out_dir, names, overwrite=overwrite)
 
-    def progress(name: str) -> None:
-        if not quiet:
-            click.echo(f"roundtrip: running {name}", err=True)
+    with live_status(len(names), quiet=quiet, label="roundtrip") as step:
+        result = run_roundtrip(
+            data,
+            kernel.array,
+            geometry,
+            noise=parsed_noise,
+            seed=seed,
+            bits=bits,
+            methods=names,
+            on_method=step,
+        )
+    if montage is not None:
+        from deconv_cli.roundtrip import write_montage
 
-    result = run_roundtrip(
-        data,
-        kernel.array,
-        geometry,
-        noise=parsed_noise,
-        seed=seed,
-        bits=bits,
-        methods=names,
-        on_method=progress,
-    )
+        write_montage(result, montage, overwrite=overwrite, inputs=(image,))
+        if not quiet:
+            click.echo(f"wrote {montage}", err=True)
     if out_dir is not None:
-        from deconv_cli.roundtrip import montage_labels, save_outputs
+        from deconv_cli.roundtrip import save_outputs
 
         save_outputs(result, out_dir, overwrite=overwrite)
         if not quiet:
-            click.echo(
-                f"wrote {out_dir}: the .npy arrays and montage.png "
-                f"({' | '.join(montage_labels(result))})",
-                err=True,
-            )
+            click.echo(f"wrote {out_dir}: the .npy arrays and montage.png", err=True)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
         return
-    from deconv_cli.report import Column, metric_column, to_table
+    from deconv_cli.report import Column, metric_column
 
     columns = [
         Column("method", "method"),
@@ -397,14 +396,22 @@ def roundtrip(
         metric_column("ssim"),
         metric_column("rmse"),
         Column("seconds", "time", fmt=".2f", unit="s", numeric=True),
-        Column("note", "note"),
+        Column("note", "note", footnote=True),
     ]
     title = (
         f"roundtrip: {image} · kernel {kernel.description} · {geometry.describe()} · "
         f"noise: {result.noise}"
     )
-    table = to_table([row.as_dict() for row in result.rows], columns, title=title)
-    _print(table, before=verdict_lines(result.analysis))
+    rows = [row.as_dict() for row in result.rows]
+    if fmt == "markdown":
+        from deconv_cli.report import to_markdown
+
+        verdict = "\n".join(verdict_lines(result.analysis))
+        click.echo(f"{verdict}\n\n{to_markdown(rows, columns, title=title)}", nl=False)
+        return
+    from deconv_cli.cli.output import print_table
+
+    print_table(rows, columns, title=title, before=verdict_lines(result.analysis))
 
 
 COMMANDS = [analyze, roundtrip]

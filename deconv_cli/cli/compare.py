@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from deconv_cli.cli.options import format_option
 from deconv_cli.errors import EXIT_CHECK_FAILED
 
 METRIC_NAMES = ("mse", "rmse", "nrmse", "psnr", "ssim", "mae", "max_error")
@@ -75,23 +76,23 @@ def _split_metrics(values: tuple[str, ...]) -> list[str]:
     help="Crop N pixels from every side of both images before measuring.",
 )
 @click.option("--per-channel", is_flag=True, help="Add one row per channel of colour images.")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="table",
-    show_default=True,
-    help="Output format, on stdout.",
-)
+@format_option(FORMATS)
 @click.option(
     "--diff",
     type=click.Path(path_type=str),
     default=None,
     metavar="PATH",
-    help="Write a heat map of |candidate - reference|: a file for one pair, else a "
-    "directory of <candidate>.diff.png. Black is 0, pale yellow the largest difference "
-    "(printed on stderr).",
+    help="Write a heat map of |candidate - reference| with a colour bar: a file for one "
+    "pair, else a directory of <candidate>.diff.png.",
+)
+@click.option(
+    "--diff-range",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="R",
+    help="The --diff colour scale: |difference| from 0 (black) to R (pale yellow; larger "
+    "differences too), on the [0, 1] scale. Default 0.1 (10% of the range) for every map, "
+    "so maps of different pairs and runs compare.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing --diff files.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stderr.")
@@ -106,6 +107,7 @@ def compare(
     per_channel: bool,
     fmt: str,
     diff: str | None,
+    diff_range: float | None,
     overwrite: bool,
     quiet: bool,
     **threshold_values: float | None,
@@ -129,6 +131,7 @@ def compare(
       deconv compare sharp.png wiener.png tv.png --metrics psnr,ssim
       deconv compare refs/ results/ --per-channel --format markdown > report.md
       deconv compare sharp.npy restored.npy --data-range 255 --diff diff.png
+      deconv compare sharp.png wiener.png tv.png --diff diffs/ --diff-range 0.05
     \b
     In CI (fails the job if any image falls below the limits):
       deconv compare expected/ actual/ --min-psnr 35 --min-ssim 0.95 \\
@@ -153,6 +156,7 @@ def compare(
         ignore_border=ignore_border,
         per_channel=per_channel,
         diff=diff,
+        diff_range=diff_range,
         overwrite=overwrite,
     )
 
@@ -162,7 +166,9 @@ def compare(
     )
     rows = [row.as_dict() for row in result.rows]
     if fmt == "table":
-        _print_table(report.to_table(rows, columns), caption)
+        from deconv_cli.cli.output import print_table
+
+        print_table(rows, columns, after=[caption])
     else:
         click.echo(report.render(rows, columns, fmt, caption=caption), nl=False)
         if not quiet and fmt != "markdown":
@@ -170,29 +176,18 @@ def compare(
     if not quiet:
         for pair in result.pairs:
             if pair.diff is not None:
-                click.echo(
-                    f"wrote {pair.diff.path}: black = 0, pale yellow = max |difference| = "
-                    f"{pair.diff.max_difference:.4g}",
-                    err=True,
-                )
+                click.echo(f"wrote {pair.diff.path}: {_diff_summary(pair.diff)}", err=True)
     if not result.passed:
         ctx.exit(EXIT_CHECK_FAILED)
 
 
-def _print_table(table, caption: str) -> None:
-    """Print the table with its caption on the line below (not wrapped to the table's width)."""
-    from rich.console import Console
-    from rich.measure import Measurement
-    from rich.text import Text
-
-    console = Console()
-    if not console.is_terminal:
-        # A log or a pipe has no width: give the table its natural width, never wrap it.
-        options = console.options.update(max_width=10_000)
-        width = Measurement.get(console, options, table).maximum
-        console = Console(width=max(width, len(caption), 80))
-    console.print(table)
-    console.print(Text(caption))
+def _diff_summary(diff) -> str:
+    """E.g. ``0 (black) to 0.1 (pale yellow); max |difference| 0.0123``."""
+    text = f"0 (black) to {diff.diff_range:.4g} (pale yellow); max |difference| "
+    text += f"{diff.max_difference:.4g}"
+    if diff.saturated:
+        text += f", {diff.saturated} pixels above the range (pale yellow)"
+    return text
 
 
 COMMANDS = [compare]

@@ -28,10 +28,10 @@ def kernels(ctx: click.Context) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    from deconv_cli.cli.output import stdout_console
     from deconv_cli.kernels import FILE_SUFFIXES, family_table
 
     table = Table(
@@ -53,7 +53,7 @@ def kernels(ctx: click.Context) -> None:
             params.append(f"{name}={default}", style="cyan")
             params.append(f"  {meaning}", style="dim")
         table.add_row(family["name"], params or "-", family["summary"], end_section=True)
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @kernels.command("show")

@@ -251,3 +251,16 @@ def processing_options(func):
             "(exact for convolve/transpose).",
         ),
     )(_collect(BatchRequest, "batch")(func))
+
+
+def format_option(formats: tuple[str, ...]):
+    """``-f/--format`` over ``formats`` (default ``table``), printed on stdout."""
+    return click.option(
+        "-f",
+        "--format",
+        "fmt",
+        type=click.Choice(formats),
+        default="table",
+        show_default=True,
+        help="Output format, on stdout.",
+    )

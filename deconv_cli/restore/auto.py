@@ -17,7 +17,7 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
 
     The exact inverse where ``A`` is injective and its predicted error at this noise
     level is below :data:`EXACT_RMSE`; otherwise total-variation deconvolution, which
-    reached the best quality of all methods in measurements (see the README), or
+    reached the best quality of all methods in measurements (docs/performance.md), or
     least squares (CGLS) for conv-layer banks, whose channels TV does not couple.
     """
     from deconv_cli.analysis import null_space
