@@ -158,14 +158,29 @@ def _images_in(directory: Path, recursive: bool) -> list[Path]:
 
 
 def check_name(template: str) -> str:
-    """Validate an output name template; fields ``{stem}`` and ``{ext}``."""
+    """Validate an output name template: literal text and the fields ``{stem}`` and ``{ext}``.
+
+    Nothing else a Python format string allows (attribute access, indexing,
+    conversions, format specs such as ``{stem:>999999999}``) is accepted: a name
+    template needs none of them, and they could read objects or build huge strings.
+    """
+    import string
+
+    fields = "fields are {stem} (input name without extension) and {ext} (output extension)"
     try:
-        example = template.format(stem="a", ext=".png")
-    except (KeyError, IndexError, ValueError, AttributeError) as err:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as err:
         raise DeconvError(
-            f"--name: `{template}` is not a valid template ({err!s}); "
-            "fields are {stem} (input name without extension) and {ext} (output extension)"
+            f"--name: `{template}` is not a valid template ({err!s}); {fields}"
         ) from err
+    for _, field, spec, conversion in parts:
+        if field is not None and (field not in NAME_FIELDS or spec or conversion):
+            whole = field + ("!" + conversion if conversion else "") + (":" + spec if spec else "")
+            raise DeconvError(
+                f"--name: `{{{whole}}}` in `{template}` is not allowed; {fields}, "
+                "with no format specs, conversions or attributes"
+            )
+    example = template.format(stem="a", ext=".png")
     if not example or "/" in template or os.sep in template or example in (".", ".."):
         raise DeconvError(f"--name: `{template}` must give a file name, without directories")
     return template
@@ -395,29 +410,50 @@ def _stream_names(text: str, names: dict) -> str:
 
 
 class Stop:
-    """Ctrl-C for a batch: the first asks to stop starting items, a second interrupts.
+    """Ctrl-C or SIGTERM for a batch: the first asks to stop starting items, a second
+    interrupts at once (as it would outside a batch; worker processes are ended too).
 
-    Used as a context manager (in the main thread), it replaces the SIGINT handler
-    for the duration of the batch, so a Ctrl-C never lands in the middle of
-    bookkeeping: :func:`run` sees :attr:`requested` between items, lets the running
-    ones finish and yields them, then ends.
+    Used as a context manager (in the main thread), it replaces the SIGINT, SIGTERM and SIGHUP
+    handlers for the duration of the batch, so a signal never lands in the middle of
+    bookkeeping: :func:`run` sees :attr:`requested` between items, starts no more
+    (worker processes check :attr:`event` before each item), lets the running ones
+    finish and yields them, then ends. :attr:`exit_code` is ``128 + signal``: 130
+    for SIGINT, 143 for SIGTERM, 129 for SIGHUP (a closed terminal).
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self.event = None  # a multiprocessing.Event shared with worker processes
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.requested:  # the second signal: what it would do outside a batch
+            self.__exit__()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        if self.event is not None:
+            self.event.set()
 
     def __enter__(self) -> Stop:
-        self._previous = signal.signal(signal.SIGINT, self._handler)
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 def run(
@@ -435,9 +471,11 @@ def run(
     ``cores // jobs`` FFT threads (never more threads than cores); ``scheduler``
     (``"local"`` or a Dask scheduler address) runs them on a Dask cluster.
 
-    With ``fail_fast`` the first failure, and ``stop.requested`` (Ctrl-C), stop new
-    items from starting; the items already running finish and are yielded, so every
-    output is complete and accounted for.
+    With ``fail_fast`` the first failure, and ``stop.requested`` (Ctrl-C, SIGTERM),
+    stop new items from starting; the items already running finish and are yielded,
+    so every output is complete and accounted for. Items not run are not yielded.
+    A worker process that dies (killed by a signal, e.g. by the out-of-memory
+    killer) fails the items it and the other workers had, and the items not run.
     """
     stop = stop or Stop()
     if scheduler is not None:
@@ -467,44 +505,85 @@ def _drive(items, submit, wait_first, window: int, fail_fast: bool, stop: Stop):
     """Keep ``window`` items in flight; on a stop, start no more and drain the rest.
 
     ``submit(item)`` returns a future, ``wait_first(futures)`` the finished ones
-    (possibly none, after a short wait, so a stop request is seen promptly).
+    (possibly none, after a short wait, so a stop request is seen promptly). A
+    future's result is an :class:`ItemResult`, or None for an item a worker did not
+    start because of a stop request.
     """
+    from concurrent.futures.process import BrokenProcessPool
+
     queue = iter(items)
     in_flight: dict[object, Item] = {}
-    failed = False
+    failed = broken = False
     while True:
-        while not (stop.requested or failed) and len(in_flight) < window:
+        while not (stop.requested or failed or broken) and len(in_flight) < window:
             item = next(queue, None)
             if item is None:
                 break
-            in_flight[submit(item)] = item
+            try:
+                in_flight[submit(item)] = item
+            except BrokenProcessPool:
+                broken = True
+                yield ItemResult(item, "failed", message=f"not run: {KILLED_WORKER}")
         if not in_flight:
-            return
+            break
         for future in wait_first(list(in_flight)):
-            result = _result(future, in_flight.pop(future))
+            item = in_flight.pop(future)
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                broken = True
+                result = ItemResult(item, "failed", message=f"stopped: {KILLED_WORKER}")
+            except Exception as err:  # the item must be accounted for, whatever happened
+                reason = str(err) or type(err).__name__
+                message = f"worker failed ({type(err).__name__}): {reason}"
+                result = ItemResult(item, "failed", message=message)
+            if result is None:
+                continue
             failed = failed or (fail_fast and result.status == "failed")
-            yield result
+            yield _relabel(result, item)
+    if broken:
+        for item in queue:
+            yield ItemResult(item, "failed", message=f"not run: {KILLED_WORKER}")
 
 
-def _result(future, item: Item) -> ItemResult:
-    """A worker's result; a worker that died or failed unexpectedly fails its item."""
-    try:
-        return _relabel(future.result(), item)
-    except Exception as err:  # the item must be accounted for, whatever happened to it
-        reason = str(err) or type(err).__name__
-        return ItemResult(item, "failed", message=f"worker failed ({type(err).__name__}): {reason}")
+KILLED_WORKER = (
+    "a worker process of the batch was killed (by a signal, e.g. by the out-of-memory "
+    "killer: try fewer --jobs, or --tile)"
+)
 
 
-def _worker_init(threads: int) -> None:
-    """Thread limits for a worker process; Ctrl-C is handled by the parent.
+_STOP = None  # in a worker process: the batch's stop event
+
+
+def _worker_init(threads: int, stop) -> None:
+    """Thread limits and signals for a worker process.
 
     FFT threads are read per call; the BLAS/OpenMP variables reach libraries that are
-    loaded after this (under spawn).
+    loaded after this (under spawn). Ctrl-C (sent to the whole process group) is
+    handled by the parent; SIGTERM (the pool ending a broken batch) ends the worker
+    silently, removing the file it was writing.
     """
+    global _STOP
+    _STOP = stop
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ["DECONV_FFT_WORKERS"] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _end_worker)
+
+
+def _end_worker(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _unless_stopped(item: Item, settings: Settings) -> ItemResult | None:
+    """:func:`process_item` in a worker process, unless the batch was asked to stop."""
+    if _STOP.is_set():
+        return None
+    try:
+        return process_item(item, settings)
+    except SystemExit as end:  # SIGTERM: the file being written is removed; end now
+        os._exit(end.code)
 
 
 def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
@@ -517,20 +596,27 @@ def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
     # fork: workers start in milliseconds with everything imported (spawn re-imports
     # numpy, scipy and skimage in each worker: about a second each).
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    stop.event = context.Event()
     with ProcessPoolExecutor(
         max_workers=jobs,
-        mp_context=multiprocessing.get_context(method),
+        mp_context=context,
         initializer=_worker_init,
-        initargs=(threads,),
+        initargs=(threads, stop.event),
     ) as pool:
-        yield from _drive(
-            items,
-            lambda item: pool.submit(process_item, item, settings),
-            lambda futures: wait(futures, timeout=POLL, return_when=FIRST_COMPLETED)[0],
-            2 * jobs,
-            fail_fast,
-            stop,
-        )
+        try:
+            yield from _drive(
+                items,
+                lambda item: pool.submit(_unless_stopped, item, settings),
+                lambda futures: wait(futures, timeout=POLL, return_when=FIRST_COMPLETED)[0],
+                2 * jobs,
+                fail_fast,
+                stop,
+            )
+        except (KeyboardInterrupt, SystemExit):  # a second signal: end the running items too
+            for worker in multiprocessing.active_children():
+                worker.terminate()  # SIGTERM: each removes the file it was writing
+            raise
 
 
 def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop: Stop):

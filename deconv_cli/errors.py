@@ -8,10 +8,11 @@ Exit codes
 3  internal error (a bug): one line naming the exception; ``DECONV_DEBUG=1`` shows
    the traceback
 129  hung up (SIGHUP: the terminal closed); as SIGTERM
-130  interrupted (Ctrl-C); a batch prints what it did first
+130  interrupted (Ctrl-C); a batch starts no more items, finishes the running ones and
+     prints what it did first
 141  standard output is a closed pipe (``deconv ... -o - | head``): silent, as a
      tool killed by SIGPIPE
-143  terminated (SIGTERM); the file being written is removed first
+143  terminated (SIGTERM); the file being written is removed first; a batch as for 130
 
 An ``OSError`` (a full disk, a name too long, a read-only directory) is bad input
 from the machine: one line naming the path and the errno in words, exit 2

@@ -341,9 +341,15 @@ def _check_shape(path: Path, shape: Sequence[int], limit: int, max_channels: int
     if 0 in shape:
         raise InputError(f"`{path}` is empty (shape {_shape_text(shape)})")
     if len(shape) == 3 and max_channels is not None and shape[2] > max_channels:
+        if path.suffix.lower() != ".npy":  # an image format says which axis holds channels
+            raise InputError(
+                f"`{path}` has {shape[2]} channels (shape {_shape_text(shape)}); images have "
+                f"at most {max_channels}"
+            )
         raise InputError(
-            f"`{path}` has {shape[2]} channels (shape {_shape_text(shape)}); "
-            f"at most {max_channels} are supported, channels last"
+            f"`{path}`: a 3-D array of shape {_shape_text(shape)} is ambiguous: an image is "
+            f"H×W×C with at most {max_channels} channels, last; a stack or a channels-first "
+            "array would need --axes, which this version does not have"
         )
     pixels = shape[0] * shape[1]
     if pixels > limit:
@@ -719,8 +725,9 @@ def check_shape(path: PathLike, shape: tuple[int, ...], alpha: bool = False) -> 
     allowed = {"PNG": (1, 2, 3, 4), "TIFF": (1, 2, 3, 4), "JPEG": (1, 3), "BMP": (1, 3)}
     if name in allowed and channels not in allowed[name]:
         counts = ", ".join(str(c) for c in allowed[name])
+        instead = ".tif or .npy" if channels in allowed["TIFF"] else ".npy"
         raise OutputError(
-            f"`{path}`: {name} holds {counts} channels, not {channels}; write .npy instead"
+            f"`{path}`: {name} holds {counts} channels, not {channels}; write {instead} instead"
         )
     if name == "PNG" and not alpha and channels in (2, 4):
         # PNG has no way to say "2 (or 4) channels of data": its last one is alpha.

@@ -108,6 +108,14 @@ class Kernel:
         return self.array.ndim == 4
 
     @property
+    def max_channels(self) -> int | None:
+        """The most channels an image may have: 4 (:data:`deconv_cli.io.MAX_CHANNELS`), or
+        any number for a bank (its operator checks the count the bank takes)."""
+        from deconv_cli.io import MAX_CHANNELS
+
+        return None if self.is_bank else MAX_CHANNELS
+
+    @property
     def spatial_shape(self) -> tuple[int, int]:
         """``(kh, kw)``: the shape of one spatial kernel."""
         kh, kw = self.array.shape[-2:]

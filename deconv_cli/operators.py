@@ -47,7 +47,7 @@ _NUMPY_PAD = {
     "nearest": "edge",
     "wrap": "wrap",
 }
-ENGINES = ("auto", "direct", "separable", "fft")
+ENGINES = ("auto", "direct", "taps", "separable", "fft")
 
 
 def parse_pair(value: str | int | tuple[int, int] | None, name: str, *, minimum: int = 1):
@@ -487,6 +487,59 @@ class _Direct(_Engine):
         return out
 
 
+class _Taps(_Engine):
+    """Sparse taps: one shifted, strided slice of the padded image per non-zero tap.
+
+    ``y[i, j] = Σ_{(a, b): K[a, b] ≠ 0} K[a, b] · x_p[s i + a, t j + b]`` computes
+    only the kept output samples, so its cost is (non-zero taps) × (output samples)
+    whatever the kernel's extent: a dilated kernel's zeros cost nothing. The adjoint
+    adds each tap's weighted data back onto the same slices. One tap is one
+    vectorized pass, so a long run answers signals between taps.
+    """
+
+    name = "taps"
+
+    def __init__(self, op: ConvOperator) -> None:
+        super().__init__(op)
+        self.taps = [tuple(int(n) for n in t) for t in np.argwhere(self.kernel)]
+
+    def _window(self, a: int, b: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+        """The padded samples tap ``(a, b)`` reads for an output of ``shape``."""
+        sh, sw = self.stride
+        return slice(a, a + sh * (shape[0] - 1) + 1, sh), slice(b, b + sw * (shape[1] - 1) + 1, sw)
+
+    def _channels(self, o: int, i: int) -> tuple[slice, slice]:
+        """The output and input channels tap ``(o, i, ·, ·)`` connects: one each in a
+        bank, all of them (alike) otherwise."""
+        if self.op.is_bank:
+            return slice(o, o + 1), slice(i, i + 1)
+        return slice(None), slice(None)
+
+    def forward(self, xp: np.ndarray) -> np.ndarray:
+        h, w = self.op.output_shape[:2]
+        banked = self.op.is_bank
+        out = np.zeros((h, w, self.kernel.shape[0] if banked else xp.shape[2]), dtype=xp.dtype)
+        scratch = np.empty((h, w, 1 if banked else xp.shape[2]), dtype=xp.dtype)
+        for o, i, a, b in self.taps:
+            rows, cols = self._window(a, b, (h, w))
+            co, ci = self._channels(o, i)
+            np.multiply(xp[rows, cols, ci], self.kernel[o, i, a, b], out=scratch)
+            out[:, :, co] += scratch
+        return out
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        banked = self.op.is_bank
+        channels = self.kernel.shape[1] if banked else y.shape[2]
+        xp = np.zeros((*self.op.padded_shape, channels), dtype=y.dtype)
+        scratch = np.empty((*y.shape[:2], 1 if banked else y.shape[2]), dtype=y.dtype)
+        for o, i, a, b in self.taps:
+            rows, cols = self._window(a, b, y.shape[:2])
+            co, ci = self._channels(o, i)
+            np.multiply(y[:, :, co], self.kernel[o, i, a, b], out=scratch)
+            xp[rows, cols, ci] += scratch
+        return xp
+
+
 class _Separable(_Engine):
     """Two 1-D passes for a rank-one 2-D kernel (gaussian, box): ``kh + kw`` taps a pixel."""
 
@@ -605,13 +658,15 @@ class _FFT(_Engine):
         return out[:hp, :wp]
 
 
-_ENGINE_CLASSES = {"direct": _Direct, "separable": _Separable, "fft": _FFT}
+_ENGINE_CLASSES = {"direct": _Direct, "taps": _Taps, "separable": _Separable, "fft": _FFT}
 
-# Cost per padded pixel in nanoseconds, measured on this project's 2-core machines
-# (float64, scipy.ndimage and scipy.fft; see `make bench`); only the ordering matters.
-_DIRECT_NS = (3.0, 1.0)  # fixed, per non-zero tap
-_SEPARABLE_NS = (8.0, 0.6)  # fixed, per tap of both passes
-_FFT_NS_PER_LOG2 = 0.9  # per transform, per log2 of the transform size
+# Costs in nanoseconds, measured on this project's 2-core machines (float64,
+# scipy.ndimage and scipy.fft; see `make bench`); only the ordering matters.
+_DIRECT_NS = (3.0, 1.0)  # per padded pixel: fixed, per non-zero tap
+_DIRECT_TABLE_NS = 3.0  # per call, times (kh·kw)²: ndimage's offset table spans the extent
+_TAPS_NS = (3e3, 1.5)  # per non-zero tap: per call, per output sample
+_SEPARABLE_NS = (8.0, 0.6)  # per padded pixel: fixed, per tap of both passes
+_FFT_NS_PER_LOG2 = 0.9  # per padded pixel, per transform, per log2 of the transform size
 
 
 def _make_engine(name: str, op: ConvOperator) -> _Engine:
@@ -625,11 +680,25 @@ def _make_engine(name: str, op: ConvOperator) -> _Engine:
 
 
 def _cheapest_engine(op: ConvOperator) -> str:
+    """The engine of least modelled cost for one application of ``V`` (ns).
+
+    ``scipy.ndimage`` skips zero taps in its loop but builds a table of offsets over
+    the kernel's whole extent for every border position, ``(kh·kw)²`` work: a
+    dilated kernel makes it explode (a 3×3 box at dilation 1000: hours), while the
+    sparse taps cost only (non-zero taps) × (output samples).
+    """
     co, ci, kh, kw = op.effective.shape
-    costs = {"direct": _DIRECT_NS[0] + _DIRECT_NS[1] * np.count_nonzero(op.effective)}
+    taps = np.count_nonzero(op.effective)
+    padded = math.prod(op.padded_shape)
+    outputs = math.prod(op.output_shape[:2])
+    costs = {
+        "direct": padded * (_DIRECT_NS[0] + _DIRECT_NS[1] * taps)
+        + _DIRECT_TABLE_NS * (kh * kw) ** 2,
+        "taps": taps * (_TAPS_NS[0] + _TAPS_NS[1] * outputs),
+    }
     if not op.is_bank and separable_factors(op.effective[0, 0]) is not None:
-        costs["separable"] = _SEPARABLE_NS[0] + _SEPARABLE_NS[1] * (kh + kw)
+        costs["separable"] = padded * (_SEPARABLE_NS[0] + _SEPARABLE_NS[1] * (kh + kw))
     size = math.prod(fast_length(n) for n in op.padded_shape)
     transforms = co + ci if op.is_bank else 2
-    costs["fft"] = _FFT_NS_PER_LOG2 * math.log2(size) * transforms
+    costs["fft"] = padded * _FFT_NS_PER_LOG2 * math.log2(size) * transforms
     return min(costs, key=costs.get)

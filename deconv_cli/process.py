@@ -123,7 +123,7 @@ def process_file(
         outcome = outcomes[0]
         clipped, output_dtype, details = 0, outcome.data.dtype, dict(outcome.details)
     else:
-        image = read_image(path, max_channels=None)  # conv-layer feature maps: many channels
+        image = read_image(path, max_channels=transform.kernel.max_channels)
         result = transform.result_shape(image.data.shape)
         check_shape(output, result, _keeps_alpha(image, result))  # before the work
         outcome = transform(image, _compute_data(image, dtype))
@@ -148,7 +148,7 @@ def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray
     npy = [Path(p).suffix.lower() == ".npy" for p in (path, output)]
     if not (all(npy) and transform.mappable()):
         return None
-    array = map_npy(path)  # None for integer or float16 data, which need scaling
+    array = map_npy(path, max_channels=transform.kernel.max_channels)  # None: needs scaling
     if array is None or not array.dtype.isnative:
         return None
     requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
@@ -193,6 +193,8 @@ def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs):
         overwrite=overwrite,
         inputs=inputs,
     )
+    if result.alpha_dropped:
+        details["alpha"] = f"dropped ({Path(output).suffix.lower()} has no alpha channel)"
     return result.path, result.clipped, result.dtype, details
 
 

@@ -8,12 +8,16 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from deconv_cli import batch
@@ -169,6 +173,10 @@ def test_one_failing_item_is_a_usage_error(folder, tmp_path):
         (["{empty}"], "no image files"),
         (["{f}", "--name", "{stem}{bad}{ext}"], "--name"),
         (["{f}", "--name", "sub/{stem}{ext}"], "without directories"),
+        (["{f}", "--name", "{stem:>999999999}{ext}"], "`{stem:>999999999}` in"),
+        (["{f}", "--name", "{stem.__class__}{ext}"], "`{stem.__class__}` in"),
+        (["{f}", "--name", "{stem[0]}{ext}"], "`{stem[0]}` in"),
+        (["{f}", "--name", "{stem!r}{ext}"], "`{stem!r}` in"),
         (["{f}", "--format", "webp"], "--format"),
         (["{f}/img00.png", "{f}/img01.png", "-o", "-"], "standard output takes one input"),
         (["{f}", "-o", "{f}"], "is an input"),
@@ -180,6 +188,10 @@ def test_one_failing_item_is_a_usage_error(folder, tmp_path):
         "empty-dir",
         "bad-field",
         "slash",
+        "huge-format-spec",
+        "attribute",
+        "index",
+        "conversion",
         "format",
         "stdout-many",
         "over-input",
@@ -387,7 +399,7 @@ def test_jobs_0_uses_every_core_and_writes_every_good_image(folder, tmp_path):
 @pytest.mark.parametrize(
     "shape,kernel,output,message",
     [
-        ((6, 6, 5), "box:size=3", "out.png", "PNG holds 1, 2, 3, 4 channels, not 5"),
+        ((6, 6), "bank5", "out.png", "PNG holds 1, 2, 3, 4 channels, not 5"),
         ((6, 6, 2), "box:size=3", "out.png", "PNG stores 2 channels as grey+alpha"),
         ((8, 8), str(SAMPLES / "haar_bank.npy"), "out.jpg", "JPEG holds 1, 3 channels, not 4"),
     ],
@@ -403,6 +415,9 @@ def test_an_output_format_that_cannot_hold_the_result_fails_before_the_work(
     from deconv_cli.process import Convolve, process_file
 
     np.save(tmp_path / "in.npy", np.random.default_rng(3).random(shape))
+    if kernel == "bank5":  # five output channels
+        kernel = str(tmp_path / "bank5.npy")
+        np.save(kernel, np.ones((5, 1, 3, 3)))
     geometry = Geometry.create(correlate=True, stride=2) if "haar" in kernel else Geometry()
     calls = []
     monkeypatch.setattr(Convolve, "__call__", lambda *args: calls.append(args))
@@ -414,10 +429,156 @@ def test_an_output_format_that_cannot_hold_the_result_fails_before_the_work(
     assert not (tmp_path / output).exists()
 
 
-def test_batch_item_whose_format_cannot_hold_it_fails_and_the_rest_are_written(folder, tmp_path):
-    np.save(folder / "five.npy", np.random.default_rng(4).random((6, 6, 5)))
+def test_batch_item_that_is_refused_on_reading_fails_and_the_rest_are_written(folder, tmp_path):
+    np.save(folder / "ambiguous.npy", np.random.default_rng(4).random((6, 6, 5)))
     out = tmp_path / "out"
     result = run("convolve", folder, "-k", "box:size=3", "-o", out, "--format", "png")
     assert result.exit_code == 1, result.output
-    assert "five.npy" in result.output and "not 5" in result.output
+    assert "ambiguous.npy" in result.output and "is ambiguous" in result.output
     assert {p.name for p in out.iterdir()} == {f"img{i:02d}.png" for i in range(20)}
+
+
+# --------------------------------------------------------------------------- signals
+
+# Runs the real command with `process_item` wrapped to log when each item starts (a
+# monotonic time, comparable across processes), in the parent and in forked workers.
+LOGGED = """
+import os, sys, time
+import deconv_cli.batch as batch
+original = batch.process_item
+def logged(item, settings):
+    with open(os.environ["DECONV_TEST_STARTS"], "a") as log:
+        log.write(f"{time.monotonic()!r} {item.source.label}\\n")
+    return original(item, settings)
+batch.process_item = logged
+from deconv_cli.cli import main
+main(sys.argv[1:], prog_name="deconv")
+"""
+
+
+def start_logged_batch(root: Path, count: int, side: int, jobs: int) -> subprocess.Popen:
+    """``convolve`` of ``count`` random side×side images to PNG, ``jobs`` workers."""
+    (root / "in").mkdir()
+    for i in range(count):
+        np.save(root / "in" / f"x{i}.npy", np.random.default_rng(i).random((side, side)))
+    command = ["convolve", root / "in", "-k", "gaussian:sigma=3", "-o", root / "out"]
+    command += ["--format", "png", "-j", str(jobs)]
+    return subprocess.Popen(
+        [sys.executable, "-c", LOGGED, *map(str, command)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DECONV_TEST_STARTS": str(root / "starts.log")},
+    )
+
+
+def item_starts(root: Path) -> list[float]:
+    log = root / "starts.log"
+    return [float(line.split()[0]) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def wait_for_first_start(proc: subprocess.Popen, root: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not item_starts(root):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no item started: {proc.communicate()}")
+        time.sleep(0.005)
+
+
+def assert_stopped_cleanly(proc, root: Path, signum: int, sent: float, side: int) -> str:
+    """Exit 128 + signal, no item started after the signal, every started item written
+    completely, nothing else (no temporary file)."""
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signum, stderr
+    starts = item_starts(root)
+    late = [t - sent for t in starts if t > sent + 0.02]  # 20 ms: the signal's delivery
+    assert late == [], f"items started {late} s after the signal"
+    out = root / "out"
+    written = sorted(out.iterdir()) if out.exists() else []
+    assert [p.name for p in written if p.name.startswith(".")] == []  # no temporary file
+    assert len(written) == len(starts)  # every item started was finished
+    for p in written:
+        assert iio.imread(p).shape == (side, side)
+    what = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert f"deconv: {what}: no new items were started" in stderr, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    return stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_parallel_batch_from_starting_items(tmp_path, signum):
+    """The first SIGINT or SIGTERM: no item starts after it (not even one already queued
+    for a worker), the running ones are written completely, exit 130 / 143."""
+    proc = start_logged_batch(tmp_path, count=8, side=512, jobs=2)
+    wait_for_first_start(proc, tmp_path)
+    time.sleep(0.1)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    stderr = assert_stopped_cleanly(proc, tmp_path, signum, sent, 512)
+    assert "not run" in stderr
+
+
+def test_a_second_signal_ends_the_running_items_too(tmp_path):
+    """The second SIGTERM does not wait for the running items: they are ended, their
+    temporary files removed, nothing partial is left."""
+    proc = start_logged_batch(tmp_path, count=6, side=1024, jobs=2)
+    wait_for_first_start(proc, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    stderr = proc.communicate(timeout=120)[1]
+    assert time.monotonic() - sent < 20
+    assert proc.returncode == 143, stderr
+    assert stderr.endswith("deconv: terminated\n") and "Traceback" not in stderr
+    written = list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else []
+    assert [p.name for p in written if p.name.startswith(".")] == []
+    for p in written:
+        assert iio.imread(p).shape == (1024, 1024)
+
+
+def test_a_killed_worker_fails_its_items_and_the_rest(tmp_path):
+    """SIGKILL of one worker (what the out-of-memory killer does): every item not written
+    is reported failed on its own line, exit 1 — not an internal error."""
+    proc = start_logged_batch(tmp_path, count=5, side=512, jobs=2)
+    wait_for_first_start(proc, tmp_path)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 60
+    while len(children.read_text().split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(int(children.read_text().split()[0]), signal.SIGKILL)
+    stderr = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1, stderr
+    assert "internal error" not in stderr and "terminated" not in stderr, stderr
+    written = {p.stem for p in (tmp_path / "out").glob("*.png")}
+    failed = re.findall(r"^failed: (\S+): .*worker process of the batch was killed", stderr, re.M)
+    assert sorted(Path(f).stem for f in failed) == sorted({f"x{i}" for i in range(5)} - written)
+    assert failed, stderr
+    # at most the killed worker's temporary file (SIGKILL cannot clean up; the next write
+    # into the directory removes it): the workers ended by the pool remove theirs
+    assert len(list((tmp_path / "out").glob(".deconv-*"))) <= 1
+
+
+@pytest.mark.fuzz
+@settings(max_examples=50 if os.environ.get("HYPOTHESIS_PROFILE") == "fuzz" else 3)
+@given(
+    signum=st.sampled_from([signal.SIGINT, signal.SIGTERM]),
+    delay=st.floats(0, 1.0),
+    count=st.integers(2, 5),
+    jobs=st.sampled_from([1, 2]),
+)
+def test_fuzz_a_signal_at_any_moment_of_a_batch(signum, delay, count, jobs):
+    """A signal at a random moment of a small batch: no item starts after it, nothing
+    partial, exit 130 / 143 (or 0 when the batch ended first)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        proc = start_logged_batch(root, count=count, side=256, jobs=jobs)
+        wait_for_first_start(proc, root)
+        time.sleep(delay)
+        if proc.poll() is not None:  # the batch ended before the signal
+            assert proc.returncode == 0
+            assert len(list((root / "out").iterdir())) == count
+            return
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        assert_stopped_cleanly(proc, root, signum, sent, 256)

@@ -646,16 +646,29 @@ def test_history_clash_is_refused_before_the_work(check):
 OUTPUT_PATHS = {
     "unknown-extension": (["-o", "{tmp}/y.xyz"], "unknown output format `.xyz`"),
     "parent-is-a-file": (["-o", "{ws}/good.png/y.npy"], "good.png"),
-    "too-many-channels-for-png": (["-o", "{tmp}/y.png"], "PNG holds 1, 2, 3, 4 channels, not 5"),
+    "too-many-channels-for-png": (
+        ["-k", "{tmp}/bank5.npy", "-o", "{tmp}/y.png"],
+        "PNG holds 1, 2, 3, 4 channels, not 5; write .npy instead",
+    ),
+    "two-channels-for-jpeg": (
+        ["-k", "{tmp}/bank2.npy", "-o", "{tmp}/y.jpg"],
+        "JPEG holds 1, 3 channels, not 2; write .tif or .npy instead",
+    ),
 }
 
 
 @pytest.mark.parametrize("argv,needle", OUTPUT_PATHS.values(), ids=OUTPUT_PATHS.keys())
-def test_bad_output_path(check, tmp_path, argv, needle):
-    np.save(tmp_path / "five.npy", np.random.default_rng(3).random((8, 8, 5)))
-    source = "{tmp}/five.npy" if "channels" in needle else "{ws}/good.npy"
-    check(["convolve", source, "-k", "box", *argv], needle)
+def test_bad_output_path(check, ws, tmp_path, argv, needle):
+    """A kernel bank's output channels the format cannot hold: the suggested formats can."""
+    for n in (2, 5):
+        np.save(tmp_path / f"bank{n}.npy", np.ones((n, 1, 3, 3)))
+    kernel = [] if "-k" in argv else ["-k", "box"]
+    check(["convolve", "{ws}/good.npy", *kernel, *argv], needle)
     assert not (tmp_path / "y.png").exists() and not (tmp_path / "y.xyz").exists()
+    if "channels" in needle:  # the advice holds: the first format suggested takes the result
+        suggested = needle.split("write ")[1].split()[0]
+        kernel = argv[1].format(tmp=tmp_path)
+        run_ok("convolve", ws / "good.npy", "-k", kernel, "-o", tmp_path / f"y{suggested}")
 
 
 @pytest.mark.skipif(
@@ -736,13 +749,45 @@ def test_bool_image_is_read_as_0_and_1(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-12)
 
 
-def test_five_channel_array_is_processed_per_channel(tmp_path):
-    x = np.random.default_rng(6).random((8, 9, 5))
+AMBIGUOUS = {  # a 3-D array whose last axis is no image's channel count: refused, not guessed
+    "stack": ((16, 64, 64), "a 3-D array of shape 16×64×64 is ambiguous"),
+    "channels-first": ((3, 64, 64), "a 3-D array of shape 3×64×64 is ambiguous"),
+    "five-channels": ((8, 9, 5), "a 3-D array of shape 8×9×5 is ambiguous"),
+}
+
+
+@pytest.mark.parametrize("command", ["convolve", "transpose", "invert", "analyze", "roundtrip"])
+@pytest.mark.parametrize("shape,needle", AMBIGUOUS.values(), ids=AMBIGUOUS.keys())
+def test_ambiguous_3d_array_is_refused(check, tmp_path, command, shape, needle):
+    np.save(tmp_path / "x.npy", np.random.default_rng(6).random(shape))
+    argv = [command, "{tmp}/x.npy", "-k", "box:size=3"]
+    argv += ["-o", "{out}"] if command in ("convolve", "transpose", "invert") else []
+    message = check(argv, needle)
+    assert "at most 4 channels" in message and "--axes" in message
+
+
+def test_five_channel_tiff_is_refused(check, tmp_path):
+    five = (np.random.default_rng(6).random((8, 9, 5)) * 255).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "x.tif", five, photometric="minisblack", planarconfig="contig")
+    message = check(["convolve", "{tmp}/x.tif", "-k", "box", "-o", "{out}"], "has 5 channels")
+    assert "images have at most 4" in message
+
+
+def test_five_channel_feature_maps_of_a_bank_are_processed(tmp_path):
+    """A kernel bank names the channel count: its 5-channel output is data, not an image."""
+    bank = np.random.default_rng(5).random((5, 1, 3, 3))
+    np.save(tmp_path / "bank.npy", bank)
+    x = np.random.default_rng(6).random((8, 9))
     np.save(tmp_path / "x.npy", x)
-    run_ok("convolve", tmp_path / "x.npy", "-k", "box:size=3", "-o", tmp_path / "y.npy", "-q")
-    expected = ndimage.convolve(x, np.full((3, 3, 1), 1 / 9), mode="reflect")
+    run_ok("convolve", tmp_path / "x.npy", "-k", tmp_path / "bank.npy", "-o", tmp_path / "y.npy")
+    expected = np.stack([ndimage.convolve(x, k[0], mode="reflect") for k in bank], axis=-1)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-12)
-    result = run_ok("compare", tmp_path / "x.npy", tmp_path / "y.npy", "-f", "json")
+    args = ["-k", tmp_path / "bank.npy", "-o", tmp_path / "z.npy"]
+    run_ok("transpose", tmp_path / "y.npy", *args)
+    assert np.load(tmp_path / "z.npy").shape == (8, 9)
+    result = run_ok(
+        "compare", tmp_path / "y.npy", tmp_path / "y.npy", "-f", "json", "--data-range", "5"
+    )
     assert '"psnr"' in result.stdout
 
 
@@ -1058,3 +1103,12 @@ def test_real_warnings_are_one_line_each():
     assert done.stderr.splitlines() == [
         "deconv: warning: something odd happened (RuntimeWarning, <string>:6)"
     ]
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".bmp"])
+def test_alpha_dropped_into_a_format_without_alpha_is_noted(tmp_path, ext):
+    rgba = (np.random.default_rng(8).random((8, 8, 4)) * 255).astype(np.uint8)
+    iio.imwrite(tmp_path / "x.png", rgba)
+    result = run_ok("convolve", tmp_path / "x.png", "-k", "box", "-o", tmp_path / f"y{ext}")
+    assert f"alpha: dropped ({ext} has no alpha channel)" in result.stderr
+    assert iio.imread(tmp_path / f"y{ext}").shape == (8, 8, 3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -276,3 +277,74 @@ def test_kernel_files_are_protected_inputs(tmp_path):
         with pytest.raises(OutputError, match="is an input of this command"):
             io.atomic_write(tmp_path / "k.csv", lambda tmp: tmp.write_text("1"), overwrite=True)
     assert (tmp_path / "k.csv").read_text() == "0,1,0\n1,1,1\n0,1,0\n"
+
+
+def test_dilation_1000_answers_in_seconds_and_equals_the_dilated_correlation(tmp_path):
+    """A 3×3 box at dilation 1000 on 64×64 ran 15 minutes on ndimage and ignored SIGTERM."""
+    from scipy.signal import fftconvolve
+
+    x = np.random.default_rng(3).random((64, 64))
+    np.save(tmp_path / "x.npy", x)
+    start = time.monotonic()
+    done = subprocess.run(
+        deconv("convolve", tmp_path / "x.npy", "-k", "box:size=3", "--dilation", "1000")
+        + ["-o", str(tmp_path / "y.npy"), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - start < 30  # seconds (the machine is shared), not minutes
+    taps = np.zeros(2001)  # the dilated 3×3 box is the outer product of this with itself
+    taps[::1000] = 1 / 3
+    padded = np.pad(x, 1000, mode="symmetric")  # --boundary reflect
+    columns = fftconvolve(padded, taps[:, None], mode="valid")
+    expected = fftconvolve(columns, taps[None, :], mode="valid")
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-9)
+
+
+def test_sigterm_mid_computation_exits_143_promptly_with_nothing_written(tmp_path):
+    """An iterative inversion answers SIGTERM between iterations: no output, no litter."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(4).random((384, 384)))
+    out = tmp_path / "out"
+    out.mkdir()
+    command = ["invert", tmp_path / "x.npy", "-k", "gaussian:sigma=2", "-m", "tv"]
+    command += ["--iterations", "100000", "--tol", "0", "-o", out / "y.png"]
+    proc = subprocess.Popen(deconv(*command), stderr=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stderr], [], [], 120)  # a progress line: iterating
+    assert ready and "iteration" in proc.stderr.readline(), proc.kill()
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    stderr = proc.communicate(timeout=60)[1]
+    assert time.monotonic() - sent < 10
+    assert proc.returncode == 143, stderr
+    assert stderr.endswith("deconv: terminated\n") and "Traceback" not in stderr
+    assert list(out.iterdir()) == []
+
+
+def _address_space_limit(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def test_a_huge_unknown_boundary_is_refused_with_its_estimate_before_the_work(tmp_path):
+    """gaussian:sigma=682 on 64×64 with --boundary unknown solves on a 4156² grid (about
+    5 GB): under a 2 GB address space it is one line with the estimate, not a slow
+    climb to an allocation failure."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(5).random((64, 64)))
+    done = subprocess.run(
+        deconv("invert", tmp_path / "x.npy", "-k", "gaussian:sigma=682", "--boundary", "unknown")
+        + ["-o", str(tmp_path / "y.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_address_space_limit(2 << 30),
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("deconv: error: invert ")
+    assert re.search(
+        r"needs about \d+\.\d GB of memory, \d+(\.\d)? [GM]B is available", done.stderr
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]

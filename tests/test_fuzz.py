@@ -379,6 +379,8 @@ def forward_shape(image_shape, kernel_shape, geometry: Geometry):
         if channels != c_in:
             return None
         return tuple(spatial) + ((c_out,) if c_out > 1 else ())
+    if len(image_shape) == 3 and image_shape[2] > 4:
+        return None  # no image has more than 4 channels: the array is ambiguous
     return tuple(spatial) + tuple(image_shape[2:])
 
 
@@ -404,6 +406,8 @@ def adjoint_shape(data_shape, kernel_shape, geometry: Geometry, requested):
         if channels != c_out:
             return None
         return tuple(spatial) + ((c_in,) if c_in > 1 else ())
+    if len(data_shape) == 3 and data_shape[2] > 4:
+        return None  # no image has more than 4 channels: the array is ambiguous
     return tuple(spatial) + tuple(data_shape[2:])
 
 
@@ -745,7 +749,10 @@ NAME_TEMPLATES = {
     "{stem}_x{ext}": "valid",
     "out-{stem}{ext}": "valid",
     "{stem}{ext}{ext}": "valid",
-    "{stem[0]}{ext}": "valid",
+    "{stem[0]}{ext}": "invalid",  # no indexing, attributes or format specs
+    "{stem:>9}{ext}": "invalid",
+    "{stem.__class__}{ext}": "invalid",
+    "{ext!r}": "invalid",
     "{stem}.npy": "valid",
     "{{stem}}{ext}": "valid",  # literal braces: every input of a folder onto one name
     "{stem}": "no extension",

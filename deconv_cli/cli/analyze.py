@@ -46,13 +46,13 @@ def _image_shape(image, shape, kernel) -> tuple[tuple[int, ...], int | None]:
 
         from deconv_cli.io import read_image
 
-        read = read_image(image, max_channels=None)
+        read = read_image(image, max_channels=kernel.max_channels)
         dtype = np.dtype(read.source_dtype)
         bits = np.iinfo(dtype).bits if dtype.kind == "u" else None
         return read.data.shape, bits
     dims = _parse_shape(shape)
-    if kernel.ndim == 4 and len(dims) == 2 and kernel.shape[1] > 1:
-        dims = dims + (kernel.shape[1],)
+    if kernel.is_bank and len(dims) == 2 and kernel.array.shape[1] > 1:
+        dims = dims + (kernel.array.shape[1],)
     return dims, None
 
 
@@ -218,7 +218,7 @@ def analyze(
     if noise_sigma is not None and bits is not None:
         raise DeconvError("give --noise-sigma or --bits, not both")
     geometry, kernel = geometry.create(), kernel.load()
-    input_shape, image_bits = _image_shape(image, shape, kernel.array)
+    input_shape, image_bits = _image_shape(image, shape, kernel)
     if spectrum is not None:  # refuse a bad --spectrum path before the work
         from deconv_cli.io import check_target
 
@@ -352,7 +352,7 @@ def roundtrip(
     geometry, kernel = geometry.create(), kernel.load()
     names = check_methods([m.strip() for m in (methods or "").split(",") if m.strip()])
     parsed_noise = parse_noise(noise)
-    data = read_image(image, max_channels=None).data
+    data = read_image(image, max_channels=kernel.max_channels).data
     if montage is not None:  # refuse a bad --montage path before the work
         from deconv_cli.roundtrip import check_montage
 

@@ -313,7 +313,8 @@ class _Progress:
 
             self.bar = Progress(transient=True)
             self.bar.start()
-            self.task = self.bar.add_task("iterating", total=self.total)
+            # until the first iteration: the setup (method, parameters, spectra)
+            self.task = self.bar.add_task("preparing", total=self.total)
         return self
 
     def update(self, record) -> None:

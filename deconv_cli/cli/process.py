@@ -72,10 +72,11 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> None:
             quiet=batch.quiet,
         )
     if stop.requested:
-        click.echo("deconv: interrupted: no new items were started; outputs are complete", err=True)
+        what = "interrupted" if stop.exit_code == EXIT_INTERRUPTED else "terminated"
+        click.echo(f"deconv: {what}: no new items were started; outputs are complete", err=True)
     _summary(title, kernel, results, notes, streamed=True, quiet=batch.quiet, total=len(items))
     if stop.requested:
-        raise SystemExit(EXIT_INTERRUPTED)
+        raise SystemExit(stop.exit_code)
     if any(r.status == "failed" for r in results) or len(results) < len(items):
         raise SystemExit(EXIT_CHECK_FAILED)
 

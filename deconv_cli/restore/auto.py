@@ -48,6 +48,7 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     "auto",
     "picks inverse, tv or cgls from the operator and the estimated noise, and says why",
     options=("noise_sigma", "iterations", "tol"),
+    iterative=True,  # it may pick tv or cgls: their iterations show progress
 )
 def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """Run the method :func:`choose` picks; the result's notes say which and why."""

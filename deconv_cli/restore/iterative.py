@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from deconv_cli.errors import DeconvError
-from deconv_cli.operators import ConvOperator, fast_length, fft_workers
+from deconv_cli.operators import _DIRECT_TABLE_NS, ConvOperator, fast_length, fft_workers
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
 
 DEFAULT_ITERATIONS = 200
@@ -573,6 +573,7 @@ class _LinePass:
             costs["box"] = _FLAT_NS * steps + edges
         self.method = min(costs, key=costs.get)
         self.cost = costs[self.method]
+        self.setup = 0.0
         self.workspace = _Workspace()  # the operator shares one among its passes
 
     def scaled(self, factor: float) -> _LinePass:
@@ -678,6 +679,8 @@ class _DirectPass:
         self.origin = (0, -(kh // 2) - shift[0], -(kw // 2) - shift[1])
         self.shift = shift
         self.cost = _DIRECT_NS[0] + _DIRECT_NS[1] * np.count_nonzero(self.kernel)
+        # ndimage's offset table spans the whole extent: a dilated kernel makes it explode
+        self.setup = _DIRECT_TABLE_NS * (kh * kw) ** 2
 
     def scaled(self, factor: float) -> _DirectPass:
         return _DirectPass(self.kernel * factor, self.shift)
@@ -742,7 +745,9 @@ def _spatial_passes(op: ConvOperator, shift: tuple[int, int], grid: tuple[int, i
             _LinePass(column[::-1], -2, back[0], dtype, h),
         ],
     )
-    return min(direct, separable, key=lambda passes: sum(p.cost for p in passes[0]))
+    return min(
+        direct, separable, key=lambda passes: sum(p.cost * h * w + p.setup for p in passes[0])
+    )
 
 
 class SpatialGridOperator(_Grid):
@@ -813,7 +818,7 @@ def grid_operator(op: ConvOperator, engine: str = "auto") -> GridOperator | Spat
     _, grid, shift = _spatial_layout(op)
     plan = _spatial_passes(op, shift, grid)
     samples = grid[0] * grid[1] * (op.input_shape[2] if len(op.input_shape) == 3 else 1)
-    spatial = sum(p.cost * samples + _PASS_CALL_NS for p in plan[0])
+    spatial = sum(p.cost * samples + _PASS_CALL_NS + p.setup for p in plan[0])
     hp, wp = op.padded_shape
     size = fast_length(hp) * fast_length(wp)
     fft = _FFT_NS_PER_LOG2[op.dtype] * math.log2(size) * size * samples / (grid[0] * grid[1])
