@@ -23,7 +23,8 @@ ran, its time), of scikit-image's richardson_lucy and wiener each tuned on the t
   Target: ≤ 1 dB on every case.
 
 Each line ends PASS or FAIL. The rows and figures are also written to
-``bench-out/deblur-<quick|full>.json`` (compare two runs with it).
+``bench-out/deblur-<quick|full>.json`` after each case (compare two runs with it;
+``--summary FILE`` prints the target lines of such a file, complete or not).
 """
 
 from __future__ import annotations
@@ -201,9 +202,19 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="the 24-case set (else 120)")
     parser.add_argument("--no-sweeps", action="store_true", help="skip the parameter sweeps")
     parser.add_argument("--sweep", default=None, metavar="M,...", help="sweep only these methods")
+    parser.add_argument(
+        "--summary", default=None, metavar="JSON", help="print the targets of saved rows"
+    )
     args, _ = parser.parse_known_args(argv)  # under run_all.py the argv is its own
+    if args.summary:
+        rows = json.loads(Path(args.summary).read_text())
+        print(f"{len(rows)} cases from {args.summary}:")
+        print("\n".join(summary(rows)))
+        return
     size = "quick" if args.quick else "full"
     cases = matrix.cases(size)
+    out = matrix.CACHE.parent / f"deblur-{size}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     print(f"deblur matrix ({size}, {len(cases)} cases): PSNR dB; gains in dB")
     print("\n| case | blurred | default | RL tuned (it) | Wiener tuned (balance) | "
           "− blurred | − peers |")  # fmt: skip
@@ -215,6 +226,7 @@ def main(argv: list[str]) -> None:
     for case in cases:
         row = run_case(case, swept)
         rows.append(row)
+        out.write_text(json.dumps(rows, indent=1, default=float))  # so far: see --summary
         print(table_row(row), flush=True)
         if "sweeps" in row:
             parts = [
@@ -227,9 +239,6 @@ def main(argv: list[str]) -> None:
     print("\nTargets:")
     for line in summary(rows):
         print(line)
-    out = matrix.CACHE.parent / f"deblur-{size}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1, default=float))
     print(f"\nrows written to {out.relative_to(matrix.CACHE.parent.parent)}")
 
 
