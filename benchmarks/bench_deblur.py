@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -202,6 +203,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="the 24-case set (else 120)")
     parser.add_argument("--no-sweeps", action="store_true", help="skip the parameter sweeps")
     parser.add_argument("--sweep", default=None, metavar="M,...", help="sweep only these methods")
+    parser.add_argument("--cases", default=None, metavar="REGEX", help="only the cases matching")
     parser.add_argument(
         "--summary", default=None, metavar="JSON", help="print the targets of saved rows"
     )
@@ -213,6 +215,8 @@ def main(argv: list[str]) -> None:
         return
     size = "quick" if args.quick else "full"
     cases = matrix.cases(size)
+    if args.cases:
+        cases = [c for c in cases if re.search(args.cases, c.name)]
     out = matrix.CACHE.parent / f"deblur-{size}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"deblur matrix ({size}, {len(cases)} cases): PSNR dB; gains in dB")
