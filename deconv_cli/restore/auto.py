@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from deconv_cli.noise import estimate_noise_sigma
+from deconv_cli.noise_model import estimate_noise_sigma
 from deconv_cli.operators import ConvOperator
 from deconv_cli.restore import RestoreOptions, RestoreResult, get_method, register
 
