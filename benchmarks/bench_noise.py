@@ -12,12 +12,14 @@ then:
 
 Prints, per noise type, the worst and the mean relative error of σ̂ against the true
 std, for ``estimate_noise`` and for the wavelet MAD (``estimate_noise_sigma``); for
-Poisson also the gain's error against ``1 / photons``; the kinds reported.
+Poisson also the gain's error against ``1 / photons``; the kinds reported. Arguments
+select noise types (``python benchmarks/bench_noise.py jpeg`` runs the JPEG cases).
 """
 
 from __future__ import annotations
 
 import io
+import sys
 from collections import defaultdict
 
 import numpy as np
@@ -33,6 +35,7 @@ WHITE = (0.001, 0.005, 0.01, 0.02, 0.05)
 PHOTONS = (30, 300, 3000)
 QUANTIZED = (0.0, 0.001, 0.005, 0.02)
 CROP = 256
+TYPES = ("white", "poisson", "8-bit", "jpeg")
 
 
 def scenes():
@@ -83,10 +86,12 @@ def cases():
                 yield "jpeg pixels", case, (decoded, None), clean, 0
 
 
-def main() -> None:
+def main(selected: list[str]) -> None:
     errors = defaultdict(list)
     kinds = defaultdict(lambda: defaultdict(int))
     for noise, case, data, clean, gain in cases():
+        if selected and not any(noise.startswith(s) for s in selected):
+            continue
         tables = None
         if isinstance(data, tuple):
             data, tables = data
@@ -113,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main([a for a in sys.argv[1:] if a in TYPES])  # run_all passes benchmark names

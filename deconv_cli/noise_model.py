@@ -127,23 +127,20 @@ def estimate_noise(
         means.append(found[1])
         energies.append(found[2])
         dims.append(found[3])
-    variance = float(np.mean(variances))
-    level = float(np.mean(np.maximum(stack, 0)))
-    gain = _gain(np.concatenate(means), np.concatenate(energies), min(dims)) if means else 0.0
-    if not (gain > 0 and gain * level >= POISSON_SHARE * variance):
-        gain, base, kind = 0.0, None, "gaussian"
-    else:
-        base, kind = max(variance - gain * level, 0.0) ** 0.5, "poisson-gaussian"
+    seen = float(np.mean(variances))
     floor = noise_jpeg.jpeg_error(stack, jpeg_tables)
     if floor is None:
         step, name = _grid(stack)
-        floor = (step**2 / 12, name) if step else None
-    if floor is not None:
+        floor = (step**2 / 12, name) if step else (0.0, "")
+    variance = max(seen, floor[0])
+    level = float(np.mean(np.maximum(_sample(stack), 0)))
+    gain = _gain(np.concatenate(means), np.concatenate(energies), min(dims)) if means else 0.0
+    base, kind = max(variance - gain * level, 0.0) ** 0.5, "poisson-gaussian"
+    if not (gain > 0 and gain * level >= POISSON_SHARE * variance):
+        gain, base, kind = 0.0, None, "gaussian"
+    if floor[1]:
         # named by the floor alone when it explains two thirds of the variance seen
-        kind = floor[1] if FLOOR_SHARE * variance <= floor[0] else f"{kind} + {floor[1]}"
-        variance = max(variance, floor[0])
-    if base is not None:
-        base = max(variance - gain * level, 0.0) ** 0.5
+        kind = floor[1] if FLOOR_SHARE * seen <= floor[0] else f"{kind} + {floor[1]}"
     sigma = variance**0.5
     return NoiseEstimate(
         sigma=sigma if np.isfinite(sigma) else 0.0, gain=gain, kind=kind, base_sigma=base
@@ -192,12 +189,17 @@ def _gain(means: np.ndarray, energies: np.ndarray, k: int) -> float:
     return max(float(slope), 0.0) / (1 - 2 / (9 * k)) ** 3
 
 
+def _sample(stack: np.ndarray) -> np.ndarray:
+    """About 100,000 values of ``stack``, regularly spaced (no copy of a large image)."""
+    flat = stack.reshape(-1)  # a view for the contiguous data the solvers pass
+    return flat[:: max(1, flat.size // 100_000)]
+
+
 def _grid(stack: np.ndarray) -> tuple[float, str]:
     """The step ``Δ`` of the grid all values lie on (integers, ``k/255``, ``k/65535``)
     and its name, or ``(0.0, "")``; data with fewer than 16 distinct values is not
     taken for quantized (a mask)."""
-    flat = stack.reshape(-1)
-    sample = flat[:: max(1, flat.size // 100_000)].astype(np.float64)
+    sample = _sample(stack).astype(np.float64)
     if np.unique(sample).size < GRID_LEVELS:
         return 0.0, ""
     for step, name in GRIDS:

@@ -115,3 +115,15 @@ def test_tiny_images(shape):
     noisy = np.random.default_rng(4).normal(0.5, 0.05, shape)
     found = estimate_noise(noisy)
     assert np.isfinite(found.sigma) and found.sigma >= 0
+
+
+def test_invert_reads_the_jpeg_tables(tmp_path, clean):
+    from click.testing import CliRunner
+
+    from deconv_cli.cli import main
+
+    Image.fromarray(np.round(clean * 255).astype(np.uint8)).save(tmp_path / "b.jpg", quality=90)
+    args = ["invert", str(tmp_path / "b.jpg"), "-k", "gaussian:sigma=1.5", "--iterations", "5"]
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x.npy")])
+    assert result.exit_code == 0, result.output
+    assert "noise estimated: jpeg q≈90, σ = " in result.output
