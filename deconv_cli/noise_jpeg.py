@@ -103,8 +103,9 @@ def jpeg_error(stack: np.ndarray, tables: JpegTables | None = None) -> tuple[flo
     coefficients rounded to 0 give their own (smaller) variance. The DC term:
     ``min(q²/12, var)``. Noise present before the compression stays where a coefficient
     is kept: its variance, bounded by the smallest fitted ``2/λ²`` among frequencies with
-    at least 1% kept, is added in proportion to the share kept. Colour: the errors of Y, Cb and Cr (subsampled planes averaged
-    2×2 as libjpeg does) go to R, G, B through the JFIF matrix, taken as independent;
+    at least 1% kept, is added in proportion to the share kept. Colour: the errors of Y,
+    Cb and Cr (subsampled planes averaged 2×2 as libjpeg does) go to R, G, B through the
+    JFIF matrix, taken as independent;
     the detail the chroma subsampling itself removed is not seen (it is gone from the
     data) and is not counted. The decoder's rounding to 8 bits adds ``1/12``.
     Without ``tables``, each step of the low frequencies is the largest ``q`` whose

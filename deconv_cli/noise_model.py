@@ -117,7 +117,7 @@ def estimate_noise(
     masks = None if clipped is None else np.asarray(clipped).reshape(stack.shape)
     variances, means, energies, dims = [], [], [], []
     for c in range(stack.shape[-1]):
-        channel = np.asarray(stack[..., c], dtype=np.float64)
+        channel = stack[..., c]
         mask = None if masks is None else masks[..., c]
         found = _patch_noise(channel, mask)
         if found is None:
@@ -158,6 +158,7 @@ def _patch_noise(channel: np.ndarray, mask: np.ndarray | None):
         return None
     step = max(1, int(np.ceil(np.sqrt((h - r + 1) * (w - r + 1) / MAX_PATCHES))))
     patches = sliding_window_view(channel, (r, r))[::step, ::step].reshape(-1, d)
+    patches = patches.astype(np.float64, copy=False)
     if mask is not None:
         seen = sliding_window_view(mask, (r, r))[::step, ::step].any(axis=(-1, -2))
         patches = patches[~seen.reshape(-1)]
