@@ -349,6 +349,7 @@ class Invert(Transform):
             mapped=allocate is not None,
         )
         problem = self._problem(y.shape, y.dtype)
+        options = replace(self.options, jpeg_tables=_jpeg_tables(image))
         if self.tile is not None:
             from deconv_cli.tiles import tiled_invert
 
@@ -357,7 +358,7 @@ class Invert(Transform):
                 self.kernel.array,
                 self.geometry,
                 self.method,
-                self.options,
+                options,
                 self.tile,
                 margin=self.tile_margin,
                 unknown_boundary=self.unknown_boundary,
@@ -377,12 +378,21 @@ class Invert(Transform):
         # methods then skip the per-iteration residual.
         watched = any(v is not None for v in (self.reference, self.history, self.on_iteration))
         monitor = Monitor(problem, self.reference, self.on_iteration) if watched else None
-        options = replace(self.options, callback=monitor)
+        options = replace(options, callback=monitor)
         result = invert(y, problem, self.method, options, source_dtype=image.source_dtype)
         if self.history is not None:
             self.history.extend(monitor.records)
         x = np.clip(result.image, 0, 1) if self.clip else result.image
         return Outcome(x, problem.op, describe_result(result))
+
+
+def _jpeg_tables(image: Image):
+    """The quantization tables of an 8-bit input read from a JPEG file, else None."""
+    if image.source_dtype != np.uint8:
+        return None
+    from deconv_cli.noise_jpeg import jpeg_tables_from_file
+
+    return jpeg_tables_from_file(image.path)
 
 
 def describe_result(result: RestoreResult) -> dict[str, str]:

@@ -432,7 +432,7 @@ def tiled_invert(
             zero = RestoreResult(np.zeros_like(data), chosen, iterations=0, converged=True)
             return zero, core, 0.0
         if chosen == "auto" and opts.noise_sigma is None:
-            from deconv_cli.noise import estimate_noise_sigma
+            from deconv_cli.noise_model import estimate_noise_sigma
 
             # auto's own estimate, kept so that the method it picks gets it on every tile
             opts = replace(opts, noise_sigma=estimate_noise_sigma(data))

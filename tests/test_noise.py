@@ -11,7 +11,8 @@ from scipy import ndimage
 from skimage.restoration import estimate_sigma
 
 from deconv_cli.errors import DeconvError
-from deconv_cli.noise import estimate_noise_sigma, parse_noise
+from deconv_cli.noise import parse_noise
+from deconv_cli.noise_model import estimate_noise_sigma
 
 
 @pytest.mark.parametrize("shape", [(64, 48), (33, 41), (40, 40, 3)], ids=["grey", "odd", "rgb"])

@@ -45,6 +45,9 @@ class RestoreOptions:
         Weight of the TV term in Richardson-Lucy (``None``: off).
     noise_sigma : float or None
         Known noise level; estimated from the data when ``None``.
+    jpeg_tables : JpegTables or None
+        The quantization tables of the JPEG file the data was read from, for the noise
+        estimate (:func:`deconv_cli.noise_model.estimate_noise`).
     callback : Callback or None
     """
 
@@ -56,6 +59,7 @@ class RestoreOptions:
     lam: float | None = None
     tv: float | None = None
     noise_sigma: float | None = None
+    jpeg_tables: object | None = None
     callback: Callback | None = None
 
 

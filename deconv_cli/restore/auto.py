@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from deconv_cli.noise import estimate_noise_sigma
+import numpy as np
+
+from deconv_cli.noise_model import estimate_noise
 from deconv_cli.operators import ConvOperator
 from deconv_cli.restore import RestoreOptions, RestoreResult, get_method, register
 
@@ -52,11 +54,14 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
 )
 def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """Run the method :func:`choose` picks; the result's notes say which and why."""
-    sigma = options.noise_sigma
+    sigma, noise = options.noise_sigma, None
     if sigma is None:
-        sigma = estimate_noise_sigma(blurred)
+        noise = estimate_noise(np.asarray(blurred), jpeg_tables=options.jpeg_tables)
+        sigma = noise.sigma
     method, reason = choose(blurred, op, sigma)
     chosen = get_method(method)
     result = chosen.function(blurred, op, replace(options, noise_sigma=sigma))
     result.notes.insert(0, f"auto picked {method}: {reason}")
+    if noise is not None:
+        result.notes.insert(1, f"noise estimated: {noise.describe()}")
     return result

@@ -13,7 +13,7 @@ one helps (see :func:`_preconditioner`).
 
 Automatic parameters: Tikhonov's ``ν`` by generalized cross-validation (GCV);
 Wiener's by the least estimated image-domain mean squared error, given the noise
-level (:func:`deconv_cli.noise.estimate_noise_sigma` on a central crop of at most
+level (:func:`deconv_cli.noise_model.estimate_noise_sigma` on a central crop of at most
 256×256, unless ``noise_sigma`` is given). Both are exact functions of the spectrum
 where ``A`` is diagonalizable. Elsewhere they are computed on a periodic model: the
 data, minus its mean, times a smooth taper (so that tiling it adds no edges), with
@@ -179,7 +179,7 @@ def _noise_sigma(y: np.ndarray, options: RestoreOptions) -> float:
     """``options.noise_sigma``, or the wavelet estimate on a central crop of the data."""
     if options.noise_sigma is not None:
         return float(options.noise_sigma)
-    from deconv_cli.noise import estimate_noise_sigma
+    from deconv_cli.noise_model import estimate_noise_sigma
 
     h, w = y.shape[:2]
     top, left = max(0, (h - NOISE_CROP) // 2), max(0, (w - NOISE_CROP) // 2)

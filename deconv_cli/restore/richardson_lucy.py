@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from deconv_cli.errors import DeconvError
-from deconv_cli.noise import estimate_noise_sigma
+from deconv_cli.noise_model import estimate_noise_sigma
 from deconv_cli.operators import ConvOperator
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
 from deconv_cli.restore.iterative import GridOperator, grid_operator
@@ -171,7 +171,7 @@ def richardson_lucy(
     tol : float, optional
         ``None`` (default): the discrepancy rule. With σ̂ the noise level
         (``noise_sigma``, or estimated from the data away from its clipped values,
-        see :func:`deconv_cli.noise.estimate_noise_sigma`) and ``k_D`` the first iteration
+        see :func:`deconv_cli.noise_model.estimate_noise_sigma`) and ``k_D`` the first iteration
         with ``‖A x − y‖²/m ≤ σ̂²``, stop at iteration ``round(1.5 k_D)``; or earlier
         if an iteration changes ``x`` by less than ``1e-4`` (relative). A positive
         value: stop when an iteration changes ``x`` by less than ``tol``

@@ -96,7 +96,7 @@ def tv_deconvolve(
     if lam is None:
         sigma = noise_sigma
         if sigma is None:
-            from deconv_cli.noise import estimate_noise_sigma
+            from deconv_cli.noise_model import estimate_noise_sigma
 
             sigma = estimate_noise_sigma(np.asarray(blurred))
         lam = LAM_FACTOR * float(sigma) ** 2 / scale
