@@ -16,7 +16,7 @@ Centre
     with a size parameter may be even-sized (the centre then lies between pixels),
     except ``identity``, whose delta needs a centre pixel.
 Normalization
-    The blur families (gaussian, box, disk, motion) sum to 1. ``laplacian`` sums
+    The blur families (gaussian, box, disk, motion, shake) sum to 1. ``laplacian`` sums
     to 0 and ``identity`` is a delta. Kernel files are used exactly as stored (a
     conv layer's weights are not a PSF) unless ``normalize=True`` divides them by
     their sum; a zero-sum kernel is never divided by its sum.
@@ -37,6 +37,12 @@ motion
     length counts pixels end to end: at 0° or 90° an odd whole length gives exactly
     that many equal taps, other lengths fractional end taps (``motion:length=4``
     is ``[.5, 1, 1, 1, .5] / 4``).
+shake
+    Camera shake: a random smooth trajectory of the Boracchi & Foi (2012) model,
+    drawn from ``seed`` (see :func:`shake_trajectory`), scaled to fit a ``size``
+    square about its centroid, sampled at 2000 sub-pixel points and rasterized by
+    bilinear splatting. It sums to 1, and its centroid is the array centre (bilinear
+    splatting keeps the mean position). The same seed gives the same kernel.
 laplacian
     ``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]``, or with ``neighbors=8`` the 8-neighbour
     ``[[1, 1, 1], [1, -8, 1], [1, 1, 1]]``.
@@ -218,7 +224,7 @@ def kernel_slices(kernel: Kernel) -> list[tuple[str, np.ndarray, float]]:
 @dataclass(frozen=True)
 class _Param:
     name: str
-    kind: str  # "positive", "real", "size", "choice"
+    kind: str  # "positive", "real", "size", "choice", "seed"
     default: object
     default_text: str
     help: str
@@ -329,6 +335,10 @@ def _parse_value(where: str, param: _Param, text: str):
             raise choice_error(KernelError, f"{where}: {name}", text, param.choices)
         return int(value)
     value = _parse_number(where, name, text)
+    if param.kind == "seed":
+        if not value.is_integer() or value < 0:
+            raise KernelError(f"{where}: {name}=`{text}` must be a whole number >= 0")
+        return int(value)
     if param.kind == "positive" and value <= 0:
         raise KernelError(f"{where}: {name}=`{text}` must be > 0")
     return value
@@ -481,6 +491,74 @@ def _build_motion(v: dict) -> np.ndarray:
     return cover / cover.sum()
 
 
+SHAKE_SAMPLES = 2000
+"""Points sampled along a ``shake`` trajectory (the model's ``numT``)."""
+
+
+def shake_trajectory(seed: int, samples: int = SHAKE_SAMPLES) -> np.ndarray:
+    """A random camera-shake trajectory: ``samples`` complex positions ``x + iy``.
+
+    The model of Boracchi & Foi (2012): a particle moves at constant speed ``L/(n−1)``
+    (``L = 1``: the scale is set later); at each step its velocity ``v`` gets
+
+    ``dv = b + a·(g·(ξ₁ + iξ₂) − c·x_t)·L/(n−1)``,  then ``v ← v·(L/(n−1))/|v|``
+
+    with ``ξ`` standard normal, a centripetal pull ``c ~ U(0, 0.7)`` back to the
+    start, a gaussian term ``g ~ U(0, 10)``, an "anxiety" ``a ~ U(0, 0.1)``, and with
+    probability ``p·a`` (``p ~ U(0, 0.2)``) an abrupt shake ``b = 2v·e^{i(π + U(−½, ½))}``
+    (else ``b = 0``). The initial direction is uniform.
+
+    References
+    ----------
+    G. Boracchi and A. Foi, "Modeling the performance of image restoration from
+    motion blur", IEEE Trans. Image Process. 21(8), 3502-3517, 2012.
+    """
+    rng = np.random.default_rng(seed)
+    centripetal, gaussian, big_shakes = 0.7 * rng.random(), 10 * rng.random(), 0.2 * rng.random()
+    anxiety, angle = 0.1 * rng.random(), 2 * math.pi * rng.random()
+    step = 1.0 / (samples - 1)
+    kicks = rng.random(samples - 1) < big_shakes * anxiety
+    turns = np.exp(1j * (math.pi + rng.random(samples - 1) - 0.5))
+    normal = rng.standard_normal((samples - 1, 2)) @ np.array([1, 1j])
+    v = complex(math.cos(angle), math.sin(angle)) * anxiety
+    x = np.zeros(samples, dtype=np.complex128)
+    for t in range(samples - 1):
+        dv = anxiety * (gaussian * normal[t] - centripetal * x[t]) * step
+        if kicks[t]:
+            dv += 2 * v * turns[t]
+        v += dv
+        v *= step / abs(v)
+        x[t + 1] = x[t] + v
+    return x
+
+
+def _build_shake(v: dict) -> np.ndarray:
+    h, w = v["size"]
+    path = shake_trajectory(v["seed"])
+    path -= path.mean()
+    # uniform scale so the path fits the box about its centroid (the array centre)
+    reach = max(
+        np.abs(path.real).max() / max((w - 1) / 2, 1e-300),
+        np.abs(path.imag).max() / max((h - 1) / 2, 1e-300),
+    )
+    path = path / reach if reach > 0 else path
+    cols = np.clip(path.real + (w - 1) / 2, 0, w - 1)
+    rows = np.clip((h - 1) / 2 - path.imag, 0, h - 1)  # y up: towards row 0
+    r0, c0 = np.floor(rows), np.floor(cols)
+    fr, fc = rows - r0, cols - c0
+    r0, c0 = r0.astype(np.intp), c0.astype(np.intp)
+    splat = np.zeros((h + 1, w + 1))
+    for dr, dc, weight in (
+        (0, 0, (1 - fr) * (1 - fc)),
+        (0, 1, (1 - fr) * fc),
+        (1, 0, fr * (1 - fc)),
+        (1, 1, fr * fc),
+    ):
+        np.add.at(splat, (r0 + dr, c0 + dc), weight)
+    kernel = splat[:h, :w]  # the extra row and column only ever receive zero weight
+    return kernel / kernel.sum()
+
+
 def _build_laplacian(v: dict) -> np.ndarray:
     if v["neighbors"] == 8:
         return np.array([[1.0, 1.0, 1.0], [1.0, -8.0, 1.0], [1.0, 1.0, 1.0]])
@@ -538,6 +616,16 @@ _FAMILIES: dict[str, _Family] = {
             ),
             _build_motion,
             lambda v: f"motion:length={_fmt(v['length'])},angle={_fmt(v['angle'])}",
+        ),
+        _Family(
+            "shake",
+            "camera shake: random smooth trajectory (Boracchi & Foi 2012), per seed",
+            (
+                _Param("size", "size", (15, 15), "15", _SIZE_HELP),
+                _Param("seed", "seed", 0, "0", "random trajectory (same seed, same kernel)"),
+            ),
+            _build_shake,
+            lambda v: f"shake:size={_fmt_size(v['size'])},seed={v['seed']}",
         ),
         _Family(
             "laplacian",

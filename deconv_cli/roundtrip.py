@@ -13,7 +13,8 @@ Choices
   [0, 1], so kernel banks with negative outputs are quantized too.
 - The noise level given to the analysis and to the methods is the known one:
   ``sqrt(σ_noise² + σ_q²)`` with ``σ_q = q/√12``; Poisson noise counts as white noise
-  of ``sqrt(mean(y)/peak)``. Without noise or quantization, the methods estimate it
+  of ``sqrt(mean(y)/peak)``; JPEG noise (no std by model) as the RMS of the error it
+  made. Without noise or quantization, the methods estimate it
   and the analysis assumes float64 rounding (``eps/√12``).
 - ``cgls`` and ``lsqr`` have no regularization but their iteration count; with a
   known noise level they stop at the discrepancy principle, the first iteration with
@@ -35,7 +36,7 @@ import numpy as np
 
 from deconv_cli.analysis import Analysis, analyze, jsonable
 from deconv_cli.errors import DeconvError, NotInvertibleError, OutputError
-from deconv_cli.noise import Noise
+from deconv_cli.noise import Noise, NoiseStep
 from deconv_cli.operators import ConvOperator, Geometry
 
 DEFAULT_METHODS = ("inverse", "tikhonov", "wiener", "richardson-lucy", "tv", "cgls")
@@ -117,28 +118,21 @@ def degrade(
     bits: int | None = None,
 ) -> tuple[np.ndarray, float | None, str]:
     """``y = A x`` with noise and quantization; the noise level it adds, and a description."""
-    from deconv_cli.spectral import quantization_sigma
-
     clean = op.forward(image)
-    y = clean
-    parts, sigmas = [], []  # combined by math.hypot: squaring 1e200 overflows
-    if noise is not None:
-        y = noise.apply(y, np.random.default_rng(seed))
-        if noise.kind == "gaussian":
-            sigmas.append(noise.value)
-        else:
-            sigmas.append(math.sqrt(float(np.mean(np.clip(clean, 0, None))) / noise.value))
-        parts.append(f"{noise.describe()}" + (f" (seed {seed})" if seed is not None else ""))
+    steps = noise.steps if noise is not None else ()
     if bits is not None:
         if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 32:
             raise DeconvError(f"--bits: `{bits}` must be a whole number from 1 to 32")
-        levels = 2 ** int(bits) - 1
-        y = np.round(y * levels) / levels
-        sigmas.append(quantization_sigma(int(bits)))
-        parts.append(f"{int(bits)}-bit quantization")
-    if not parts:
-        return y, None, "none (float64 data)"
-    return y, math.hypot(*sigmas), ", ".join(parts)
+        steps += (NoiseStep("quantize", int(bits)),)
+    if not steps:
+        return clean, None, "none (float64 data)"
+    chain = Noise(steps)
+    y = chain.apply(clean, np.random.default_rng(seed))
+    drawn = any(step.kind in ("gaussian", "poisson") for step in steps)
+    sigma = chain.sigma(clean)
+    if sigma is None:  # JPEG: no std by model; the error it made is known here
+        sigma = float(np.sqrt(np.mean(np.square(y - clean))))
+    return y, sigma, chain.describe() + (f" (seed {seed})" if drawn else "")
 
 
 def roundtrip(

@@ -405,6 +405,26 @@ OPTIONS = {
         ],
         "overflows",
     ),
+    "noise-jpeg-quality-0": (
+        ["convolve", "{ws}/good.npy", "-k", "box", "--noise", "jpeg:quality=0"],
+        "whole number from 1 to 100",
+    ),
+    "noise-jpeg-quality-fraction": (
+        ["convolve", "{ws}/good.npy", "-k", "box", "--noise", "jpeg:quality=90.5"],
+        "whole number from 1 to 100",
+    ),
+    "noise-quantize-bits-33": (
+        ["convolve", "{ws}/good.npy", "-k", "box", "--noise", "quantize:bits=33"],
+        "whole number from 1 to 32",
+    ),
+    "noise-jpeg-wrong-param": (
+        ["convolve", "{ws}/good.npy", "-k", "box", "--noise", "jpeg:q=90"],
+        "`quality=VALUE`",
+    ),
+    "noise-chain-bad-step": (
+        ["convolve", "{ws}/good.npy", "-k", "box", "--noise", "gaussian:sigma=0.1+salt:amount=1"],
+        "`salt:amount=1` in",
+    ),
     "noise-poisson-huge": (
         ["convolve", "{ws}/good.npy", "-k", "box", "--noise", "poisson:peak=1e300"],
         "give a smaller peak",

@@ -15,7 +15,7 @@ from deconv_cli.errors import KernelError
 from deconv_cli.kernels import Kernel, family_table, load_kernel
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-FAMILIES = ["gaussian", "box", "disk", "motion", "laplacian", "identity"]
+FAMILIES = ["gaussian", "box", "disk", "motion", "shake", "laplacian", "identity"]
 
 
 def rng(seed=0):
@@ -252,6 +252,63 @@ def test_motion_principal_axis_follows_the_angle(angle):
 
 
 # --------------------------------------------------------------------------- laplacian, identity
+
+
+# --------------------------------------------------------------------------- shake
+
+
+SHAKES = [(13, 0), (21, 5), (27, 11), (16, 2)]
+
+
+@pytest.mark.parametrize("size, seed", SHAKES, ids=[f"size{n}-seed{s}" for n, s in SHAKES])
+def test_shake_is_a_centred_normalized_blur_within_its_size(size, seed):
+    k = load_kernel(f"shake:size={size},seed={seed}").array
+    assert k.shape == (size, size)
+    assert math.isclose(k.sum(), 1.0, rel_tol=1e-12) and k.min() >= 0
+    rows, cols = np.indices(k.shape)
+    centre = (size - 1) / 2
+    assert abs((k * rows).sum() - centre) <= 0.5 and abs((k * cols).sum() - centre) <= 0.5
+    # it reaches the border of its support on some side, and is a path, not a dot
+    touched = np.flatnonzero(k.any(axis=0)), np.flatnonzero(k.any(axis=1))
+    assert any(t[0] == 0 or t[-1] == size - 1 for t in touched)
+    assert np.count_nonzero(k > 1e-3) >= size // 2
+
+
+def test_shake_is_the_bilinear_splat_of_its_trajectory():
+    """Rebuild the kernel point by point from the trajectory (hand-written splatting)."""
+    from deconv_cli.kernels import shake_trajectory
+
+    size = 15
+    path = shake_trajectory(4)
+    path = path - path.mean()
+    half = (size - 1) / 2
+    path = path * half / max(np.abs(path.real).max(), np.abs(path.imag).max())
+    expected = np.zeros((size + 1, size + 1))
+    for z in path:
+        col, row = min(max(z.real + half, 0), size - 1), min(max(half - z.imag, 0), size - 1)
+        r, c = int(row), int(col)
+        fr, fc = row - r, col - c
+        expected[r, c] += (1 - fr) * (1 - fc)
+        expected[r, c + 1] += (1 - fr) * fc
+        expected[r + 1, c] += fr * (1 - fc)
+        expected[r + 1, c + 1] += fr * fc
+    assert expected[size].sum() + expected[:, size].sum() == 0
+    expected = expected[:size, :size] / path.size
+    np.testing.assert_allclose(load_kernel("shake:size=15,seed=4").array, expected, atol=1e-14)
+
+
+def test_shake_is_deterministic_per_seed():
+    a, b = load_kernel("shake:size=19,seed=7").array, load_kernel("shake:size=19,seed=7").array
+    np.testing.assert_array_equal(a, b)
+    others = [load_kernel(f"shake:size=19,seed={s}").array for s in (0, 1, 8)]
+    assert all(np.abs(a - o).sum() > 0.5 for o in others)  # different paths, not a jitter
+
+
+def test_shake_trajectory_has_constant_speed():
+    from deconv_cli.kernels import SHAKE_SAMPLES, shake_trajectory
+
+    steps = np.abs(np.diff(shake_trajectory(9)))
+    np.testing.assert_allclose(steps, 1 / (SHAKE_SAMPLES - 1), rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -493,6 +550,8 @@ SPEC_ERRORS = {
     "nan-sigma": ("gaussian:sigma=nan", "sigma=`nan` must be a finite number"),
     "inf-angle": ("motion:angle=inf", "angle=`inf` must be a finite number"),
     "zero-size": ("box:size=0", "size=`0` must be > 0"),
+    "shake-seed-negative": ("shake:seed=-1", "seed=`-1` must be a whole number >= 0"),
+    "shake-seed-fraction": ("shake:seed=1.5", "seed=`1.5` must be a whole number >= 0"),
     "negative-size": ("box:size=5x-3", "size=`5x-3` must be > 0"),
     "fractional-size": ("box:size=2.5", "size=`2.5` must be a whole number"),
     "three-part-size": ("box:size=5x3x2", "size=`5x3x2` must be N or HxW"),
@@ -661,7 +720,7 @@ def test_cli_show_bad_spec_is_one_line_exit_2():
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "deconv: error: unknown kernel family `gausian`; did you mean `gaussian`? "
-        "families: gaussian, box, disk, motion, laplacian, identity"
+        "families: gaussian, box, disk, motion, shake, laplacian, identity"
     ]
 
 

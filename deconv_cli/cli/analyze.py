@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from deconv_cli.cli.options import geometry_options, kernel_options
+from deconv_cli.cli.options import geometry_options, kernel_options, noise_options
 
 FORMATS = ("table", "json")
 
@@ -282,18 +282,7 @@ def verdict_lines(analysis) -> list[str]:
 @click.argument("image", type=click.Path(path_type=str))
 @kernel_options
 @geometry_options()
-@click.option(
-    "--noise",
-    default=None,
-    metavar="SPEC",
-    help="Add seeded noise after blurring: `gaussian:sigma=S` or `poisson:peak=P`.",
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Seed for --noise (reproducible data).",
-)
+@noise_options
 @click.option(
     "--bits",
     type=click.IntRange(1, 32),

@@ -162,6 +162,25 @@ output_shape_option = click.option(
 )
 
 
+NOISE_HELP = """Add seeded noise after blurring: `gaussian:sigma=S`, `poisson:peak=P`
+(P photons for a value of 1), `quantize:bits=B` (round to B bits) or `jpeg:quality=Q`
+(store as an 8-bit JPEG and decode); join steps with `+`, applied in order, e.g.
+`gaussian:sigma=0.01+jpeg:quality=90`."""
+
+
+def noise_options(func):
+    """``--noise SPEC --seed N``, passed to ``func`` as ``noise`` (str) and ``seed``."""
+    return _stack(
+        click.option("--noise", default=None, metavar="SPEC", help=NOISE_HELP),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Seed for --noise (reproducible data).",
+        ),
+    )(func)
+
+
 @dataclass
 class BatchRequest:
     """The processing options every processing command shares, as one value."""

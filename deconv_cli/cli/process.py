@@ -9,6 +9,7 @@ import click
 from deconv_cli.cli.options import (
     geometry_options,
     kernel_options,
+    noise_options,
     output_shape_option,
     processing_options,
 )
@@ -225,15 +226,7 @@ def _summary(title, kernel, results, notes, *, streamed, quiet=False, total=None
 @processing_options
 @kernel_options
 @geometry_options()
-@click.option(
-    "--noise",
-    default=None,
-    metavar="SPEC",
-    help="Add seeded noise after blurring: `gaussian:sigma=S` or `poisson:peak=P`.",
-)
-@click.option(
-    "--seed", type=click.IntRange(min=0), default=None, help="Seed for --noise (reproducible data)."
-)
+@noise_options
 def convolve(batch, kernel, geometry, noise, seed):
     """Blur images: apply the convolution operator A.
 
@@ -242,6 +235,8 @@ def convolve(batch, kernel, geometry, noise, seed):
       deconv convolve photo.png -k gaussian:sigma=2 -o blurred.png
       deconv convolve img.npy -k motion:length=15,angle=30 --boundary wrap -o b.npy
       deconv convolve a.png b.png -k disk:radius=3 --noise gaussian:sigma=0.01 --seed 1 -o out/
+      deconv convolve photo.png -k shake:size=21,seed=3 --noise jpeg:quality=90 -o b.png
+      deconv convolve raw.npy -k disk:radius=4 --noise poisson:peak=200+quantize:bits=8 -o b.npy
       deconv convolve x.npy -k samples/haar_bank.npy --correlate --stride 2 -o coeffs.npy
     """
     from deconv_cli.noise import parse_noise
