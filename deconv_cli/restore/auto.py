@@ -41,7 +41,7 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
         why = f"A has a null space ({reason})"
     if op.is_bank:
         return "cgls", f"{why}; a kernel bank: least squares (minimum norm where not injective)"
-    return "tv", f"{why}; total variation regularizes with λ from the noise level"
+    return "tv", f"{why}; total variation, λ by the discrepancy principle"
 
 
 @register(
@@ -50,12 +50,19 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     options=("noise_sigma", "iterations", "tol"),
 )
 def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
-    """Run the method :func:`choose` picks; the result's notes say which and why."""
+    """Run the method :func:`choose` picks; the result's notes say which and why.
+
+    The estimated noise level decides between the methods; it is passed on to the
+    exact inverse and to least squares (whose discrepancy rule stops on it), not to
+    ``tv``, whose discrepancy rule takes the noise level from the GCV fit unless the
+    user gives it.
+    """
     sigma = options.noise_sigma
     if sigma is None:
         sigma = estimate_noise_sigma(blurred)
     method, reason = choose(blurred, op, sigma)
     chosen = get_method(method)
-    result = chosen.function(blurred, op, replace(options, noise_sigma=sigma))
+    given = options if method == "tv" else replace(options, noise_sigma=sigma)
+    result = chosen.function(blurred, op, given)
     result.notes.insert(0, f"auto picked {method}: {reason}")
     return result
