@@ -9,7 +9,8 @@ Import it from a script in this folder (``import deblur_matrix``) or after
 - ``peers(case) -> {"richardson_lucy": {...}, "wiener": {...}}``: scikit-image's
   methods tuned on the truth, each ``{"psnr", "ssim", <its parameter>}``, cached.
 - ``restore(case, method="auto", options=None) -> RestoreResult``: a registered
-  method on the case, as ``deconv invert`` runs it (``--boundary`` as the case needs).
+  method on the case, as ``deconv invert`` runs it (``--boundary`` as the case needs);
+  ``problem(case)`` is the inverse problem it solves.
 
 How the cases are drawn
 -----------------------
@@ -286,22 +287,27 @@ def score(restored: np.ndarray, case: Case) -> dict[str, float]:
     }
 
 
-def restore(
-    case: Case, method: str = "auto", options: RestoreOptions | None = None
-) -> RestoreResult:
-    """Run a registered method on ``case.blurred`` as ``deconv invert`` does (reflect
-    geometry, ``--boundary unknown`` where the case needs it); the result's image is the
-    observed frame."""
-    from deconv_cli.invert import build_problem, invert
+def problem(case: Case):
+    """The inverse problem ``deconv invert`` builds for ``case`` (reflect geometry,
+    ``--boundary unknown`` where the case needs it); ``.crop(x)`` is the observed frame."""
+    from deconv_cli.invert import build_problem
 
-    y = case.blurred
-    problem = build_problem(
+    return build_problem(
         case.kernel,
-        y.shape,
+        case.blurred.shape,
         Geometry.create(boundary="reflect"),
         unknown_boundary=case.boundary == "unknown",
     )
-    return invert(y, problem, method, options or RestoreOptions())
+
+
+def restore(
+    case: Case, method: str = "auto", options: RestoreOptions | None = None
+) -> RestoreResult:
+    """Run a registered method on ``case.blurred`` as ``deconv invert`` does; the
+    result's image is the observed frame."""
+    from deconv_cli.invert import invert
+
+    return invert(case.blurred, problem(case), method, options or RestoreOptions())
 
 
 def _per_channel(function, y: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+import PIL.Image
 import pytest
 from click.testing import CliRunner
 from scipy import ndimage, signal
@@ -241,6 +243,19 @@ def test_poisson_noise(image, tmp_path):
     )
     counts = np.load(tmp_path / "p.npy") * 100
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)
+
+
+def test_camera_noise_chain_is_gaussian_then_jpeg(image, tmp_path):
+    spec = "gaussian:sigma=0.02+jpeg:quality=80"
+    args = ["convolve", image, "-k", "box:size=3", "--noise", spec, "--seed", "5", "-q"]
+    assert run(*args, "-o", tmp_path / "j.npy").exit_code == 0
+    clean = ndimage.convolve(np.load(image), np.ones((3, 3)) / 9, mode="reflect")
+    noisy = clean + 0.02 * np.random.default_rng(5).standard_normal(clean.shape)
+    pixels = np.clip(np.rint(noisy * 255), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    PIL.Image.fromarray(pixels).save(buffer, format="JPEG", quality=80)
+    expected = np.asarray(PIL.Image.open(buffer)) / 255
+    np.testing.assert_array_equal(np.load(tmp_path / "j.npy"), expected)
 
 
 def test_several_inputs_into_a_directory(tmp_path):
