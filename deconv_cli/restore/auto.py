@@ -43,7 +43,7 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
         why = f"A has a null space ({reason})"
     if op.is_bank:
         return "cgls", f"{why}; a kernel bank: least squares (minimum norm where not injective)"
-    return "tv", f"{why}; total variation regularizes with λ from the noise level"
+    return "tv", f"{why}; total variation, λ by the discrepancy principle"
 
 
 @register(
@@ -53,14 +53,24 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     iterative=True,  # it may pick tv or cgls: their iterations show progress
 )
 def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
-    """Run the method :func:`choose` picks; the result's notes say which and why."""
+    """Run the method :func:`choose` picks; the result's notes say which and why.
+
+    The estimated noise level decides between the methods; it is passed on to the
+    exact inverse and to least squares (whose discrepancy rule stops on it). ``tv``'s
+    discrepancy rule takes the noise level from the GCV fit, which assumes white noise,
+    unless the user gives it or the data carry a quantization floor the fit cannot see
+    (JPEG or 8-bit data: their error is not white, and GCV read it 25-50% low at JPEG
+    q90, see docs/deblur.md); then the noise model's level is passed on.
+    """
     sigma, noise = options.noise_sigma, None
     if sigma is None:
         noise = estimate_noise(np.asarray(blurred), jpeg_tables=options.jpeg_tables)
         sigma = noise.sigma
     method, reason = choose(blurred, op, sigma)
     chosen = get_method(method)
-    result = chosen.function(blurred, op, replace(options, noise_sigma=sigma))
+    white = noise is not None and not noise.kind.startswith(("jpeg", "8-bit"))
+    given = options if method == "tv" and white else replace(options, noise_sigma=sigma)
+    result = chosen.function(blurred, op, given)
     result.notes.insert(0, f"auto picked {method}: {reason}")
     if noise is not None:
         result.notes.insert(1, f"noise estimated: {noise.describe()}")
