@@ -26,31 +26,20 @@ import signal
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import field as _field
 from pathlib import Path
 from typing import BinaryIO
 
-from deconv_cli import fs
+from deconv_cli import formats, fs
+from deconv_cli.config import Config
+from deconv_cli.config import current as current_config
+from deconv_cli.config import use as use_config
 from deconv_cli.errors import DeconvError, InputError, OutputError
 
 STDIO = "-"
 POLL = 0.2  # seconds between checks for a stop request while items run
-READ_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".npy")
-FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "bmp": ".bmp", "tif": ".tif"}
-FORMATS |= {"tiff": ".tif", "npy": ".npy"}
 NAME_FIELDS = ("stem", "ext")
 DEFAULT_NAME = "{stem}{ext}"
-# First bytes -> extension, to name data read from standard input.
-_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", ".png"),
-    (b"\x93NUMPY", ".npy"),
-    (b"II*\x00", ".tif"),
-    (b"MM\x00*", ".tif"),
-    (b"II+\x00", ".tif"),
-    (b"MM\x00+", ".tif"),
-    (b"\xff\xd8\xff", ".jpg"),
-    (b"BM", ".bmp"),
-    (b"GIF8", ".gif"),
-)
 
 
 @dataclass(frozen=True)
@@ -101,6 +90,7 @@ class Settings:
     overwrite: bool = False
     skip_existing: bool = False
     fft_threads: int | None = None  # set in each worker (Dask); None: leave as is
+    config: Config = _field(default_factory=current_config)  # the pixel limit, for workers
 
 
 # --------------------------------------------------------------------------- planning
@@ -109,8 +99,8 @@ class Settings:
 def collect(specs: Sequence[str], *, recursive: bool = False) -> list[Source]:
     """The input files named by ``specs``: files, directories, ``-`` (standard input).
 
-    A directory contributes the image files (``READ_EXTENSIONS``, hidden files
-    excluded) directly in it, or below it with ``recursive``, in sorted order.
+    A directory contributes the image files (:data:`deconv_cli.formats.READ_EXTENSIONS`,
+    hidden files excluded) directly in it, or below it with ``recursive``, in sorted order.
     A file named twice is processed once.
 
     Raises
@@ -132,7 +122,9 @@ def collect(specs: Sequence[str], *, recursive: bool = False) -> list[Source]:
             found = _images_in(path, recursive)
             if not found:
                 hint = "" if recursive else " (add --recursive to descend into subdirectories)"
-                raise InputError(f"`{path}`: no image files ({', '.join(READ_EXTENSIONS)}){hint}")
+                raise InputError(
+                    f"`{path}`: no image files ({', '.join(formats.READ_EXTENSIONS)}){hint}"
+                )
             pairs = [(f, f.relative_to(path)) for f in found]
         elif path.exists():
             pairs = [(path, Path(path.name))]
@@ -151,7 +143,7 @@ def _images_in(directory: Path, recursive: bool) -> list[Path]:
     return sorted(
         p
         for p in walk
-        if p.suffix.lower() in READ_EXTENSIONS
+        if p.suffix.lower() in formats.READ_EXTENSIONS
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(directory).parts)
     )
@@ -191,9 +183,10 @@ def output_extension(fmt: str | None) -> str | None:
     if fmt is None:
         return None
     key = fmt.lower().lstrip(".")
-    if key not in FORMATS:
-        raise DeconvError(f"--format: `{fmt}` is not one of {', '.join(sorted(FORMATS))}")
-    return FORMATS[key]
+    if key not in formats.FORMAT_NAMES:
+        names = ", ".join(sorted(formats.FORMAT_NAMES))
+        raise DeconvError(f"--format: `{fmt}` is not one of {names}")
+    return formats.FORMAT_NAMES[key]
 
 
 def plan(
@@ -221,7 +214,7 @@ def plan(
         output, an output that would replace an input, two inputs mapping onto one
         output.
     """
-    from deconv_cli.io import WRITE_EXTENSIONS, check_format
+    from deconv_cli.formats import WRITE_EXTENSIONS, check_format
 
     template = check_name(DEFAULT_NAME if name is None else name)
     forced = output_extension(fmt)
@@ -301,8 +294,9 @@ def _key(path: Path) -> str:
 
 
 def sniff(head: bytes) -> str | None:
-    """The extension for data starting with ``head``, or None."""
-    return next((ext for magic, ext in _MAGIC if head.startswith(magic)), None)
+    """The extension for data starting with ``head`` (:func:`deconv_cli.formats.sniff`), or None."""
+    fmt = formats.sniff(head)
+    return None if fmt is None else fmt.extensions[0]
 
 
 # --------------------------------------------------------------------------- running
@@ -317,7 +311,8 @@ def process_item(item: Item, settings: Settings) -> ItemResult:
     if settings.fft_threads is not None:
         os.environ["DECONV_FFT_WORKERS"] = str(settings.fft_threads)
     try:
-        return _process(item, settings)
+        with use_config(settings.config):
+            return _process(item, settings)
     except DeconvError as err:
         return ItemResult(item, "failed", message=str(err))
     except MemoryError:

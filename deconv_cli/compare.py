@@ -37,11 +37,9 @@ import numpy as np
 
 from deconv_cli import fs
 from deconv_cli.errors import InputError, OutputError
+from deconv_cli.formats import READ_EXTENSIONS, WRITE_EXTENSIONS
 from deconv_cli.metrics import METRICS, compute_metrics, resolve_metrics
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".npy", ".pgm", ".ppm"}
-)
 DIFF_SUFFIX = ".diff.png"
 
 # --diff maps |difference| in [0, DIFF_RANGE] (the [0, 1] scale) onto the colour table, so
@@ -157,7 +155,7 @@ def _row_label(row: ComparisonRow) -> str:
 
 
 def _is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and _suffix(path) in IMAGE_EXTENSIONS
+    return path.is_file() and not path.name.startswith(".") and _suffix(path) in READ_EXTENSIONS
 
 
 def _suffix(path: Path) -> str:
@@ -367,8 +365,6 @@ def diff_targets(pairs: Sequence[Pair], diff: str | Path) -> list[Path | None]:
         diff.is_dir() or text.endswith(("/", os.sep)) or not diff.suffix or len(complete) > 1
     )
     if not as_directory:
-        from deconv_cli.io import WRITE_EXTENSIONS
-
         if diff.suffix.lower() not in WRITE_EXTENSIONS:
             allowed = ", ".join(f"`{e}`" for e in WRITE_EXTENSIONS)
             raise OutputError(f"--diff: `{diff}` has an unknown image extension; use {allowed}")

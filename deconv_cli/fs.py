@@ -8,9 +8,14 @@ that carry them) and says the ``errno`` in words; the command line turns any
 ``OSError`` that reaches it into that one line and exit 2 (a closed pipe is
 exit 141, see :mod:`deconv_cli.errors`).
 
-The checks (:func:`probe`, :func:`check_directory`, :func:`check_writable_file`) are
-made before any computation, so that a place that cannot take the output is
-refused before the work, not after it.
+The checks (:func:`probe`, :func:`check_directory`, :func:`check_writable_file`,
+:func:`check_target`) are made before any computation, so that a place that cannot
+take the output is refused before the work, not after it. Inside
+:func:`protect_inputs` (every command runs in one) no file the command has read
+(:func:`read_head` records it) is written over, and no file is written twice.
+
+A library's own exception (a decoder's, an encoder's) is told in one line too:
+:func:`describe` finds the useful cause among :func:`causes`.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
-from deconv_cli.errors import DeconvError, OutputError
+from deconv_cli.errors import DeconvError, InputError, OutputError
 
 
 class Stream(str):
@@ -280,3 +287,194 @@ def _follow(path: Path, prefix: str) -> os.stat_result | None:
         return None
     except OSError as err:
         raise OutputError(prefix + message(err, path)) from err
+
+
+# --------------------------------------------------------------------------- a command's files
+
+
+class _Guard:
+    """Files read and written while :func:`protect_inputs` is active."""
+
+    def __init__(self) -> None:
+        self.read: dict[tuple[int, int], Path] = {}
+        self.written: dict[tuple[int, int], Path] = {}
+
+
+_guard: _Guard | None = None
+
+
+@contextlib.contextmanager
+def protect_inputs():
+    """While active, no file this process has read is replaced, and none is written twice.
+
+    Every ``deconv`` command runs inside one, so an output path that happens to
+    name an input (an image, a kernel file, ``--reference``), or two outputs that
+    name one file, are refused whatever option they came from. Files are known by
+    device and inode, so other spellings and links of one file are caught too.
+    Nested use keeps the outer record.
+    """
+    global _guard
+    if _guard is not None:
+        yield
+        return
+    _guard = _Guard()
+    try:
+        yield
+    finally:
+        _guard = None
+
+
+def note_input(path: str | os.PathLike) -> None:
+    """Record ``path`` as an input of the running command (see :func:`protect_inputs`)."""
+    if _guard is None:
+        return
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        _guard.read.setdefault((info.st_dev, info.st_ino), Path(path))
+
+
+def check_guard(path: Path) -> None:
+    if _guard is None:
+        return
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    key = (info.st_dev, info.st_ino)
+    if key in _guard.read:
+        raise OutputError(
+            f"`{path}` is an input of this command{_alias(path, _guard.read[key])}; "
+            "refusing to write over it (choose another output)"
+        )
+    if key in _guard.written:
+        raise OutputError(
+            f"`{path}` was already written by this command{_alias(path, _guard.written[key])}; "
+            "two outputs name one file (choose distinct paths)"
+        )
+
+
+def _alias(path: Path, other: Path) -> str:
+    return "" if str(path) == str(other) else f" (as `{other}`)"
+
+
+def note_written(path: Path) -> None:
+    if _guard is None:
+        return
+    with contextlib.suppress(OSError):
+        info = os.stat(path)
+        _guard.written[(info.st_dev, info.st_ino)] = path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (samefile when both exist, else resolved paths)."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def _check_not_input(path: Path, inputs: Sequence[str | os.PathLike]) -> None:
+    for source in inputs:
+        if _same_file(path, Path(source)):
+            raise OutputError(
+                f"`{path}` is an input; refusing to write over it (choose another output)"
+            )
+
+
+def check_target(
+    path: str | os.PathLike, *, overwrite: bool, inputs: Sequence[str | os.PathLike] = ()
+) -> None:
+    """Refuse an output path before any work (the rules of :func:`deconv_cli.atomic.atomic_write`).
+
+    Raises
+    ------
+    OutputError
+        ``path`` is an input (given, or read in :func:`protect_inputs`), a
+        directory, a pipe or device, exists without ``overwrite``, or its
+        directory is missing, unwritable or full (:func:`check_writable_file`).
+    """
+    _check_target(Path(path), overwrite, inputs)
+
+
+def _check_target(path: Path, overwrite: bool, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse an input, a directory, an existing file (without overwrite), a pipe or device,
+    a missing, unwritable or full directory."""
+    probe(path)  # a name too long, a parent that is a file: said before the comparisons
+    _check_not_input(path, inputs)
+    check_guard(path)
+    check_writable_file(path, overwrite=overwrite)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_head(path: Path) -> bytes:
+    """The first 64 bytes of ``path``, turning every reason it cannot be read into one line.
+
+    Pipes, devices and sockets are refused (readers open a file more than once); the
+    file is recorded as an input of the running command (:func:`note_input`).
+
+    Raises
+    ------
+    InputError
+        Missing, a directory, not a regular file, unreadable, or empty.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # open() below says why
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise InputError(
+            f"`{path}` is not a regular file (a pipe, device or socket); save it to a file first"
+        )
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except FileNotFoundError as err:
+        raise InputError(f"`{path}`: no such file") from err
+    except IsADirectoryError as err:
+        raise InputError(f"`{path}` is a directory, not an image file") from err
+    except OSError as err:
+        raise error(err, path, InputError) from err
+    if path.is_dir():  # pragma: no cover - platforms where open() accepts directories
+        raise InputError(f"`{path}` is a directory, not an image file")
+    note_input(path)
+    if not head:
+        raise InputError(f"`{path}` is empty (0 bytes)")
+    return head
+
+
+# --------------------------------------------------------------------------- libraries' exceptions
+
+
+def causes(err: BaseException) -> list[BaseException]:
+    """``err`` and its causes, outermost first (imageio wraps the decoder's exception)."""
+    chain = [err]
+    while len(chain) < 20:
+        last = chain[-1]
+        nxt = last.__cause__ or (None if last.__suppress_context__ else last.__context__)
+        if nxt is None:
+            break
+        chain.append(nxt)
+    return chain
+
+
+_TRUNCATED = re.compile(
+    r"truncated|failed to read \d+ bytes|ends? early|end of (file|stream)", re.I
+)
+
+
+def describe(err: BaseException) -> str:
+    """A one-line reason from a library's exception (the innermost cause is the useful one)."""
+    seen = causes(err)[-1]
+    text = " ".join(str(seen).split()) or type(seen).__name__
+    if type(seen).__name__ in ("UnidentifiedImageError", "TiffFileError", "InitializationError"):
+        return "not a recognised image format, or corrupt"
+    struct_error = type(seen).__name__ == "error" and type(seen).__module__ == "struct"
+    if struct_error or isinstance(seen, EOFError):
+        return "truncated (the file ends early)"
+    if _TRUNCATED.search(text) and "truncated" not in text.lower():
+        text = f"truncated ({text})"
+    return text if len(text) <= 200 else text[:197] + "..."

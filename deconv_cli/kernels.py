@@ -64,6 +64,7 @@ import numpy as np
 
 from deconv_cli import fs
 from deconv_cli.errors import InputError, KernelError, choice_error
+from deconv_cli.formats import READ_EXTENSIONS
 
 MAX_SIZE = 4097
 """The largest kernel side a family builds (a 4097x4097 float64 kernel is 134 MB)."""
@@ -72,7 +73,8 @@ SUPERSAMPLING = 32
 """Samples per pixel side when disk and motion compute pixel coverage."""
 
 TEXT_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = tuple(ext for ext in READ_EXTENSIONS if ext != ".npy")
+"""Kernel images: every format deconv reads (:mod:`deconv_cli.formats`), made grey."""
 FILE_SUFFIXES = (".npy", *TEXT_SUFFIXES, *IMAGE_SUFFIXES)
 
 _SHAPES_ALLOWED = "2-D (kh, kw), 1-D (read as a 1xN row) or a 4-D bank (C_out, C_in, kh, kw)"
@@ -115,9 +117,9 @@ class Kernel:
 
     @property
     def max_channels(self) -> int | None:
-        """The most channels an image may have: 4 (:data:`deconv_cli.io.MAX_CHANNELS`), or
+        """The most channels an image may have: 4 (:data:`deconv_cli.formats.MAX_CHANNELS`), or
         any number for a bank (its operator checks the count the bank takes)."""
-        from deconv_cli.io import MAX_CHANNELS
+        from deconv_cli.formats import MAX_CHANNELS
 
         return None if self.is_bank else MAX_CHANNELS
 
@@ -668,7 +670,7 @@ def _load_file(path: Path, spec: str, normalize: bool) -> Kernel:
             f"{where}: unsupported suffix `{suffix or '(none)'}`; use one of "
             + ", ".join(FILE_SUFFIXES)
         )
-    from deconv_cli.io import load_npy
+    from deconv_cli.npyfile import load_npy
 
     try:
         if suffix == ".npy":
@@ -694,9 +696,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _read_text(path: Path, where: str) -> np.ndarray:
-    from deconv_cli.io import note_input
-
-    note_input(path)
+    fs.note_input(path)
     try:
         text = path.read_text()
     except OSError as err:

@@ -155,13 +155,13 @@ def effective_kernel(kernel: np.ndarray, geometry: Geometry) -> np.ndarray:
 def check_extent(flag: str, what: str, shape: tuple[int, int]) -> None:
     """Refuse a geometry whose padded image or dilated kernel exceeds the pixel limit.
 
-    The limit is 4x the one for reading images (:func:`deconv_cli.io.max_pixels`):
+    The limit is 4x the one for reading images (:attr:`deconv_cli.config.Config.max_pixels`):
     room for any sensible padding of the largest image deconv reads, while absurd
     flags give an error line instead of an allocation failure.
     """
-    from deconv_cli.io import max_pixels
+    from deconv_cli import config
 
-    limit = 4 * max_pixels()
+    limit = 4 * config.current().max_pixels
     if shape[0] * shape[1] > limit:
         raise GeometryError(
             f"{flag}: the {what} would be {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} "

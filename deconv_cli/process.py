@@ -16,18 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
+from deconv_cli.formats import check_shape, parse_dtype
 from deconv_cli.invert import IterationRecord, Monitor, build_problem, invert
-from deconv_cli.io import (
-    Image,
-    check_shape,
-    map_npy,
-    parse_dtype,
-    read_image,
-    write_image,
-    write_npy_mapped,
-)
+from deconv_cli.io import Image, read_image, write_image
 from deconv_cli.kernels import Kernel
 from deconv_cli.noise import Noise
+from deconv_cli.npyfile import map_npy, write_npy_mapped
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
 from deconv_cli.restore import RestoreOptions, RestoreResult
 from deconv_cli.tiles import check_memory

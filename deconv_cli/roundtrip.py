@@ -308,7 +308,7 @@ def check_montage(
 ) -> None:
     """Fail before any work when the montage cannot be written to ``path``, or is the
     ``montage.png`` that ``out_dir`` receives anyway."""
-    from deconv_cli.io import check_target
+    from deconv_cli.fs import check_target
 
     if out_dir is not None and Path(path).resolve() == (Path(out_dir) / "montage.png").resolve():
         raise OutputError(

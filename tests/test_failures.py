@@ -711,8 +711,6 @@ def test_unwritable_output_directory(ws, tmp_path):
 
 def test_unwritable_output_directory_simulated(check, monkeypatch):
     """As root every directory is writable: the refusal of the OS is simulated."""
-    import deconv_cli.io
-
     real_open = os.open
 
     def refuse(path, flags, *args, **kwargs):  # creating the temporary file
@@ -720,7 +718,7 @@ def test_unwritable_output_directory_simulated(check, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(deconv_cli.io.os, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     message = check(["convolve", "{ws}/good.npy", "-k", "box", "-o", "{out}"], "permission denied")
     assert "cannot write in" in message
 

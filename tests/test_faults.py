@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deconv_cli import io
+from deconv_cli import atomic, fs, io
 from deconv_cli.errors import OutputError
 
 TEMP = re.compile(r"\.deconv-(\d+)-(.+)-[a-z0-9_]{8}(\.\w+)?")
@@ -175,7 +175,9 @@ def dead_pid() -> int:
 def our_temp_name(directory: Path, ext: str = ".npy") -> str:
     """The name atomic_write gives a temporary file in this process."""
     names = []
-    io.atomic_write(directory / f"probe{ext}", lambda tmp: names.append(tmp.name), overwrite=True)
+    atomic.atomic_write(
+        directory / f"probe{ext}", lambda tmp: names.append(tmp.name), overwrite=True
+    )
     (directory / f"probe{ext}").unlink()
     return names[0]
 
@@ -214,8 +216,8 @@ def test_only_stale_temp_files_of_dead_processes_are_removed(tmp_path):
     link.symlink_to(tmp_path / files["user-file"])
 
     expected = sorted([tmp_path / files["stale"], tmp_path / files["stale-no-suffix"]])
-    assert io.stale_temp_files(tmp_path) == expected
-    assert io.remove_stale_temp_files(tmp_path) == expected
+    assert atomic.stale_temp_files(tmp_path) == expected
+    assert atomic.remove_stale_temp_files(tmp_path) == expected
     left = {p.name for p in tmp_path.iterdir()}
     assert left == (set(files.values()) - {files["stale"], files["stale-no-suffix"]}) | {
         "as-dir",
@@ -229,7 +231,7 @@ def test_stale_temp_files_of_other_users_are_left(tmp_path):
     stale = tmp_path / renamed(our_temp_name(tmp_path), pid=dead_pid())
     stale.write_bytes(b"x")
     os.chown(stale, 65534, 65534)
-    assert io.stale_temp_files(tmp_path) == []
+    assert atomic.stale_temp_files(tmp_path) == []
 
 
 def test_first_write_in_a_directory_removes_stale_files(tmp_path):
@@ -247,7 +249,7 @@ def test_first_write_in_a_directory_removes_stale_files(tmp_path):
 def test_inside_protect_inputs_a_read_file_is_never_replaced(tmp_path):
     np.save(tmp_path / "x.npy", np.ones((3, 3)))
     os.link(tmp_path / "x.npy", tmp_path / "hard.npy")
-    with io.protect_inputs():
+    with fs.protect_inputs():
         io.read_image(tmp_path / "x.npy")
         for target in ("x.npy", "hard.npy"):
             with pytest.raises(OutputError, match="is an input of this command"):
@@ -257,11 +259,11 @@ def test_inside_protect_inputs_a_read_file_is_never_replaced(tmp_path):
 
 
 def test_inside_protect_inputs_no_file_is_written_twice(tmp_path):
-    with io.protect_inputs():
+    with fs.protect_inputs():
         io.write_image(tmp_path / "y.npy", np.ones((2, 2)))
         with pytest.raises(OutputError, match="already written by this command"):
             io.write_image(tmp_path / "y.npy", np.zeros((2, 2)), overwrite=True)
-        with io.protect_inputs():  # nested: the outer record holds
+        with fs.protect_inputs():  # nested: the outer record holds
             with pytest.raises(OutputError, match="already written"):
                 io.write_image(tmp_path / "y.npy", np.zeros((2, 2)), overwrite=True)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), np.ones((2, 2)))
@@ -272,10 +274,10 @@ def test_kernel_files_are_protected_inputs(tmp_path):
     from deconv_cli.kernels import load_kernel
 
     (tmp_path / "k.csv").write_text("0,1,0\n1,1,1\n0,1,0\n")
-    with io.protect_inputs():
+    with fs.protect_inputs():
         load_kernel(str(tmp_path / "k.csv"))
         with pytest.raises(OutputError, match="is an input of this command"):
-            io.atomic_write(tmp_path / "k.csv", lambda tmp: tmp.write_text("1"), overwrite=True)
+            atomic.atomic_write(tmp_path / "k.csv", lambda tmp: tmp.write_text("1"), overwrite=True)
     assert (tmp_path / "k.csv").read_text() == "0,1,0\n1,1,1\n0,1,0\n"
 
 

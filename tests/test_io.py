@@ -17,7 +17,7 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from deconv_cli import io
+from deconv_cli import atomic, codecs, config, formats, io
 from deconv_cli.errors import DeconvError, InputError, OutputError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -445,7 +445,7 @@ def test_pixel_limit_far_exceeded_never_decodes(tmp_path, monkeypatch):
 
 def test_default_pixel_limit(monkeypatch):
     monkeypatch.delenv("DECONV_MAX_PIXELS", raising=False)
-    assert io.max_pixels() == 2**28
+    assert config.current().max_pixels == 2**28
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5"], ids=["word", "zero", "neg", "float"])
@@ -670,17 +670,17 @@ def test_too_many_channels_for_png(tmp_path):
     ids=["u8", "upper", "spaces", "f64", "dtype"],
 )
 def test_parse_dtype(value, expected):
-    assert io.parse_dtype(value) == np.dtype(expected)
+    assert formats.parse_dtype(value) == np.dtype(expected)
 
 
 def test_parse_dtype_none():
-    assert io.parse_dtype(None) is None
+    assert formats.parse_dtype(None) is None
 
 
 @pytest.mark.parametrize("value", ["int16", "float", "u8", "", "bool"])
 def test_parse_dtype_rejects(value):
     with pytest.raises(OutputError, match=r"--dtype: .* is not one of `uint8`, `uint16`"):
-        io.parse_dtype(value)
+        formats.parse_dtype(value)
 
 
 # --------------------------------------------------------------------------- writing: alpha
@@ -742,7 +742,7 @@ def test_failing_writer_leaves_no_temp_file(tmp_path):
         raise RuntimeError("disk on fire")
 
     with pytest.raises(OutputError, match=r"`.*o\.png` cannot be written: disk on fire"):
-        io.atomic_write(tmp_path / "o.png", write, overwrite=False)
+        atomic.atomic_write(tmp_path / "o.png", write, overwrite=False)
     assert _listing(tmp_path) == []
 
 
@@ -753,7 +753,7 @@ def test_failing_writer_keeps_existing_output(tmp_path):
         raise OSError(28, "No space left on device")
 
     with pytest.raises(OutputError, match="no space left on device"):
-        io.atomic_write(tmp_path / "o.png", write, overwrite=True)
+        atomic.atomic_write(tmp_path / "o.png", write, overwrite=True)
     assert _listing(tmp_path) == ["o.png"]
     assert (tmp_path / "o.png").read_bytes() == b"old"
 
@@ -764,7 +764,7 @@ def test_interrupt_removes_temp_file_and_propagates(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        io.atomic_write(tmp_path / "o.npy", write, overwrite=False)
+        atomic.atomic_write(tmp_path / "o.npy", write, overwrite=False)
     assert _listing(tmp_path) == []
 
 
@@ -773,7 +773,7 @@ def test_failing_format_writer_in_write_image(tmp_path, monkeypatch):
         Path(tmp).write_bytes(b"half a png")
         raise ValueError("encoder exploded")
 
-    monkeypatch.setitem(io._WRITERS, "PNG", broken)
+    monkeypatch.setattr(codecs, "write_png", broken)
     with pytest.raises(OutputError, match="encoder exploded"):
         io.write_image(tmp_path / "o.png", np.zeros((3, 3)))
     assert _listing(tmp_path) == []
@@ -786,7 +786,7 @@ def test_temp_file_is_beside_output_with_same_extension(tmp_path):
         seen.append(tmp)
         tmp.write_bytes(b"ok")
 
-    io.atomic_write(tmp_path / "o.tif", write, overwrite=False)
+    atomic.atomic_write(tmp_path / "o.tif", write, overwrite=False)
     assert seen[0].parent == tmp_path
     assert seen[0].name.startswith(".deconv-")
     assert seen[0].suffix == ".tif"
@@ -865,7 +865,7 @@ def test_unwritable_directory_simulated(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(io.os, "open", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(OutputError, match=r"cannot write in `.*`: permission denied"):
         io.write_image(tmp_path / "o.png", np.zeros((2, 2)))
 

@@ -199,7 +199,8 @@ def test_tiled_mapped_write_on_a_full_tmpfs_is_an_error_not_sigbus(inside, tmpfs
 
 def test_mapped_write_reserves_its_space_first(ws, monkeypatch):
     """posix_fallocate's ENOSPC (simulated) stops the write before any tile is computed."""
-    from deconv_cli import io
+    from deconv_cli import npyfile
+    from deconv_cli.errors import OutputError
 
     tiles = []
 
@@ -210,9 +211,9 @@ def test_mapped_write_reserves_its_space_first(ws, monkeypatch):
     def no_space(fd, offset, length):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(io.os, "posix_fallocate", no_space)
-    with pytest.raises(io.OutputError, match="no space left on device"):
-        io.write_npy_mapped(ws / "y.npy", fill)
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(OutputError, match="no space left on device"):
+        npyfile.write_npy_mapped(ws / "y.npy", fill)
     assert tiles == []
     assert not (ws / "y.npy").exists() and not list(ws.glob(".deconv-*"))
 

@@ -335,7 +335,7 @@ def test_tile_margin_must_be_non_negative():
 
 
 def test_tiled_invert_between_memory_mapped_files(scene, tmp_path):
-    from deconv_cli.io import map_npy, write_npy_mapped
+    from deconv_cli.npyfile import map_npy, write_npy_mapped
     from deconv_cli.restore import RestoreOptions
     from deconv_cli.tiles import tiled_invert
 
@@ -359,7 +359,7 @@ def test_tiled_invert_between_memory_mapped_files(scene, tmp_path):
 
 
 def test_map_npy_maps_floats_and_defers_the_rest(tmp_path):
-    from deconv_cli.io import map_npy
+    from deconv_cli.npyfile import map_npy
 
     np.save(tmp_path / "f.npy", np.ones((4, 5, 2)))
     np.save(tmp_path / "u.npy", np.ones((4, 5), dtype=np.uint8))
@@ -370,7 +370,7 @@ def test_map_npy_maps_floats_and_defers_the_rest(tmp_path):
 
 def test_map_npy_refuses_nan_and_pickles(tmp_path):
     from deconv_cli.errors import InputError
-    from deconv_cli.io import map_npy
+    from deconv_cli.npyfile import map_npy
 
     bad = np.zeros((6, 4))
     bad[2, 1] = np.nan
@@ -384,7 +384,7 @@ def test_map_npy_refuses_nan_and_pickles(tmp_path):
 
 def test_write_npy_mapped_is_atomic(tmp_path):
     from deconv_cli.errors import OutputError
-    from deconv_cli.io import write_npy_mapped
+    from deconv_cli.npyfile import write_npy_mapped
 
     target = tmp_path / "out.npy"
 

@@ -16,7 +16,7 @@ codes happens here, in :class:`DeconvGroup`, and nowhere else:
 - anything else is a bug: one line, ``deconv: internal error: ...``, exit 3 (set
   ``DECONV_DEBUG=1`` to get the traceback instead).
 
-Every command runs inside :func:`deconv_cli.io.protect_inputs`: no file the command
+Every command runs inside :func:`deconv_cli.fs.protect_inputs`: no file the command
 read is ever written over, whichever option names it, and no file is written twice.
 """
 
@@ -193,9 +193,9 @@ def _internal(ctx: click.Context, err: Exception) -> None:
 
 def _max_pixels(ctx: click.Context, param, value):
     if value is not None:
-        from deconv_cli.io import pixel_limit
+        from deconv_cli import config
 
-        ctx.with_resource(pixel_limit(value))
+        ctx.with_resource(config.use(max_pixels=value))
     return value
 
 
@@ -234,12 +234,12 @@ def main() -> None:
 
 
 def _protected(callback):
-    """Run a command inside :func:`deconv_cli.io.protect_inputs` (after parsing, so that
+    """Run a command inside :func:`deconv_cli.fs.protect_inputs` (after parsing, so that
     ``--help`` stays fast: the import brings numpy)."""
 
     @functools.wraps(callback)
     def run(*args, **kwargs):
-        from deconv_cli.io import protect_inputs
+        from deconv_cli.fs import protect_inputs
 
         with protect_inputs():
             return callback(*args, **kwargs)

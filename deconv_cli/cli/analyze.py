@@ -225,7 +225,7 @@ def analyze(
     geometry, kernel = geometry.create(), kernel.load()
     input_shape, image_bits = _image_shape(image, shape, kernel)
     if spectrum is not None:  # refuse a bad --spectrum path before the work
-        from deconv_cli.io import check_target
+        from deconv_cli.fs import check_target
 
         check_target(spectrum, overwrite=overwrite, inputs=(image,) if image else ())
     op = ConvOperator(kernel.array, input_shape, geometry)

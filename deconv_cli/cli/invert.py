@@ -273,7 +273,7 @@ def _read_reference(path):
 def _write_history(path, records, overwrite) -> None:
     import csv
 
-    from deconv_cli.io import atomic_write
+    from deconv_cli.atomic import atomic_write
 
     def write(tmp):
         with open(tmp, "w", newline="") as handle:

@@ -91,7 +91,7 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
 
     kernel = load_kernel(spec, normalize=normalize)
     if save is not None:
-        from deconv_cli.io import check_target
+        from deconv_cli.fs import check_target
 
         _check_save_path(save)
         check_target(save, overwrite=overwrite)  # before printing: fail before any output
@@ -104,7 +104,7 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
             np.array2string(matrix, precision=precision, suppress_small=True, max_line_width=120)
         )
     if save is not None:
-        from deconv_cli.io import atomic_write
+        from deconv_cli.atomic import atomic_write
 
         def write(tmp: Path) -> None:  # np.save, not write_image: a bank is 4-D
             with open(tmp, "wb") as handle:
