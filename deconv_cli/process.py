@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
-from deconv_cli.invert import IterationRecord, Monitor, build_problem, invert
+from deconv_cli.inversion import IterationRecord, Monitor, build_problem, invert
 from deconv_cli.io import (
     Image,
     check_shape,
