@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconv_cli.invert import build_problem, invert
+from deconv_cli.inversion import build_problem, invert
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.restore import RestoreOptions

@@ -290,7 +290,7 @@ def score(restored: np.ndarray, case: Case) -> dict[str, float]:
 def problem(case: Case):
     """The inverse problem ``deconv invert`` builds for ``case`` (reflect geometry,
     ``--boundary unknown`` where the case needs it); ``.crop(x)`` is the observed frame."""
-    from deconv_cli.invert import build_problem
+    from deconv_cli.inversion import build_problem
 
     return build_problem(
         case.kernel,
@@ -305,7 +305,7 @@ def restore(
 ) -> RestoreResult:
     """Run a registered method on ``case.blurred`` as ``deconv invert`` does; the
     result's image is the observed frame."""
-    from deconv_cli.invert import invert
+    from deconv_cli.inversion import invert
 
     return invert(case.blurred, problem(case), method, options or RestoreOptions())
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
 from deconv_cli.formats import check_shape, parse_dtype
-from deconv_cli.invert import IterationRecord, Monitor, build_problem, invert
+from deconv_cli.inversion import IterationRecord, Monitor, build_problem, invert
 from deconv_cli.io import Image, read_image, write_image
 from deconv_cli.kernels import Kernel
 from deconv_cli.noise import Noise

@@ -171,7 +171,7 @@ def roundtrip(
         image's shape: the baseline every method must beat), then the transpose
         row, then one row per method, in the order given.
     """
-    from deconv_cli.invert import build_problem, invert
+    from deconv_cli.inversion import build_problem, invert
     from deconv_cli.restore import RestoreOptions
 
     names = check_methods(methods)

@@ -349,7 +349,7 @@ def tiled_invert(
         The data; anything that slices like an array (``np.memmap`` included).
         Computed in float32 when it is float32, else float64.
     kernel : ndarray
-        As for :func:`deconv_cli.invert.build_problem`.
+        As for :func:`deconv_cli.inversion.build_problem`.
     geometry : Geometry
         ``same`` mode, stride 1, no padding; any boundary.
     method : str
@@ -396,7 +396,7 @@ def tiled_invert(
     step is a global scalar per iteration, so its tiles differ the most (measurements:
     docs/performance.md).
     """
-    from deconv_cli.invert import build_problem, invert
+    from deconv_cli.inversion import build_problem, invert
 
     check_tiled_geometry(geometry)
     tile = _check_tile(tile)
@@ -620,7 +620,7 @@ def _whole_operator(
         from deconv_cli.operators import input_shape_for
 
         return ConvOperator(kernel, input_shape_for(kernel, shape, geometry), geometry)
-    from deconv_cli.invert import build_problem
+    from deconv_cli.inversion import build_problem
 
     return build_problem(kernel, shape, geometry, unknown_boundary=unknown).op
 

@@ -19,7 +19,7 @@ from skimage.metrics import (
     structural_similarity,
 )
 
-from deconv_cli import compare as core
+from deconv_cli import comparison as core
 from deconv_cli import metrics, pictures, report
 from deconv_cli.cli import compare as cli_compare
 from deconv_cli.cli import main
@@ -498,7 +498,7 @@ def test_alpha_is_ignored(tmp_path):
 
 
 def test_diff_single_file(tmp_path):
-    from deconv_cli.compare import DIFF_RANGE
+    from deconv_cli.comparison import DIFF_RANGE
 
     reference = np.zeros((8, 8))
     candidate = reference.copy()

@@ -9,7 +9,7 @@ import pytest
 from skimage import data, transform
 from skimage.metrics import peak_signal_noise_ratio
 
-from deconv_cli.invert import build_problem, invert
+from deconv_cli.inversion import build_problem, invert
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.restore import RestoreOptions

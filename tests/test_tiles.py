@@ -178,27 +178,27 @@ def blur(scene, boundary: str, sigma: float = 0.01):
 
 
 def untiled(y, kernel, geometry, method, options, unknown=False):
-    from deconv_cli.invert import build_problem, invert
+    from deconv_cli.inversion import build_problem, invert
 
     problem = build_problem(kernel, y.shape, geometry, unknown_boundary=unknown)
     return invert(y, problem, method, options)
 
 
 class Recorder:
-    """Wraps ``deconv_cli.invert.invert`` to record the method and options of each call."""
+    """Wraps ``deconv_cli.inversion.invert`` to record the method and options of each call."""
 
     def __init__(self, monkeypatch):
-        import deconv_cli.invert
+        import deconv_cli.inversion
 
         self.calls = []
-        real = deconv_cli.invert.invert
+        real = deconv_cli.inversion.invert
 
         def record(blurred, problem, method, options, **kwargs):
             result = real(blurred, problem, method, options, **kwargs)
             self.calls.append((method, options, result))
             return result
 
-        monkeypatch.setattr(deconv_cli.invert, "invert", record)
+        monkeypatch.setattr(deconv_cli.inversion, "invert", record)
 
 
 def test_one_tile_is_the_untiled_invert(scene):
@@ -609,7 +609,7 @@ def test_estimate_bounds_the_traced_peak(command, method):
     # tracemalloc sees numpy's allocations: an independent measure of the peak
     import tracemalloc
 
-    from deconv_cli.invert import build_problem, invert
+    from deconv_cli.inversion import build_problem, invert
     from deconv_cli.kernels import load_kernel
     from deconv_cli.restore import RestoreOptions
     from deconv_cli.tiles import FIXED_BYTES, estimate_bytes

@@ -138,7 +138,7 @@ def compare(
           --format json > compare.json
     """
     from deconv_cli import report
-    from deconv_cli.compare import compare_images
+    from deconv_cli.comparison import compare_images
     from deconv_cli.metrics import resolve_metrics
 
     names = resolve_metrics(_split_metrics(metrics))
