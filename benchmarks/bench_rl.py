@@ -194,7 +194,8 @@ def time_to_quality(large: bool) -> None:
 
 def grid_engine(truth, boundary: str, spec: str) -> str:
     """Which grid operator our Richardson-Lucy runs on."""
-    from deconv_cli.restore.iterative import SpatialGridOperator, grid_operator
+    from deconv_cli.operators.grid import grid_operator
+    from deconv_cli.operators.spatial import SpatialGridOperator
 
     kernel = load_kernel(spec).array
     op = ConvOperator(kernel, truth.shape, Geometry.create(boundary=boundary), dtype=np.float32)

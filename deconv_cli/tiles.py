@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
-from deconv_cli.operators import _NUMPY_PAD, ConvOperator, Geometry, effective_kernel
+from deconv_cli.operators import ConvOperator, Geometry, effective_kernel
+from deconv_cli.operators.padding import index_map
 from deconv_cli.restore import RestoreOptions, RestoreResult
 
 MARGIN_FACTOR = 3
@@ -60,13 +61,6 @@ def _check_tile(tile: int) -> int:
 def _spans(n: int, size: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of consecutive tiles of ``size`` covering ``range(n)``."""
     return [(start, min(start + size, n)) for start in range(0, n, size)]
-
-
-def _index_map(n: int, pads: tuple[int, int], boundary: str) -> np.ndarray:
-    """The image index of each padded position on one axis (``-1``: a zero)."""
-    if boundary == "constant":
-        return np.pad(np.arange(n), pads, mode="constant", constant_values=-1)
-    return np.pad(np.arange(n), pads, mode=_NUMPY_PAD[boundary])
 
 
 def _as_slice(index: np.ndarray) -> slice | None:
@@ -171,7 +165,7 @@ def tiled_forward(
     _check_array(x, op.input_shape, "image")
     out = _output(out, op.output_shape, op.dtype)
     windows = _Windows(op)
-    maps = [_index_map(op.input_shape[a], op.pads[a], op.geometry.boundary) for a in (0, 1)]
+    maps = [index_map(op.input_shape[a], op.pads[a], op.geometry.boundary) for a in (0, 1)]
     (kh, kw), (sh, sw) = op.effective.shape[2:], op.geometry.stride
     for r0, r1 in _spans(op.output_shape[0], tile):
         rows = maps[0][sh * r0 : sh * (r1 - 1) + kh]
@@ -222,7 +216,7 @@ def tiled_adjoint(
     windows = _Windows(op)
     kernel_extent = op.effective.shape[2:]
     stride = op.geometry.stride
-    maps = [_index_map(op.input_shape[a], op.pads[a], op.geometry.boundary) for a in (0, 1)]
+    maps = [index_map(op.input_shape[a], op.pads[a], op.geometry.boundary) for a in (0, 1)]
 
     def pieces(axis: int, start: int, stop: int):
         """Per run of padded positions on ``axis`` that land in the tile ``[start, stop)``:

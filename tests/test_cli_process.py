@@ -153,6 +153,35 @@ def test_haar_bank_conv_layer_and_its_transpose(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "back.npy"), x, atol=1e-12)
 
 
+def test_a_one_channel_bank_takes_hxwx1_both_ways(tmp_path):
+    """Regression: a (1, 1, kh, kw) bank's transpose refused the H×W×1 data its convolve
+    accepts; both drop the channel axis of size one, and transpose is the adjoint."""
+    rng = np.random.default_rng(8)
+    bank = rng.random((1, 1, 3, 4))
+    np.save(tmp_path / "bank.npy", bank)
+    x, y = rng.random((12, 10, 1)), rng.random((12, 10, 1))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    for command, source in (("convolve", "x.npy"), ("transpose", "y.npy")):
+        done = run(
+            command,
+            tmp_path / source,
+            "-k",
+            tmp_path / "bank.npy",
+            "--boundary",
+            "constant",
+            "-o",
+            tmp_path / f"{command}.npy",
+            "-q",
+        )
+        assert done.exit_code == 0, done.output
+    ax, aty = np.load(tmp_path / "convolve.npy"), np.load(tmp_path / "transpose.npy")
+    assert ax.shape == aty.shape == (12, 10)
+    expected = ndimage.convolve(x[..., 0], bank[0, 0], mode="constant")
+    np.testing.assert_allclose(ax, expected, atol=1e-12)
+    np.testing.assert_allclose(np.vdot(ax, y[..., 0]), np.vdot(x[..., 0], aty), rtol=1e-12)
+
+
 def test_png_in_png_out_keeps_uint8_and_npy_keeps_floats(tmp_path):
     source = tmp_path / "cam.png"
     shutil.copy(SAMPLES / "camera.png", source)

@@ -11,14 +11,11 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry
-from deconv_cli.restore import RestoreOptions, iterative
-from deconv_cli.restore.iterative import (
-    GridOperator,
-    SpatialGridOperator,
-    cgls,
-    grid_operator,
-    lsqr,
-)
+from deconv_cli.operators import spatial as spatial_module
+from deconv_cli.operators.grid import GridOperator, grid_operator
+from deconv_cli.operators.spatial import SpatialGridOperator, spatial_layout, spatial_passes
+from deconv_cli.restore import RestoreOptions
+from deconv_cli.restore.iterative import cgls, lsqr
 from deconv_cli.restore.richardson_lucy import richardson_lucy
 from deconv_cli.restore.tv import tv_deconvolve
 
@@ -131,8 +128,8 @@ SPATIAL_KERNELS = {  # kernel, the ways its passes can run
 def spatial(op: ConvOperator, method: str) -> SpatialGridOperator:
     """The spatial operator with its line passes run ``method``'s way where they can (a
     running sum needs equal taps, a box sum a nonzero common tap), not the cost rule's."""
-    corner, grid, shift = iterative._spatial_layout(op)
-    plan = iterative._spatial_passes(op, shift, grid)
+    corner, grid, shift = spatial_layout(op)
+    plan = spatial_passes(op, shift, grid)
     for p in plan[0] + plan[1]:
         if method == "direct" or not p.common or (method == "running" and p.corrections):
             continue
@@ -163,7 +160,7 @@ def test_spatial_box_sums_equal_ndimage_convolve(monkeypatch, name, boundary):
     ``scipy.ndimage.convolve``, and the adjoint against the transposed dense matrix."""
     from scipy import ndimage
 
-    monkeypatch.setattr(iterative, "_CHUNK", 5)
+    monkeypatch.setattr(spatial_module, "_CHUNK", 5)
     kernel = SPATIAL_KERNELS[name][0]
     r = rng(10)
     x = r.random((13, 16, 2))
@@ -542,7 +539,7 @@ THIN = {"row-box": np.full((1, 7), 1 / 7), "column-motion": np.r_[0.5, np.ones(5
 def test_least_squares_on_the_spatial_engine_is_minimum_norm(solver, kernel):
     # one-row / one-column kernels: grid_operator computes A and Aᵀ in space
     op = ConvOperator(kernel, (24, 20), Geometry.create(mode="valid"))
-    assert isinstance(iterative.grid_operator(op), iterative.SpatialGridOperator)
+    assert isinstance(grid_operator(op), SpatialGridOperator)
     y = rng(8).random(op.output_shape)
     expected = np.linalg.lstsq(dense(op), y.ravel(), rcond=None)[0]
     result = solver(y, op, iterations=2000, tol=1e-12)

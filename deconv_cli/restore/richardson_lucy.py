@@ -15,8 +15,8 @@ import numpy as np
 from deconv_cli.errors import DeconvError
 from deconv_cli.noise_model import estimate_noise_sigma
 from deconv_cli.operators import ConvOperator
+from deconv_cli.operators.grid import GridOperator, grid_operator
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
-from deconv_cli.restore.iterative import GridOperator, grid_operator
 from deconv_cli.restore.iterative import dot as _dot
 
 DEFAULT_ITERATIONS = 100

@@ -18,8 +18,9 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry
+from deconv_cli.operators.grid import GridOperator
 from deconv_cli.restore import RestoreOptions, RestoreResult, data_scale, register
-from deconv_cli.restore.iterative import GridOperator, dot
+from deconv_cli.restore.iterative import dot
 
 DEFAULT_ITERATIONS = 60
 DEFAULT_TOL = 3e-4

@@ -1,0 +1,307 @@
+"""The engines computing ``S ∘ V`` (forward) and ``Vᵀ ∘ Sᵀ`` (adjoint) on ``(*spatial, C)``
+arrays, for any number of spatial axes.
+
+``V`` is a *valid* cross-correlation with the effective bank ``(C_out, C_in/groups,
+*k)``: output channel ``o`` of group ``g = o // (C_out/groups)`` sums its kernels
+over the input channels of that group. A depthwise bank whose kernels are all one
+(``shared``: one kernel applied to every channel alike) is computed once for every
+channel. ``S`` keeps every stride-th sample, top-left anchored.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+
+import numpy as np
+
+from deconv_cli.errors import GeometryError, choice_error
+from deconv_cli.operators.cost import engine_costs, fast_length
+from deconv_cli.operators.threads import fft_workers
+
+ENGINES = ("auto", "direct", "taps", "separable", "fft")
+
+
+def _strided(shape: tuple[int, ...], stride: tuple[int, ...]) -> tuple[slice, ...]:
+    """The samples ``S`` keeps of a stride-1 result of spatial ``shape``."""
+    return tuple(slice(0, n, s) for n, s in zip(shape, stride, strict=True))
+
+
+class _Engine:
+    name = ""
+
+    def __init__(self, op) -> None:
+        self.op = op
+        self.kernel = op.effective.astype(op.dtype)
+        self.stride = op.stride
+        self.d = op.ndim
+        co, cig = op.effective.shape[:2]
+        self.cog = co // op.groups
+        self.cig = cig
+
+    def upsample(self, y: np.ndarray) -> np.ndarray:
+        """``Sᵀ``: put the samples back on the stride-1 grid, zeros elsewhere."""
+        if all(s == 1 for s in self.stride):
+            return y
+        up = np.zeros(self.op.stride1_shape + y.shape[-1:], dtype=y.dtype)
+        up[_strided(self.op.stride1_shape, self.stride)] = y
+        return up
+
+    def group_of(self, o: int) -> int:
+        """The input channel offset of output channel ``o``'s group."""
+        return (o // self.cog) * self.cig
+
+
+class _Direct(_Engine):
+    """Spatial-domain correlation with ``scipy.ndimage`` (zero weights are skipped)."""
+
+    name = "direct"
+
+    def forward(self, xp: np.ndarray) -> np.ndarray:
+        return self._valid(xp, self.kernel)[_strided(self.op.stride1_shape, self.stride)]
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        k = self.kernel.shape[2:]
+        y1 = np.pad(self.upsample(y), tuple((n - 1, n - 1) for n in k) + ((0, 0),))
+        flipped = self.kernel[(slice(None), slice(None)) + (slice(None, None, -1),) * self.d]
+        return self._valid(y1, flipped, adjoint=True)
+
+    def _valid(self, x: np.ndarray, bank: np.ndarray, adjoint: bool = False) -> np.ndarray:
+        from scipy import ndimage
+
+        k = bank.shape[2:]
+        crop = tuple(slice(n // 2, n // 2 + m - n + 1) for n, m in zip(k, x.shape, strict=False))
+        if self.op.shared:
+            return ndimage.correlate(x, bank[0, 0][..., None], mode="constant")[crop]
+        channels = self.op.input_shape[-1] if adjoint else bank.shape[0]
+        out = np.zeros(tuple(s.stop - s.start for s in crop) + (channels,), dtype=x.dtype)
+        for o in range(bank.shape[0]):
+            base = self.group_of(o)
+            for i in range(self.cig):
+                src, dst = (o, base + i) if adjoint else (base + i, o)
+                out[..., dst] += ndimage.correlate(x[..., src], bank[o, i], mode="constant")[crop]
+        return out
+
+
+class _Taps(_Engine):
+    """Sparse taps: one shifted, strided slice of the padded image per non-zero tap.
+
+    ``y[i] = Σ_{a: K[a] ≠ 0} K[a] · x_p[s·i + a]`` (per axis) computes only the kept
+    output samples, so its cost is (non-zero taps) × (output samples) whatever the
+    kernel's extent: a dilated kernel's zeros cost nothing. The adjoint adds each
+    tap's weighted data back onto the same slices. One tap is one vectorized pass, so
+    a long run answers signals between taps.
+    """
+
+    name = "taps"
+
+    def __init__(self, op) -> None:
+        super().__init__(op)
+        bank = self.kernel[:1, :1] if op.shared else self.kernel
+        self.taps = [tuple(int(n) for n in t) for t in np.argwhere(bank)]
+
+    def _window(self, offsets: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+        """The padded samples tap ``offsets`` reads for a spatial output of ``shape``."""
+        return tuple(
+            slice(a, a + s * (n - 1) + 1, s)
+            for a, s, n in zip(offsets, self.stride, shape, strict=True)
+        )
+
+    def _channels(self, o: int, i: int) -> tuple[slice, slice]:
+        """The output and input channels tap ``(o, i, …)`` connects: one each in a bank,
+        all of them (alike) for a shared kernel."""
+        if self.op.shared:
+            return slice(None), slice(None)
+        return slice(o, o + 1), slice(self.group_of(o) + i, self.group_of(o) + i + 1)
+
+    def forward(self, xp: np.ndarray) -> np.ndarray:
+        spatial = self.op.output_shape[:-1]
+        out = np.zeros(self.op.output_shape, dtype=xp.dtype)
+        scratch = np.empty(spatial + ((xp.shape[-1],) if self.op.shared else (1,)), xp.dtype)
+        for o, i, *offsets in self.taps:
+            co, ci = self._channels(o, i)
+            np.multiply(
+                xp[self._window(offsets, spatial) + (ci,)],
+                self.kernel[(o, i, *offsets)],
+                out=scratch,
+            )
+            out[..., co] += scratch
+        return out
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        spatial = y.shape[:-1]
+        xp = np.zeros(self.op.padded_shape + (self.op.input_shape[-1],), dtype=y.dtype)
+        scratch = np.empty(spatial + ((y.shape[-1],) if self.op.shared else (1,)), y.dtype)
+        for o, i, *offsets in self.taps:
+            co, ci = self._channels(o, i)
+            np.multiply(y[..., co], self.kernel[(o, i, *offsets)], out=scratch)
+            xp[self._window(offsets, spatial) + (ci,)] += scratch
+        return xp
+
+
+class _Separable(_Engine):
+    """One 1-D pass per spatial axis for a rank-one shared kernel (gaussian, box)."""
+
+    name = "separable"
+
+    def __init__(self, op) -> None:
+        super().__init__(op)
+        self.factors = [f.astype(op.dtype) for f in separable_factors(op.effective[0, 0])]
+
+    def forward(self, xp: np.ndarray) -> np.ndarray:
+        for axis, (taps, s) in enumerate(zip(self.factors, self.stride, strict=True)):
+            xp = _stride_axis(_valid1d(xp, taps, axis), axis, s)
+        return xp
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        for axis in reversed(range(self.d)):
+            shape = list(y.shape)
+            shape[axis] = self.op.stride1_shape[axis]
+            up = np.zeros(shape, dtype=y.dtype)
+            index = [slice(None)] * y.ndim
+            index[axis] = slice(None, None, self.stride[axis])
+            up[tuple(index)] = y
+            y = _full1d(up, self.factors[axis], axis)
+        return y
+
+
+def _stride_axis(a: np.ndarray, axis: int, s: int) -> np.ndarray:
+    index = [slice(None)] * a.ndim
+    index[axis] = slice(None, None, s)
+    return a[tuple(index)]
+
+
+def _valid1d(x: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
+    from scipy import ndimage
+
+    k = taps.size
+    n = x.shape[axis] - k + 1
+    out = ndimage.correlate1d(x, taps, axis=axis, mode="constant")
+    return np.take(out, range(k // 2, k // 2 + n), axis=axis)
+
+
+def _full1d(y: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
+    k = taps.size
+    pads = [(0, 0)] * y.ndim
+    pads[axis] = (k - 1, k - 1)
+    return _valid1d(np.pad(y, pads), taps[::-1], axis)
+
+
+def separable_factors(kernel: np.ndarray, rtol: float = 1e-12):
+    """One 1-D factor per axis, whose outer product is ``kernel`` to ``rtol``, or ``None``.
+
+    A rank-one tensor is the outer product of its fibres through any nonzero entry,
+    divided by that entry to the power ``ndim − 1``; the largest entry is the best
+    conditioned. (An SVD would cost seconds for the kernels of thousands of taps a
+    user may give.) For a matrix: ``(column, row)``.
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    pivot_index = np.unravel_index(int(np.argmax(np.abs(kernel))), kernel.shape)
+    pivot = float(kernel[pivot_index])
+    if pivot == 0.0:
+        return tuple(np.zeros(n) for n in kernel.shape)
+    d = kernel.ndim
+    scale = abs(pivot) ** ((d - 1) / d)
+    factors = []
+    for axis in range(d):
+        index = list(pivot_index)
+        index[axis] = slice(None)
+        factors.append(kernel[tuple(index)] / scale)
+    if pivot < 0 and d % 2 == 0:
+        factors[-1] = -factors[-1]
+    product = factors[0]
+    for f in factors[1:]:
+        product = np.multiply.outer(product, f)
+    if np.max(np.abs(product - kernel)) > rtol * abs(pivot):
+        return None
+    return tuple(factors)
+
+
+class _FFT(_Engine):
+    """Real N-D FFTs of a fast padded length; the kernel spectrum is computed once."""
+
+    name = "fft"
+
+    def __init__(self, op) -> None:
+        super().__init__(op)
+        self.size = tuple(fast_length(n) for n in op.padded_shape)
+        self.axes = tuple(range(self.d))
+
+    @cached_property
+    def spectrum(self) -> np.ndarray:
+        """The bank's spectrum at the padded size, ``(*freq, groups, C_out/g, C_in/g)``;
+        ``(*freq, 1)`` (broadcast over channels) for a shared kernel.
+
+        A short rfft along the last axis, then full ffts along the others: the kernel
+        is small, so this costs about half of one image-sized transform.
+        """
+        import scipy.fft
+
+        bank = self.kernel[:1, :1] if self.op.shared else self.kernel
+        last = bank.ndim - 1
+        spec = scipy.fft.rfft(bank, n=self.size[-1], axis=last, workers=fft_workers())
+        for axis in range(self.d - 1):
+            spec = scipy.fft.fft(spec, n=self.size[axis], axis=2 + axis, workers=fft_workers())
+        spec = np.moveaxis(spec, (0, 1), (-2, -1))
+        if self.op.shared:
+            return np.ascontiguousarray(spec[..., 0])
+        return np.ascontiguousarray(spec.reshape(spec.shape[:-2] + (-1, self.cog, self.cig)))
+
+    @cached_property
+    def conjugate_spectrum(self) -> np.ndarray:
+        return self.spectrum.conj()
+
+    def _multiply(self, spec: np.ndarray, kernel: np.ndarray, adjoint: bool) -> np.ndarray:
+        if self.op.shared:
+            spec *= kernel
+            return spec
+        groups = self.op.groups
+        if adjoint:
+            grouped = spec.reshape(spec.shape[:-1] + (groups, self.cog))
+            out = np.einsum("...go,...goi->...gi", grouped, kernel)
+        else:
+            grouped = spec.reshape(spec.shape[:-1] + (groups, self.cig))
+            out = np.einsum("...gi,...goi->...go", grouped, kernel)
+        return out.reshape(out.shape[:-2] + (-1,))
+
+    def forward(self, xp: np.ndarray) -> np.ndarray:
+        import scipy.fft
+
+        spec = scipy.fft.rfftn(xp, s=self.size, axes=self.axes, workers=fft_workers())
+        # a correlation multiplies by the conjugate kernel spectrum
+        spec = self._multiply(spec, self.conjugate_spectrum, adjoint=False)
+        out = scipy.fft.irfftn(spec, s=self.size, axes=self.axes, workers=fft_workers())
+        return out[_strided(self.op.stride1_shape, self.stride)]
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        import scipy.fft
+
+        spec = scipy.fft.rfftn(self.upsample(y), s=self.size, axes=self.axes, workers=fft_workers())
+        spec = self._multiply(spec, self.spectrum, adjoint=True)
+        out = scipy.fft.irfftn(spec, s=self.size, axes=self.axes, workers=fft_workers())
+        return out[tuple(slice(0, n) for n in self.op.padded_shape)]
+
+
+_ENGINE_CLASSES = {"direct": _Direct, "taps": _Taps, "separable": _Separable, "fft": _FFT}
+
+
+def make_engine(name: str, op) -> _Engine:
+    """The engine ``name`` (``auto``: the cheapest by :func:`engine_costs`) for ``op``."""
+    if name not in ENGINES:
+        raise choice_error(GeometryError, "engine", name, ENGINES)
+    separable = op.shared and separable_factors(op.effective[0, 0]) is not None
+    if name == "auto":
+        bank = op.effective[:1, :1] if op.shared else op.effective
+        co, ci = op.output_shape[-1], op.input_shape[-1]
+        costs = engine_costs(
+            extent=op.effective.shape[2:],
+            taps=int(np.count_nonzero(bank)),
+            padded=op.padded_shape,
+            outputs=math.prod(op.output_shape[:-1]),
+            transforms=2 if op.shared else co + ci,
+            separable=separable,
+        )
+        name = min(costs, key=costs.get)
+    elif name == "separable" and not separable:
+        raise GeometryError("engine `separable` needs a rank-one kernel applied to every channel")
+    return _ENGINE_CLASSES[name](op)

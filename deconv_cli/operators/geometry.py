@@ -1,0 +1,196 @@
+"""The geometry of a convolution: mode, boundary, stride, dilation, padding, per axis.
+
+A :class:`Geometry` holds per-axis tuples for any number of spatial axes; a tuple
+whose entries are all equal (the defaults, ``(1, 1)``) applies to any number of
+axes (:meth:`Geometry.axes`). :func:`axis_pads` is the padding rule of one axis,
+:func:`effective_taps` the kernel ``V`` correlates with (dilated, flipped for a
+true convolution).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from deconv_cli.errors import GeometryError, choice_error
+
+MODES = ("same", "full", "valid")
+BOUNDARIES = ("constant", "reflect", "mirror", "nearest", "wrap")
+BOUNDARY_ALIASES = {
+    "zero": "constant",
+    "zeros": "constant",
+    "edge": "nearest",
+    "replicate": "nearest",
+    "circular": "wrap",
+    "periodic": "wrap",
+    "symmetric": "reflect",
+}
+
+
+def parse_pair(value, name: str, *, minimum: int = 1):
+    """Parse ``S`` or ``SxT`` (or a tuple of any length) into a tuple of ints ``>= minimum``.
+
+    A single number means the same on two axes; ``None`` stays ``None``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, tuple):
+        parts = list(value)
+    elif isinstance(value, int):
+        parts = [value]
+    else:
+        parts = str(value).lower().replace("×", "x").split("x")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        raise GeometryError(f"{name}: `{value}` is not an integer or `NxM` pair") from None
+    if len(numbers) == 1:
+        numbers *= 2
+    if not isinstance(value, tuple) and len(numbers) != 2 or min(numbers) < minimum:
+        raise GeometryError(f"{name}: `{value}` must be N or NxM with integers >= {minimum}")
+    return tuple(numbers)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The flags that, with a kernel and an image shape, define the operator.
+
+    Use :meth:`create` to build one from user values: it resolves aliases and
+    validates; the dataclass fields are always normalized. ``stride``, ``dilation``
+    and ``padding`` are per spatial axis.
+    """
+
+    mode: str = "same"
+    boundary: str = "reflect"
+    correlate: bool = False
+    stride: tuple[int, ...] = (1, 1)
+    dilation: tuple[int, ...] = (1, 1)
+    padding: tuple[int, ...] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        mode: str | None = None,
+        boundary: str = "reflect",
+        correlate: bool = False,
+        stride=1,
+        dilation=1,
+        padding=None,
+    ) -> Geometry:
+        """Validate user values (aliases allowed) and return a normalized geometry."""
+        padding = parse_pair(padding, "--padding", minimum=0)
+        if padding is not None and mode is not None:
+            raise GeometryError(
+                "--padding implies `valid` after padding; do not give --mode with it"
+            )
+        mode = "valid" if padding is not None else (mode or "same")
+        if mode not in MODES:
+            raise choice_error(GeometryError, "--mode", mode, MODES)
+        boundary = BOUNDARY_ALIASES.get(boundary, boundary)
+        if boundary not in BOUNDARIES:
+            raise choice_error(
+                GeometryError, "--boundary", boundary, BOUNDARIES + tuple(BOUNDARY_ALIASES)
+            )
+        return cls(
+            mode=mode,
+            boundary=boundary,
+            correlate=bool(correlate),
+            stride=parse_pair(stride, "--stride"),
+            dilation=parse_pair(dilation, "--dilation"),
+            padding=padding,
+        )
+
+    def axes(self, ndim: int):
+        """``(stride, dilation, padding)`` as tuples of ``ndim`` entries (padding may be None).
+
+        A tuple of another length applies only when its entries are all equal.
+        """
+        return (
+            _per_axis(self.stride, ndim, "--stride"),
+            _per_axis(self.dilation, ndim, "--dilation"),
+            None if self.padding is None else _per_axis(self.padding, ndim, "--padding"),
+        )
+
+    def describe(self) -> str:
+        """One line for summaries, e.g. ``same, reflect, stride 2x2``."""
+        parts = [f"padding {_axes(self.padding)}" if self.padding else self.mode, self.boundary]
+        if self.correlate:
+            parts.append("correlation")
+        if any(s != 1 for s in self.stride):
+            parts.append(f"stride {_axes(self.stride)}")
+        if any(d != 1 for d in self.dilation):
+            parts.append(f"dilation {_axes(self.dilation)}")
+        return ", ".join(parts)
+
+
+def _per_axis(values: tuple[int, ...], ndim: int, name: str) -> tuple[int, ...]:
+    if len(values) == ndim:
+        return tuple(values)
+    if len(set(values)) == 1:
+        return (values[0],) * ndim
+    raise GeometryError(
+        f"{name}: `{_axes(values)}` gives {len(values)} axes, the kernel has {ndim} spatial axes"
+    )
+
+
+def _axes(p: tuple[int, ...]) -> str:
+    return str(p[0]) if len(set(p)) == 1 else "x".join(map(str, p))
+
+
+def check_extent(flag: str, what: str, shape: tuple[int, ...]) -> None:
+    """Refuse a geometry whose padded image or dilated kernel exceeds the pixel limit.
+
+    The limit is 4x the one for reading images (:attr:`deconv_cli.config.Config.max_pixels`):
+    room for any sensible padding of the largest image deconv reads, while absurd
+    flags give an error line instead of an allocation failure.
+    """
+    from deconv_cli import config
+
+    limit = 4 * config.current().max_pixels
+    total = math.prod(shape)
+    if total > limit:
+        raise GeometryError(
+            f"{flag}: the {what} would be {'x'.join(map(str, shape))} = {total:,} "
+            f"pixels, above the limit of {limit:,} (4x --max-pixels)"
+        )
+
+
+def effective_taps(bank: np.ndarray, dilation: tuple[int, ...], correlate: bool) -> np.ndarray:
+    """The bank ``V`` cross-correlates with: each spatial axis dilated, all flipped for a
+    true convolution. ``bank`` is ``(C_out, C_in/groups, *spatial)``."""
+    spatial = bank.shape[2:]
+    extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, spatial, strict=True))
+    check_extent("--dilation", "dilated kernel", extent)
+    dilated = np.zeros(bank.shape[:2] + extent, dtype=np.float64)
+    dilated[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = bank
+    if not correlate:
+        dilated = dilated[(slice(None), slice(None)) + (slice(None, None, -1),) * len(spatial)]
+    return np.ascontiguousarray(dilated)
+
+
+def effective_kernel(kernel: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """The kernel ``V`` cross-correlates with, for a 2-D kernel or a 4-D bank.
+
+    Returns a ``(C_out, C_in, KH, KW)`` array (a 2-D kernel as ``(1, 1, KH, KW)``).
+    """
+    bank = kernel if kernel.ndim == 4 else kernel[None, None]
+    _, dilation, _ = geometry.axes(2)
+    return effective_taps(bank, dilation, geometry.correlate)
+
+
+def axis_pads(k: int, geometry: Geometry, padding: int | None) -> tuple[int, int]:
+    """Padding (before, after) on one axis for an extent-``k`` effective kernel;
+    ``padding``: that axis' explicit padding, if any."""
+    if padding is not None:
+        return padding, padding
+    if geometry.mode == "full":
+        return k - 1, k - 1
+    if geometry.mode == "valid":
+        return 0, 0
+    # "same" centres the kernel as scipy.ndimage does (origin 0): a correlation puts
+    # the centre at k // 2; a convolution (flipped kernel) at (k - 1) // 2.
+    before = k // 2 if geometry.correlate else (k - 1) // 2
+    return before, k - 1 - before
