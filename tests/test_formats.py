@@ -15,7 +15,7 @@ import pytest
 import tifffile
 from PIL import Image as PILImage
 
-from deconv_cli import batch, compare, formats, io, kernels
+from deconv_cli import batch, comparison, formats, io, kernels
 from deconv_cli.errors import InputError
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -92,7 +92,7 @@ def test_batch_compare_and_kernels_accept_the_same_files(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     scanned = [s.path for s in batch.collect([str(tmp_path)])]
     assert sorted(scanned) == sorted(made)
-    assert sorted(p for p in tmp_path.iterdir() if compare._is_image_file(p)) == sorted(made)
+    assert sorted(p for p in tmp_path.iterdir() if comparison._is_image_file(p)) == sorted(made)
     assert all(p.suffix.lower() in kernels.FILE_SUFFIXES for p in made)
     for path in made:  # and each is read, as an image and (made grey) as a kernel image
         assert io.read_image(path).data.shape[:2] == (6, 5)
