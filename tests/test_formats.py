@@ -199,7 +199,17 @@ def test_folder_batch_with_a_read_only_format_needs_format(tmp_path):
     _make(folder / "a.png", formats.PNG)
     _make(folder / "b.webp", formats.WEBP)
     sources = batch.collect([str(folder)])
-    with pytest.raises(OutputError, match=r"`.*b\.webp`: unknown output format `\.webp`"):
+    with pytest.raises(OutputError, match=r"`.*b\.webp` is WebP, which deconv reads but does not"):
         batch.plan(sources, str(tmp_path / "out") + "/")
     items = batch.plan(sources, str(tmp_path / "out") + "/", fmt="png")
     assert [item.output.name for item in items] == ["a.png", "b.png"]
+
+
+def test_standard_input_in_a_read_only_format_needs_format():
+    from deconv_cli.errors import OutputError
+
+    gif = b"GIF89a" + bytes(58)
+    with pytest.raises(OutputError, match=r"^`-` is GIF, .* give --format"):
+        batch.plan([batch.Source(None, Path("stdin"))], "-", stdin_head=gif)
+    (item,) = batch.plan([batch.Source(None, Path("stdin"))], "-", fmt="tif", stdin_head=gif)
+    assert item.extension == ".tif"
