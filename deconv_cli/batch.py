@@ -226,9 +226,9 @@ def plan(
         if name is not None:
             raise OutputError("--name names files in an output directory, not standard output")
         source = sources[0]
-        ext = forced or _input_extension(source, stdin_head)
-        if ext is None:
-            raise OutputError("-o -: give --format (png, tif, npy, ...) for standard output")
+        ext = forced or _kept_extension(
+            source, stdin_head, "-o -: give --format (png, tif, npy, ...) for standard output"
+        )
         check_format(Path(f"-o -{ext}"), dtype)
         return [Item(source, None, ext)]
     if not as_dir and len(sources) > 1:
@@ -247,9 +247,9 @@ def plan(
         fs.check_directory(target, create=True, what="-o")  # each item's file: _process
         items = []
         for source in sources:
-            ext = forced or _input_extension(source, stdin_head)
-            if ext is None:
-                raise OutputError(f"`{source.label}`: unknown format; give --format")
+            ext = forced or _kept_extension(
+                source, stdin_head, f"`{source.label}`: unknown format; give --format"
+            )
             stem = source.relative.name[: -len(source.relative.suffix) or None]
             file_name = template.format(stem=stem, ext=ext)
             items.append(Item(source, target / source.relative.parent / file_name, ext))
@@ -264,10 +264,22 @@ def plan(
     return items
 
 
-def _input_extension(source: Source, stdin_head: bytes) -> str | None:
+def _kept_extension(source: Source, stdin_head: bytes, unknown: str) -> str:
+    """The input's extension (standard input's from its first bytes), for an output in
+    the input's format; ``unknown`` is the error when there is none."""
     if source.path is not None:
-        return source.path.suffix.lower() or None
-    return sniff(stdin_head)
+        ext, fmt = source.path.suffix.lower(), formats.by_extension(source.path)
+    else:
+        fmt = formats.sniff(stdin_head)
+        ext = "" if fmt is None else fmt.extensions[0]
+    if not ext:
+        raise OutputError(unknown)
+    if fmt is not None and not fmt.writable:
+        raise OutputError(
+            f"`{source.label}` is {fmt.name}, which deconv reads but does not write; "
+            "give --format (png, tif, npy, ...)"
+        )
+    return ext
 
 
 def _check_plan(items: Sequence[Item]) -> None:

@@ -6,21 +6,12 @@ the extension (:func:`by_extension`); folder scans (``convolve DIR``, ``compare 
 DIR``) and kernel image files accept :data:`READ_EXTENSIONS`; ``--format`` and output
 names accept :data:`WRITE_EXTENSIONS`.
 
-=======  ========================  ================================  ========  =====
-format   extensions                written as                        channels  alpha
-=======  ========================  ================================  ========  =====
-PNG      .png                      uint8, uint16                     1–4       yes
-JPEG     .jpg .jpeg                uint8 (quality 95, no subsampl.)  1, 3      no
-BMP      .bmp                      uint8                             1, 3      no
-TIFF     .tif .tiff                uint8, uint16, float32, float64   1–4       yes
-NumPy    .npy                      uint8, uint16, float32, float64   any       no
-GIF      .gif                      (read only)
-WebP     .webp                     (read only)
-PNM      .pbm .pgm .ppm .pnm       (read only)
-=======  ========================  ================================  ========  =====
+The formats are :data:`FORMATS` (PNG, JPEG, BMP, TIFF, NumPy written and read; GIF,
+WebP, PNM read only); the table in ``docs/conventions.md`` shows them, and a test keeps
+the two equal.
 
 Readers and writers are named as ``"module:function"`` and imported when first used
-(as imageio's plugins), so this table costs nothing to import. A file whose first
+(as imageio's plugins), so the registry costs nothing to import. A file whose first
 bytes match no format here is handed to Pillow, which reads many more (that is how a
 ``.ico`` given by name is read); scans of folders take only the extensions above.
 
@@ -93,6 +84,7 @@ class Format:
 
     @property
     def writable(self) -> bool:
+        """Whether deconv writes this format (else it only reads it)."""
         return self.writer is not None
 
     def matches(self, head: bytes) -> bool:
@@ -100,9 +92,13 @@ class Format:
         return re.match(self.magic, head, re.DOTALL) is not None
 
     def read(self, path: Path, head: bytes, limit: int, max_channels: int | None):
+        """``(array, has_alpha)`` from ``path``, whose first bytes are ``head``; the shape
+        is checked against ``limit`` (H×W) and ``max_channels`` before decoding."""
         return _resolve(self.reader)(path, head, limit, max_channels)
 
     def write(self, tmp: Path, pixels: np.ndarray, has_alpha: bool) -> None:
+        """Encode ``pixels`` (already of a dtype and channel count this format holds)
+        into ``tmp``; ``has_alpha``: the last channel is alpha."""
         _resolve(self.writer)(tmp, pixels, has_alpha)
 
 
@@ -218,6 +214,19 @@ def check_image_shape(
             f"limit of {limit:,}; set {MAX_PIXELS_ENV} or `deconv --max-pixels {pixels}` to "
             f"read it, if you trust the file (it needs {size} as float64)"
         )
+
+
+def nonfinite_pixels(values: np.ndarray) -> int:
+    """H×W positions where at least one channel of ``values`` is NaN or ±Inf."""
+    finite = np.isfinite(values)
+    return int(np.count_nonzero(~finite.all(axis=2) if finite.ndim == 3 else ~finite))
+
+
+def nonfinite_error(path: Path, bad: int) -> InputError:
+    return InputError(
+        f"`{path}` has {bad:,} NaN/Inf pixels; deconv needs finite values "
+        "(replace them first, e.g. with numpy.nan_to_num)"
+    )
 
 
 # --------------------------------------------------------------------------- output checks

@@ -462,7 +462,8 @@ def causes(err: BaseException) -> list[BaseException]:
 
 
 _TRUNCATED = re.compile(
-    r"truncated|failed to read \d+ bytes|ends? early|end of (file|stream)", re.I
+    r"truncated|failed to read \d+ bytes|ends? early|end of (file|stream)|stream too small",
+    re.I,
 )
 
 

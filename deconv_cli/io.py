@@ -48,8 +48,15 @@ import numpy as np
 
 from deconv_cli import config, formats, fs
 from deconv_cli.atomic import atomic_write
-from deconv_cli.errors import InputError, OutputError
-from deconv_cli.formats import MAX_CHANNELS, check_dtype, check_image_shape, shape_text
+from deconv_cli.errors import OutputError
+from deconv_cli.formats import (
+    MAX_CHANNELS,
+    check_dtype,
+    check_image_shape,
+    nonfinite_error,
+    nonfinite_pixels,
+    shape_text,
+)
 
 PathLike = str | os.PathLike
 
@@ -158,13 +165,9 @@ def _to_image(
     else:
         data = array.astype(np.float64, copy=False)
     if source.kind == "f":
-        finite = np.isfinite(data)
-        if not finite.all():
-            bad = int(np.count_nonzero(~finite.all(axis=2) if finite.ndim == 3 else ~finite))
-            raise InputError(
-                f"`{path}` has {bad:,} NaN/Inf pixels; deconv needs finite values "
-                "(replace them first, e.g. with numpy.nan_to_num)"
-            )
+        bad = nonfinite_pixels(data)
+        if bad:
+            raise nonfinite_error(path, bad)
     alpha = None
     if has_alpha and data.ndim == 3 and data.shape[2] in (2, 4):
         alpha = np.ascontiguousarray(data[:, :, -1])

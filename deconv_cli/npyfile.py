@@ -20,7 +20,14 @@ import numpy as np
 from deconv_cli import config, fs
 from deconv_cli.atomic import atomic_write
 from deconv_cli.errors import InputError, OutputError
-from deconv_cli.formats import NUMPY, check_dtype, check_image_shape, shape_text
+from deconv_cli.formats import (
+    NUMPY,
+    check_dtype,
+    check_image_shape,
+    nonfinite_error,
+    nonfinite_pixels,
+    shape_text,
+)
 
 PathLike = str | os.PathLike
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -153,15 +160,11 @@ def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | 
         return None
     array = np.load(path, mmap_mode="r", allow_pickle=False)
     block = max(1, (64 << 20) // max(1, array[0].nbytes))
-    bad = 0
-    for start in range(0, array.shape[0], block):
-        finite = np.isfinite(array[start : start + block])
-        bad += int(np.count_nonzero(~finite.all(axis=2) if finite.ndim == 3 else ~finite))
+    bad = sum(
+        nonfinite_pixels(array[start : start + block]) for start in range(0, array.shape[0], block)
+    )
     if bad:
-        raise InputError(
-            f"`{path}` has {bad:,} NaN/Inf pixels; deconv needs finite values "
-            "(replace them first, e.g. with numpy.nan_to_num)"
-        )
+        raise nonfinite_error(path, bad)
     return array
 
 

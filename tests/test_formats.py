@@ -51,6 +51,12 @@ def test_conventions_table_is_the_registry():
     assert tuple(listed) == formats.WRITE_EXTENSIONS
 
 
+def test_batch_guide_lists_the_registry():
+    text = (DOCS / "guide" / "batches.md").read_text()
+    listed = re.search(r"A folder contributes its image files \(`([^`]+)`", text).group(1)
+    assert sorted(listed.split()) == sorted(formats.READ_EXTENSIONS)
+
+
 def test_cli_help_names_only_registry_formats():
     from click.testing import CliRunner
 
@@ -183,3 +189,27 @@ def test_read_only_formats_refused_as_outputs(tmp_path):
         if not fmt.writable:
             with pytest.raises(OutputError, match="unknown output format"):
                 io.write_image(tmp_path / f"o{fmt.extensions[0]}", np.zeros((2, 2)))
+
+
+def test_folder_batch_with_a_read_only_format_needs_format(tmp_path):
+    from deconv_cli.errors import OutputError
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _make(folder / "a.png", formats.PNG)
+    _make(folder / "b.webp", formats.WEBP)
+    sources = batch.collect([str(folder)])
+    with pytest.raises(OutputError, match=r"`.*b\.webp` is WebP, which deconv reads but does not"):
+        batch.plan(sources, str(tmp_path / "out") + "/")
+    items = batch.plan(sources, str(tmp_path / "out") + "/", fmt="png")
+    assert [item.output.name for item in items] == ["a.png", "b.png"]
+
+
+def test_standard_input_in_a_read_only_format_needs_format():
+    from deconv_cli.errors import OutputError
+
+    gif = b"GIF89a" + bytes(58)
+    with pytest.raises(OutputError, match=r"^`-` is GIF, .* give --format"):
+        batch.plan([batch.Source(None, Path("stdin"))], "-", stdin_head=gif)
+    (item,) = batch.plan([batch.Source(None, Path("stdin"))], "-", fmt="tif", stdin_head=gif)
+    assert item.extension == ".tif"

@@ -190,7 +190,7 @@ def test_planar_tiff_read_channels_last(tmp_path, rng):
     np.testing.assert_array_equal(io.read_image(tmp_path / "s.tif").data, raw / 255)
 
 
-def test_lzw_tiff_read_through_pillow(tmp_path, rng):
+def test_lzw_tiff_read(tmp_path, rng):
     raw = rng.integers(0, 256, (5, 6, 3), dtype=np.uint8)
     PILImage.fromarray(raw).save(tmp_path / "l.tif", compression="tiff_lzw")
     np.testing.assert_array_equal(io.read_image(tmp_path / "l.tif").data, raw / 255)

@@ -195,7 +195,7 @@ def _max_pixels(ctx: click.Context, param, value):
     if value is not None:
         from deconv_cli import config
 
-        ctx.with_resource(config.use(max_pixels=value))
+        ctx.with_resource(config.use(config.Config(max_pixels=value)))  # the flag wins
     return value
 
 
