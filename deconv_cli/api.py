@@ -441,7 +441,8 @@ def invert(
         The blurred image. An :class:`Image` read from a JPEG file lends its
         quantization tables to the noise estimate, as on the command line.
     kernel : str, path, array_like or Kernel
-        The kernel and the geometry keywords that produced the blur.
+        The kernel and the geometry keywords that produced the blur; ``boundary``
+        may also be ``"unknown"`` (see Notes).
     method : str
         ``auto`` (default: chooses by the operator and the measured noise, and says
         why in ``notes``), ``inverse``, ``pinv``, ``tikhonov``, ``wiener``,
@@ -456,8 +457,6 @@ def invert(
     noise_sigma : float, optional
         The noise's standard deviation, if known (default: estimated from the data).
     {geometry}
-        ``boundary="unknown"`` models a crop of a larger blurred scene (photographs):
-        the data term only on the observed pixels.
     output_shape : (int, int) or str, optional
         ``(H, W)`` of the image to recover where a stride maps several to one.
     clip : bool
@@ -483,6 +482,13 @@ def invert(
     DeconvError
         An unknown method, an option the method does not take, a value out of its
         range, an operator with a null space for ``inverse``, bad geometry.
+
+    Notes
+    -----
+    ``boundary="unknown"`` is the model for photographs: the data is a crop of a
+    larger blurred scene. The method solves for the scene extended by the kernel's
+    extent, with the data term only on the observed pixels, and returns the observed
+    frame (``mode`` must be ``same``, without stride or padding).
 
     Examples
     --------
