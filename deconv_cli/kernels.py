@@ -191,6 +191,36 @@ def load_kernel(spec: str, *, normalize: bool = False) -> Kernel:
     )
 
 
+def kernel_from_array(array, *, normalize: bool = False, name: str = "kernel") -> Kernel:
+    """A kernel from an array in memory, validated as kernel files are.
+
+    Parameters
+    ----------
+    array : array_like
+        2-D ``(kh, kw)``, 1-D (a ``1xN`` row) or a 4-D bank ``(C_out, C_in, kh, kw)``;
+        real, finite, not all zero.
+    normalize : bool
+        Divide the kernel by its sum.
+    name : str
+        What error messages call the array (the caller's parameter name).
+
+    Returns
+    -------
+    Kernel
+        Described as ``array (SHAPE)``.
+
+    Raises
+    ------
+    KernelError
+        For complex or non-numeric values, an unusable shape, NaN/Inf entries, an
+        empty or all-zero array, or a zero-sum kernel to normalize.
+    """
+    where = f"`{name}`"
+    array = _validate_array(np.asarray(array), where)
+    shape = "x".join(str(n) for n in array.shape)
+    return _finish(array, f"array ({shape})", None, normalize, where)
+
+
 def family_table() -> list[dict]:
     """Describe every family, for ``deconv kernels``.
 

@@ -32,11 +32,16 @@ Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 @dataclass
 class Outcome:
-    """What a transform did to one image: its result and lines for the summary."""
+    """What a transform did to one image: its result and lines for the summary.
+
+    ``restored`` is an inversion's :class:`~deconv_cli.restore.RestoreResult`, the
+    numbers behind ``details``, for library callers (``data`` is the image to write).
+    """
 
     data: np.ndarray
     operator: ConvOperator
     details: dict[str, str] = field(default_factory=dict)
+    restored: RestoreResult | None = None
 
 
 @dataclass
@@ -362,7 +367,7 @@ class Invert(Transform):
             )
             if self.clip:
                 np.clip(result.image, 0, 1, out=result.image)
-            return Outcome(result.image, problem.op, describe_result(result))
+            return Outcome(result.image, problem.op, describe_result(result), result)
         if self.reference is not None and self.reference.shape != problem.image_shape:
             raise GeometryError(
                 f"--reference has shape {_shape(self.reference.shape)}, the recovered image "
@@ -377,7 +382,7 @@ class Invert(Transform):
         if self.history is not None:
             self.history.extend(monitor.records)
         x = np.clip(result.image, 0, 1) if self.clip else result.image
-        return Outcome(x, problem.op, describe_result(result))
+        return Outcome(x, problem.op, describe_result(result), result)
 
 
 def _jpeg_tables(image: Image):
