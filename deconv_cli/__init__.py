@@ -3,7 +3,7 @@
 The public Python API (``docs/api.md``)::
 
     from deconv_cli import convolve, transpose, invert, analyze, compare
-    from deconv_cli import ConvOperator, load_kernel, read_image, write_image
+    from deconv_cli import ConvOperator, dottest, load_kernel, read_image, write_image
 
 The names are imported on first use (:func:`__getattr__`), so that importing the
 package, and ``deconv --help``, stay fast.
@@ -22,6 +22,7 @@ _EXPORTS = {
     "read_image": "deconv_cli.api",
     "write_image": "deconv_cli.api",
     "ConvOperator": "deconv_cli.operators",
+    "dottest": "deconv_cli.operators",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

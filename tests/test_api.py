@@ -77,15 +77,17 @@ def test_every_public_name_is_exported_and_is_the_api_object():
         "analyze",
         "compare",
         "ConvOperator",
+        "dottest",
         "load_kernel",
         "read_image",
         "write_image",
         "__version__",
     }
     assert set(deconv_cli.__all__) == expected
-    for name in expected - {"__version__", "ConvOperator"}:
+    for name in expected - {"__version__", "ConvOperator", "dottest"}:
         assert getattr(deconv_cli, name) is getattr(deconv_cli.api, name)
     assert deconv_cli.ConvOperator is deconv_cli.operators.ConvOperator
+    assert deconv_cli.dottest is deconv_cli.operators.dottest
 
 
 def test_invert_and_compare_are_the_functions_after_the_library_is_imported():
