@@ -18,7 +18,7 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
 from deconv_cli.operators import ConvOperator, Geometry, effective_kernel, input_shape_for
-from deconv_cli.restore import RestoreOptions, RestoreResult, check_limits, get_method
+from deconv_cli.restore import RestoreOptions, RestoreResult, check_options, get_method
 
 UNKNOWN = "unknown"
 
@@ -154,7 +154,7 @@ def invert(
     if not np.all(np.isfinite(blurred)):
         raise DeconvError("the blurred image has NaN or Inf values")
     check_magnitude(blurred, problem.op.dtype)
-    check_limits(options, blurred)
+    check_options(options, blurred)
     result = chosen.function(blurred.astype(problem.op.dtype, copy=False), problem.op, options)
     result.image = problem.crop(result.image)
     if source_dtype is not None and np.dtype(source_dtype).kind == "u":
