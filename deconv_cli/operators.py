@@ -63,11 +63,13 @@ def parse_pair(value: str | int | tuple[int, int] | None, name: str, *, minimum:
     try:
         numbers = [int(p) for p in parts]
     except ValueError:
-        raise GeometryError(f"{name}: `{value}` is not an integer or `NxM` pair") from None
+        raise GeometryError(f"`{value}` is not an integer or `NxM` pair", parameter=name) from None
     if len(numbers) == 1:
         numbers *= 2
     if len(numbers) != 2 or min(numbers) < minimum:
-        raise GeometryError(f"{name}: `{value}` must be N or NxM with integers >= {minimum}")
+        raise GeometryError(
+            f"`{value}` must be N or NxM with integers >= {minimum}", parameter=name
+        )
     return (numbers[0], numbers[1])
 
 
@@ -98,25 +100,25 @@ class Geometry:
         padding=None,
     ) -> Geometry:
         """Validate user values (aliases allowed) and return a normalized geometry."""
-        padding = parse_pair(padding, "--padding", minimum=0)
+        padding = parse_pair(padding, "padding", minimum=0)
         if padding is not None and mode is not None:
             raise GeometryError(
-                "--padding implies `valid` after padding; do not give --mode with it"
+                "implies `valid` after padding; give no mode with it", parameter="padding"
             )
         mode = "valid" if padding is not None else (mode or "same")
         if mode not in MODES:
-            raise choice_error(GeometryError, "--mode", mode, MODES)
+            raise choice_error(GeometryError, "mode", mode, MODES)
         boundary = BOUNDARY_ALIASES.get(boundary, boundary)
         if boundary not in BOUNDARIES:
             raise choice_error(
-                GeometryError, "--boundary", boundary, BOUNDARIES + tuple(BOUNDARY_ALIASES)
+                GeometryError, "boundary", boundary, BOUNDARIES + tuple(BOUNDARY_ALIASES)
             )
         return cls(
             mode=mode,
             boundary=boundary,
             correlate=bool(correlate),
-            stride=parse_pair(stride, "--stride"),
-            dilation=parse_pair(dilation, "--dilation"),
+            stride=parse_pair(stride, "stride"),
+            dilation=parse_pair(dilation, "dilation"),
             padding=padding,
         )
 
@@ -144,7 +146,7 @@ def effective_kernel(kernel: np.ndarray, geometry: Geometry) -> np.ndarray:
     bank = kernel if kernel.ndim == 4 else kernel[None, None]
     dh, dw = geometry.dilation
     co, ci, kh, kw = bank.shape
-    check_extent("--dilation", "dilated kernel", (dh * (kh - 1) + 1, dw * (kw - 1) + 1))
+    check_extent("dilation", "dilated kernel", (dh * (kh - 1) + 1, dw * (kw - 1) + 1))
     dilated = np.zeros((co, ci, dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=np.float64)
     dilated[:, :, ::dh, ::dw] = bank
     if not geometry.correlate:
@@ -152,7 +154,7 @@ def effective_kernel(kernel: np.ndarray, geometry: Geometry) -> np.ndarray:
     return np.ascontiguousarray(dilated)
 
 
-def check_extent(flag: str, what: str, shape: tuple[int, int]) -> None:
+def check_extent(parameter: str, what: str, shape: tuple[int, int]) -> None:
     """Refuse a geometry whose padded image or dilated kernel exceeds the pixel limit.
 
     The limit is 4x the one for reading images (:func:`deconv_cli.io.max_pixels`):
@@ -164,8 +166,9 @@ def check_extent(flag: str, what: str, shape: tuple[int, int]) -> None:
     limit = 4 * max_pixels()
     if shape[0] * shape[1] > limit:
         raise GeometryError(
-            f"{flag}: the {what} would be {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} "
-            f"pixels, above the limit of {limit:,} (4x --max-pixels)"
+            f"the {what} would be {shape[0]}x{shape[1]} = {shape[0] * shape[1]:,} "
+            f"pixels, above the limit of {limit:,} (4x --max-pixels)",
+            parameter=parameter,
         )
 
 
@@ -222,9 +225,9 @@ def input_shape_for(
             spatial.append(requested[axis])
         else:
             raise GeometryError(
-                f"--output-shape: `{requested[0]}x{requested[1]}` does not map to the "
-                f"input's shape; on axis {axis} the length must be in "
-                f"{candidates.start}..{candidates.stop - 1}"
+                f"`{requested[0]}x{requested[1]}` does not map to the input's shape; on axis "
+                f"{axis} the length must be in {candidates.start}..{candidates.stop - 1}",
+                parameter="output_shape",
             )
     if kernel.ndim == 4:
         channels = _channel_count(output_shape)
@@ -324,9 +327,7 @@ class ConvOperator:
         h, w = self.input_shape[:2]
         self.pads = (_axis_pads(h, kh, geometry, 0), _axis_pads(w, kw, geometry, 1))
         self.padded_shape = (h + sum(self.pads[0]), w + sum(self.pads[1]))
-        check_extent(
-            "--padding" if geometry.padding else "--mode", "padded image", self.padded_shape
-        )
+        check_extent("padding" if geometry.padding else "mode", "padded image", self.padded_shape)
         self.stride1_shape = (self.padded_shape[0] - kh + 1, self.padded_shape[1] - kw + 1)
         if min(self.stride1_shape) < 1:
             raise GeometryError(

@@ -143,7 +143,7 @@ def invert(
             chosen.name,
             RestoreOptions(**given),
             unknown_boundary=unknown,
-            output_shape=parse_pair(output_shape, "--output-shape"),
+            output_shape=parse_pair(output_shape, "output_shape"),
             reference=sharp,
             on_iteration=progress.update if single and not silent else None,
             on_tile=progress.tile if single and not silent else None,

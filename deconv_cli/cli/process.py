@@ -284,7 +284,7 @@ def transpose(batch, kernel, geometry, output_shape):
     from deconv_cli.process import Transpose
 
     geometry, kernel = geometry.create(), kernel.load()
-    requested = parse_pair(output_shape, "--output-shape")
+    requested = parse_pair(output_shape, "output_shape")
     transform = Transpose(kernel, geometry, output_shape=requested, tile=batch.tile)
     run_batch(
         batch,
