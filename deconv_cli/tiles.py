@@ -53,7 +53,7 @@ PILOT_SIDE = 1024
 
 def _check_tile(tile: int) -> int:
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-        raise DeconvError(f"--tile: `{tile}` must be a whole number of pixels >= 1")
+        raise DeconvError(f"`{tile}` must be a whole number of pixels >= 1", parameter="tile")
     return int(tile)
 
 
@@ -382,7 +382,7 @@ def tiled_invert(
     tile = _check_tile(tile)
     margin = default_margin(kernel, geometry) if margin is None else margin
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
-        raise DeconvError(f"--tile-margin: `{margin}` must be a whole number of pixels >= 0")
+        raise DeconvError(f"`{margin}` must be a whole number of pixels >= 0", parameter="margin")
     dtype = np.dtype(np.float32 if blurred.dtype == np.float32 else np.float64)
     whole = build_problem(
         kernel, blurred.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
