@@ -34,7 +34,7 @@ from deconv_cli import formats, fs
 from deconv_cli.config import Config
 from deconv_cli.config import current as current_config
 from deconv_cli.config import use as use_config
-from deconv_cli.errors import DeconvError, InputError, OutputError
+from deconv_cli.errors import DeconvError, InputError, OutputError, signal_exit_code
 
 STDIO = "-"
 POLL = 0.2  # seconds between checks for a stop request while items run
@@ -79,6 +79,7 @@ class ItemResult:
     status: str
     report: object | None = None  # a process.ItemReport when done
     message: str = ""
+    parameter: str | None = None  # the parameter a failure's message names first
 
 
 @dataclass
@@ -326,7 +327,7 @@ def process_item(item: Item, settings: Settings) -> ItemResult:
         with use_config(settings.config):
             return _process(item, settings)
     except DeconvError as err:
-        return ItemResult(item, "failed", message=str(err))
+        return ItemResult(item, "failed", message=str(err), parameter=err.parameter)
     except MemoryError:
         return ItemResult(item, "failed", message="not enough memory for this image (try --tile)")
     except OSError as err:  # the machine's answer (a full disk...), not a bug
@@ -441,7 +442,7 @@ class Stop:
 
     @property
     def exit_code(self) -> int:
-        return 128 + int(self.signum)
+        return signal_exit_code(self.signum)
 
     def _handler(self, signum, frame) -> None:
         if self.requested:  # the second signal: what it would do outside a batch
@@ -580,7 +581,7 @@ def _worker_init(threads: int, stop) -> None:
 
 
 def _end_worker(signum, frame) -> None:
-    raise SystemExit(128 + signum)
+    raise SystemExit(signal_exit_code(signum))
 
 
 def _unless_stopped(item: Item, settings: Settings) -> ItemResult | None:

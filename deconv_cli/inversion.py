@@ -18,7 +18,7 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
 from deconv_cli.operators import ConvOperator, Geometry, effective_kernel, input_shape_for
-from deconv_cli.restore import RestoreOptions, RestoreResult, check_limits, get_method
+from deconv_cli.restore import RestoreOptions, RestoreResult, check_options, get_method
 
 UNKNOWN = "unknown"
 
@@ -59,14 +59,17 @@ def build_problem(
     if unknown_boundary:
         if geometry.mode != "same" or geometry.padding or geometry.stride != (1, 1):
             raise GeometryError(
-                "--boundary unknown models a crop of a larger blurred scene: it takes "
-                "--mode same (the default), no --padding and no --stride"
+                "`unknown` models a crop of a larger blurred scene: it takes mode `same` "
+                "(the default), no padding and no stride",
+                parameter="boundary",
             )
         kh, kw = effective_kernel(kernel, geometry).shape[2:]
         extended = (observed_shape[0] + kh - 1, observed_shape[1] + kw - 1)
         channels = observed_shape[2:]
         if kernel.ndim == 4:
-            raise GeometryError("--boundary unknown is for 2-D blur kernels, not kernel banks")
+            raise GeometryError(
+                "`unknown` is for 2-D blur kernels, not kernel banks", parameter="boundary"
+            )
         valid = replace(geometry, mode="valid", boundary="constant")
         op = ConvOperator(kernel, extended + channels, valid, dtype=dtype)
         # the frame of the "same" convention: the kernel centre's offset
@@ -154,7 +157,7 @@ def invert(
     if not np.all(np.isfinite(blurred)):
         raise DeconvError("the blurred image has NaN or Inf values")
     check_magnitude(blurred, problem.op.dtype)
-    check_limits(options, blurred)
+    check_options(options, blurred)
     result = chosen.function(blurred.astype(problem.op.dtype, copy=False), problem.op, options)
     result.image = problem.crop(result.image)
     if source_dtype is not None and np.dtype(source_dtype).kind == "u":

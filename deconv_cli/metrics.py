@@ -187,7 +187,7 @@ def resolve_metrics(names: list[str] | tuple[str, ...] | None) -> list[str]:
         return metric_names()
     for name in names:
         if name not in METRICS:
-            raise choice_error(InputError, "--metrics", name, METRICS)
+            raise choice_error(InputError, "metrics", name, METRICS)
     wanted = set(names)
     return [name for name in METRICS if name in wanted]
 

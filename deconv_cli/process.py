@@ -309,13 +309,14 @@ class Invert(Transform):
         if self.tile is None:
             if self.tile_margin is not None:
                 raise GeometryError(
-                    "--tile-margin: it sets the margin of --tile SIZE; give --tile too"
+                    "sets the margin of the tiles; give `tile` too", parameter="tile_margin"
                 )
             return
         if self.reference is not None or self.history is not None:
             raise GeometryError(
-                "--tile: --reference and --history follow the iterations of one solve, "
-                "which a tiled invert does not have; run without --tile"
+                "`reference` and `history` follow the iterations of one solve, which a tiled "
+                "invert does not have; run without tiles",
+                parameter="tile",
             )
         from deconv_cli.tiles import check_tiled_geometry
 

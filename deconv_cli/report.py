@@ -364,7 +364,7 @@ def render(
         return to_markdown(rows, columns, title=title, caption=caption)
     from deconv_cli.errors import InputError, choice_error
 
-    raise choice_error(InputError, "--format", fmt, FORMATS)
+    raise choice_error(InputError, "fmt", fmt, FORMATS)
 
 
 # --- compare -------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from deconv_cli.errors import DeconvError, NotInvertibleError, OutputError
 from deconv_cli.noise import Noise, NoiseStep
 from deconv_cli.operators import ConvOperator, Geometry
 
-DEFAULT_METHODS = ("inverse", "tikhonov", "wiener", "richardson-lucy", "tv", "cgls")
 FLOAT64_ROUNDING = float(np.finfo(np.float64).eps / math.sqrt(12))
 
 
@@ -96,11 +95,12 @@ class Roundtrip:
 
 
 def check_methods(names: Sequence[str] | None) -> list[str]:
-    """Validated method names (default :data:`DEFAULT_METHODS`), in the order given."""
-    from deconv_cli.restore import get_method
+    """Validated method names, in the order given (default: the registry's
+    :func:`~deconv_cli.restore.roundtrip_methods`)."""
+    from deconv_cli.restore import get_method, roundtrip_methods
 
     if not names:
-        return list(DEFAULT_METHODS)
+        return list(roundtrip_methods())
     chosen = []
     for name in names:
         get_method(name)  # raises, listing the registered methods
@@ -160,7 +160,7 @@ def roundtrip(
     bits : int, optional
         Round the data to this many bits (see the module notes).
     methods : sequence of str, optional
-        Registered inversion methods (default :data:`DEFAULT_METHODS`).
+        Registered inversion methods (default: those the registry marks for roundtrip).
     on_method : callable, optional
         Called with each method's name before it runs (for progress output).
 

@@ -44,7 +44,7 @@ import numpy as np
 from deconv_cli.errors import DeconvError, GeometryError
 from deconv_cli.operators import ConvOperator, Geometry, effective_kernel
 from deconv_cli.operators.padding import index_map
-from deconv_cli.restore import RestoreOptions, RestoreResult
+from deconv_cli.restore import RestoreOptions, RestoreResult, get_method
 
 MARGIN_FACTOR = 3
 """The default invert margin in effective kernel extents (see :func:`default_margin`)."""
@@ -54,7 +54,7 @@ PILOT_SIDE = 1024
 
 def _check_tile(tile: int) -> int:
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-        raise DeconvError(f"--tile: `{tile}` must be a whole number of pixels >= 1")
+        raise DeconvError(f"`{tile}` must be a whole number of pixels >= 1", parameter="tile")
     return int(tile)
 
 
@@ -301,26 +301,6 @@ def _central(n: int, side: int) -> tuple[int, int]:
     return start, min(n, start + side)
 
 
-def _stopped_by_discrepancy(method: str, options: RestoreOptions) -> bool:
-    """Whether the method's iteration count is set by the data (a discrepancy rule)."""
-    if method == "richardson-lucy":
-        return options.tol is None and not options.tv
-    if method in ("cgls", "lsqr"):
-        return options.tol is None and options.noise_sigma is not None
-    return False
-
-
-def _fixed_options(options: RestoreOptions, pilot: RestoreResult) -> RestoreOptions:
-    """``options`` with every automatic choice of the pilot tile made explicit."""
-    fixed = replace(options, callback=None)
-    for name in ("reg", "nsr", "lam", "noise_sigma"):
-        if getattr(options, name) is None and isinstance(pilot.params.get(name), float):
-            fixed = replace(fixed, **{name: pilot.params[name]})
-    if _stopped_by_discrepancy(pilot.method, fixed):
-        fixed = replace(fixed, iterations=pilot.iterations, tol=0.0)
-    return fixed
-
-
 def tiled_invert(
     blurred: np.ndarray,
     kernel: np.ndarray,
@@ -396,7 +376,7 @@ def tiled_invert(
     tile = _check_tile(tile)
     margin = default_margin(kernel, geometry) if margin is None else margin
     if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
-        raise DeconvError(f"--tile-margin: `{margin}` must be a whole number of pixels >= 0")
+        raise DeconvError(f"`{margin}` must be a whole number of pixels >= 0", parameter="margin")
     dtype = np.dtype(np.float32 if blurred.dtype == np.float32 else np.float64)
     whole = build_problem(
         kernel, blurred.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
@@ -441,7 +421,7 @@ def tiled_invert(
     pilot, _, _ = solve(
         (_central(h, PILOT_SIDE), _central(w, PILOT_SIDE)), method, options, source_dtype
     )
-    fixed = _fixed_options(options, pilot)
+    fixed = get_method(pilot.method).freeze(options, pilot)
     iterations, converged = [], []
     misfit = energy = 0.0
     for done, span in enumerate(spans, 1):
@@ -494,21 +474,14 @@ CGROUP_FILES = (
     ),
 )
 
-COPIES = {
-    "convolve": 8.0,
-    "transpose": 8.0,
-    "closed form": 4.5,
-    "inverse": 7.0,
-    "cg": 25.0,
-    "tv": 40.0,
-    "richardson-lucy": 17.0,
-    "least squares": 17.0,
-}
-"""Peak allocated memory of an untiled job, in image-sized arrays of the computation's
-dtype (the larger of the image and the data, channels included), per path: the largest
-slope measured by ``benchmarks/bench_tiles.py calibrate`` (1024² and 2048², float64
-and float32, a gaussian and a motion blur), rounded up. Float32 jobs keep some float64
-work arrays, hence the same counts for both."""
+COPIES = {"convolve": 8.0, "transpose": 8.0}
+"""Peak allocated memory of an untiled ``convolve`` or ``transpose``, in image-sized
+arrays of the computation's dtype (the larger of the image and the data, channels
+included): the largest slope measured by ``benchmarks/bench_tiles.py calibrate``
+(1024² and 2048², float64 and float32, a gaussian and a motion blur), rounded up.
+Float32 jobs keep some float64 work arrays, hence the same counts for both. An
+``invert`` method's count is its registry entry's
+(:attr:`deconv_cli.restore.Method.memory`)."""
 FIXED_BYTES = 100 << 20
 """Allocations that do not grow with the image (spectra samples, crops, buffers)."""
 SUGGESTED_TILES = (4096, 2048, 1024, 512, 256)
@@ -575,21 +548,15 @@ def _cgroup_room() -> int | None:
     return None
 
 
-def _path(
+def _copies(
     command: str, method: str | None, kernel: np.ndarray, geometry: Geometry, unknown: bool
-) -> str:
-    """Which calibrated path of :data:`COPIES` a job takes."""
+) -> float:
+    """The job's peak memory in image-sized arrays: :data:`COPIES`, or the method's
+    footprint (an unknown method is an error)."""
     if command != "invert":
-        return command
-    if method in ("wiener", "tikhonov", "inverse") and _diagonalizable(kernel, geometry, unknown):
-        return "inverse" if method == "inverse" else "closed form"
-    if method in ("wiener", "tikhonov"):
-        return "cg"
-    if method in ("tv", "richardson-lucy"):
-        return method
-    if method == "auto":
-        return "tv" if kernel.ndim == 2 else "least squares"
-    return "least squares"
+        return COPIES[command]
+    footprint = get_method(method).memory
+    return footprint(diagonal=_diagonalizable(kernel, geometry, unknown), bank=kernel.ndim == 4)
 
 
 def _diagonalizable(kernel: np.ndarray, geometry: Geometry, unknown: bool) -> bool:
@@ -642,7 +609,7 @@ def estimate_bytes(
     kernel, geometry
         As for the command.
     method : str, optional
-        The ``invert`` method.
+        The ``invert`` method (required for ``invert``).
     dtype : numpy dtype
         The computation's dtype (float32 or float64).
     unknown_boundary : bool
@@ -657,14 +624,19 @@ def estimate_bytes(
     Returns
     -------
     int
-        :data:`FIXED_BYTES` plus :data:`COPIES` image-sized arrays of the job's path
-        (closed form, CG, TV, ...), the image being the larger of the input and the
-        output.
+        :data:`FIXED_BYTES` plus :data:`COPIES` image-sized arrays of the command, or
+        the footprint of the ``invert`` method, the image being the larger of the input
+        and the output.
+
+    Raises
+    ------
+    DeconvError
+        ``method`` is not a registered method (for ``invert``).
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     op = _whole_operator(command, shape, kernel, geometry, unknown_boundary)
     itemsize = np.dtype(dtype).itemsize
-    copies = COPIES[_path(command, method, kernel, geometry, unknown_boundary)]
+    copies = _copies(command, method, kernel, geometry, unknown_boundary)
     (h, w), (ho, wo) = op.input_shape[:2], op.output_shape[:2]
     channels = max(math.prod(op.input_shape[2:]), math.prod(op.output_shape[2:]))
     if tile is None:

@@ -141,7 +141,7 @@ def test_shape_mismatch_names_both_shapes():
 def test_resolve_metrics():
     assert metrics.resolve_metrics(None) == ALL
     assert metrics.resolve_metrics(["ssim", "mse", "ssim"]) == ["mse", "ssim"]
-    with pytest.raises(InputError, match=r"--metrics: `snr` is not one of `mse`.*`max_error`"):
+    with pytest.raises(InputError, match=r"^metrics: `snr` is not one of `mse`.*`max_error`"):
         metrics.resolve_metrics(["snr"])
 
 

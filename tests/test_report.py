@@ -138,7 +138,7 @@ def test_render_dispatch(fmt):
 
 
 def test_render_unknown_format():
-    with pytest.raises(InputError, match="--format: `xml` is not one of `table`"):
+    with pytest.raises(InputError, match="^fmt: `xml` is not one of `table`"):
         report.render(ROWS, COLUMNS, "xml")
 
 

@@ -142,7 +142,7 @@ def test_tiled_convolve_equals_untiled_on_4096_float64():
 @pytest.mark.parametrize("tile", [0, -3, 2.5, True], ids=str)
 def test_tile_must_be_a_positive_integer(tile):
     op = ConvOperator(np.ones((3, 3)), (8, 8))
-    with pytest.raises(DeconvError, match=r"--tile: `.*` must be a whole number"):
+    with pytest.raises(DeconvError, match=r"^tile: `.*` must be a whole number"):
         tiled_forward(op, np.zeros((8, 8)), tile)
 
 
@@ -328,7 +328,7 @@ def test_tile_margin_must_be_non_negative():
     from deconv_cli.restore import RestoreOptions
     from deconv_cli.tiles import tiled_invert
 
-    with pytest.raises(DeconvError, match=r"--tile-margin: `-1` must be a whole number"):
+    with pytest.raises(DeconvError, match=r"^margin: `-1` must be a whole number"):
         tiled_invert(
             np.ones((20, 20)), np.ones((3, 3)), Geometry(), "wiener", RestoreOptions(), 8, margin=-1
         )
@@ -441,9 +441,9 @@ def test_invert_tile_flag_errors(scene):
     from deconv_cli.restore import RestoreOptions
 
     kernel, options = load_kernel("gaussian:sigma=1.5"), RestoreOptions()
-    with pytest.raises(GeometryError, match="--tile-margin: .* give --tile too"):
+    with pytest.raises(GeometryError, match="^tile_margin: .* give `tile` too"):
         Invert(kernel, Geometry(), "wiener", options, tile_margin=3)(_image(scene), scene)
-    with pytest.raises(GeometryError, match="--tile: --reference and --history"):
+    with pytest.raises(GeometryError, match="^tile: `reference` and `history`"):
         Invert(kernel, Geometry(), "wiener", options, reference=scene, tile=32)(
             _image(scene), scene
         )

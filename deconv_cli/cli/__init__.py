@@ -1,7 +1,15 @@
 """The ``deconv`` command line: a click group; each command parses, calls the core, reports.
 
-Exit codes are defined in :mod:`deconv_cli.errors`; the mapping from errors to exit
-codes happens here, in :class:`DeconvGroup`, and nowhere else:
+Exit codes are defined in :mod:`deconv_cli.errors` (which says where the few exits
+outside this module happen: signal handlers and the last flush of standard output);
+the mapping from errors to exit codes happens here, in :class:`DeconvGroup`:
+
+- a :class:`~deconv_cli.errors.CommandFailed` (a ``compare`` threshold, a failed batch
+  item, a batch stopped by a signal) exits with its code; the command has reported;
+
+- the library names parameters (``iterations: ...``); :func:`shown` says them as the
+  flags that set them (``--iterations: ...``), through :func:`flag`, the one place the
+  two meet;
 
 - a core :class:`~deconv_cli.errors.DeconvError` and every click usage error (unknown
   option, bad value, missing argument) print one line, ``deconv: error: ...``, and
@@ -33,7 +41,14 @@ import threading
 import click
 
 from deconv_cli import __version__
-from deconv_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, DeconvError
+from deconv_cli.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandFailed,
+    DeconvError,
+    signal_exit_code,
+)
 
 DEBUG_ENV = "DECONV_DEBUG"
 
@@ -80,7 +95,7 @@ def _signals_clean_up():
     def terminate(signum, frame):
         signal.signal(signum, signal.SIG_DFL)  # a second one kills at once
         click.echo(f"deconv: {_ENDING_SIGNALS[signum]}", err=True)
-        raise SystemExit(128 + signum)
+        raise SystemExit(signal_exit_code(signum))
 
     for signum in owned:
         signal.signal(signum, terminate)
@@ -136,8 +151,10 @@ class DeconvGroup(click.Group):
             with _signals_clean_up(), _one_line_warnings():
                 return super().invoke(ctx)
         except DeconvError as err:
-            click.echo(f"deconv: error: {err}", err=True)
+            click.echo(f"deconv: error: {shown(err)}", err=True)
             ctx.exit(err.exit_code)
+        except CommandFailed as end:  # the command reported already
+            ctx.exit(end.exit_code)
         except OneLineError:
             raise
         except click.ClickException as err:
@@ -162,6 +179,29 @@ class DeconvGroup(click.Group):
             if _debug():
                 raise
             _internal(ctx, err)
+
+
+def shown(err: DeconvError) -> str:
+    """The error as the command line says it: the parameter it names as its flag."""
+    return f"{flag(err.parameter)}: {err.detail}" if err.parameter else str(err)
+
+
+def flag(parameter: str) -> str:
+    """The flag that sets a library ``parameter`` (``noise_sigma``: ``--noise-sigma``), or
+    the name itself when no command has one: the one place parameters become flags."""
+    return _flags().get(parameter, parameter)
+
+
+@functools.cache
+def _flags() -> dict[str, str]:
+    """Every command's options: the parameter (click's name for it) -> its long flag."""
+    found: dict[str, str] = {}
+    for command in _leaves(main):
+        for param in command.params:
+            longs = [o for o in param.opts if o.startswith("--")]
+            if isinstance(param, click.Option) and longs:
+                found.setdefault(param.name, longs[0])
+    return found
 
 
 def _os_error(ctx: click.Context, err: OSError) -> None:

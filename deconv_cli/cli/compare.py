@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from deconv_cli.cli.options import format_option
-from deconv_cli.errors import EXIT_CHECK_FAILED
+from deconv_cli.errors import EXIT_CHECK_FAILED, CommandFailed
 
 METRIC_NAMES = ("mse", "rmse", "nrmse", "psnr", "ssim", "mae", "max_error")
 FORMATS = ("table", "json", "csv", "markdown")
@@ -96,9 +96,7 @@ def _split_metrics(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing --diff files.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stderr.")
-@click.pass_context
 def compare(
-    ctx: click.Context,
     reference: str,
     candidates: tuple[str, ...],
     metrics: tuple[str, ...],
@@ -178,7 +176,7 @@ def compare(
             if pair.diff is not None:
                 click.echo(f"wrote {pair.diff.path}: {_diff_summary(pair.diff)}", err=True)
     if not result.passed:
-        ctx.exit(EXIT_CHECK_FAILED)
+        raise CommandFailed(EXIT_CHECK_FAILED)
 
 
 def _diff_summary(diff) -> str:

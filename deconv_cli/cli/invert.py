@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 
 import click
@@ -10,48 +9,37 @@ import click
 from deconv_cli.cli.options import (
     geometry_options,
     kernel_options,
+    method_options,
     output_shape_option,
     processing_options,
 )
 from deconv_cli.cli.process import run_batch
 from deconv_cli.errors import DeconvError
 
-# flag name -> RestoreOptions field, for the options a method may take
-METHOD_OPTIONS = {
-    "iterations": "--iterations",
-    "tol": "--tol",
-    "reg": "--reg",
-    "nsr": "--nsr",
-    "rcond": "--rcond",
-    "lam": "--lam",
-    "tv": "--tv",
-    "noise_sigma": "--noise-sigma",
-}
-
 
 class MethodHelp(click.Command):
-    """Lists the registered methods, one line each, in ``deconv invert --help``."""
+    """Lists the registered methods, one line each, with the flags each takes (``*``: chosen
+    from the data when not given), in ``deconv invert --help``."""
 
     def format_epilog(self, ctx, formatter):
+        from deconv_cli.cli import flag
         from deconv_cli.restore import methods
 
         with formatter.section("Methods"):
             rows = []
             for m in methods().values():
-                takes = f" [{', '.join(_flags(m.options))}]" if m.options else ""
-                rows.append((m.name, m.summary + takes))
+                flags = [flag(o) + "*" * (o in m.automatic) for o in m.options]
+                rows.append((m.name, m.summary + (f" [{', '.join(flags)}]" if flags else "")))
             formatter.write_dl(rows)
+            formatter.write_paragraph()
+            formatter.write_text("*: chosen from the data when not given.")
         super().format_epilog(ctx, formatter)
 
 
-def _flags(fields) -> list[str]:
-    return [METHOD_OPTIONS[f] for f in fields if f in METHOD_OPTIONS]
+def _flags(names) -> list[str]:
+    from deconv_cli.cli import flag
 
-
-def _positive(ctx, param, value):
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise click.BadParameter(f"must be a finite number > 0, got {value}")
-    return value
+    return [flag(name) for name in names]
 
 
 @click.command(cls=MethodHelp)
@@ -66,60 +54,7 @@ def _positive(ctx, param, value):
     show_default=True,
     help="Inversion method (listed below).",
 )
-@click.option(
-    "--iterations",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Most iterations of an iterative method.",
-)
-@click.option(
-    "--tol",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Stopping tolerance; 0 runs exactly --iterations.",
-)
-@click.option(
-    "--reg",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="Tikhonov weight λ (default: chosen by GCV).",
-)
-@click.option(
-    "--nsr",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="Wiener noise-to-signal ratio (default: estimated).",
-)
-@click.option(
-    "--rcond",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="Relative singular-value cutoff of pinv.",
-)
-@click.option(
-    "--lam",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="TV weight λ (default: from the estimated noise level).",
-)
-@click.option(
-    "--tv",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="TV regularization weight for richardson-lucy.",
-)
-@click.option(
-    "--noise-sigma",
-    type=float,
-    default=None,
-    callback=_positive,
-    help="Known noise standard deviation (default: estimated from the image).",
-)
+@method_options
 @click.option(
     "--reference",
     type=click.Path(dir_okay=False),
@@ -152,14 +87,7 @@ def invert(
     geometry,
     output_shape,
     method,
-    iterations,
-    tol,
-    reg,
-    nsr,
-    rcond,
-    lam,
-    tv,
-    noise_sigma,
+    method_options,
     reference,
     history,
     tile_margin,
@@ -191,16 +119,7 @@ def invert(
     from deconv_cli.restore import RestoreOptions, get_method
 
     chosen = get_method(method)
-    given = {
-        "iterations": iterations,
-        "tol": tol,
-        "reg": reg,
-        "nsr": nsr,
-        "rcond": rcond,
-        "lam": lam,
-        "tv": tv,
-        "noise_sigma": noise_sigma,
-    }
+    given = method_options
     unused = [f for f, v in given.items() if v is not None and f not in chosen.options]
     if unused:
         takes = ", ".join(_flags(chosen.options)) or "no options"
@@ -224,7 +143,7 @@ def invert(
             chosen.name,
             RestoreOptions(**given),
             unknown_boundary=unknown,
-            output_shape=parse_pair(output_shape, "--output-shape"),
+            output_shape=parse_pair(output_shape, "output_shape"),
             reference=sharp,
             on_iteration=progress.update if single and not silent else None,
             on_tile=progress.tile if single and not silent else None,
@@ -235,7 +154,7 @@ def invert(
         )
 
     silent = batch.quiet or not (chosen.iterative or batch.tile)
-    with _Progress(silent, iterations) as progress:
+    with _Progress(silent, given["iterations"]) as progress:
         run_batch(
             batch,
             build,

@@ -272,6 +272,54 @@ def processing_options(func):
     )(_collect(BatchRequest, "batch")(func))
 
 
+def method_options(func):
+    """One flag per option of the methods (:data:`deconv_cli.restore.OPTIONS`: its type,
+    low bound and help; ``noise_sigma`` is ``--noise-sigma``), passed to ``func`` as
+    ``method_options``: ``{name: value or None}``. The upper limits, some relative to
+    the data, are checked with the data (:func:`deconv_cli.restore.check_options`)."""
+    from deconv_cli.restore import OPTIONS
+
+    def collect(f):
+        @functools.wraps(f)
+        def wrapper(**kwargs):
+            return f(method_options={name: kwargs.pop(name) for name in OPTIONS}, **kwargs)
+
+        return wrapper
+
+    flags = [
+        click.option(
+            "--" + option.name.replace("_", "-"),
+            type=_click_type(option),
+            default=None,
+            callback=_low_bound(option),
+            help=option.help,
+        )
+        for option in OPTIONS.values()
+    ]
+    return _stack(*flags)(collect(func))
+
+
+def _click_type(option):
+    """Click's range type where it shows the bound in the help (``[x>=1]``), else plain."""
+    if option.type is int:
+        return click.IntRange(min=int(option.low), min_open=option.low_open)
+    return float if option.low_open else click.FloatRange(min=option.low)
+
+
+def _low_bound(option):
+    def check(ctx, param, value):
+        if value is not None:
+            from deconv_cli.errors import DeconvError
+
+            try:
+                option.check(value, scale=None)
+            except DeconvError as err:
+                raise click.BadParameter(err.detail) from None
+        return value
+
+    return check
+
+
 def format_option(formats: tuple[str, ...]):
     """``-f/--format`` over ``formats`` (default ``table``), printed on stdout."""
     return click.option(

@@ -23,7 +23,7 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> None:
     several, failures are reported per item, the rest go on, and the exit is 1.
     """
     from deconv_cli import batch as core
-    from deconv_cli.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED
+    from deconv_cli.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, CommandFailed
 
     if batch.overwrite and batch.skip_existing:
         raise DeconvError("--overwrite and --skip-existing contradict each other; give one")
@@ -77,9 +77,17 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> None:
         click.echo(f"deconv: {what}: no new items were started; outputs are complete", err=True)
     _summary(title, kernel, results, notes, streamed=True, quiet=batch.quiet, total=len(items))
     if stop.requested:
-        raise SystemExit(stop.exit_code)
+        raise CommandFailed(stop.exit_code)
     if any(r.status == "failed" for r in results) or len(results) < len(items):
-        raise SystemExit(EXIT_CHECK_FAILED)
+        raise CommandFailed(EXIT_CHECK_FAILED)
+
+
+def _name_flag(result) -> None:
+    """A failed item's message names the flag where the library named its parameter."""
+    from deconv_cli.cli import flag
+
+    if result.parameter and result.message.startswith(f"{result.parameter}: "):
+        result.message = flag(result.parameter) + result.message[len(result.parameter) :]
 
 
 def _run_with_progress(results, total, title, *, quiet):
@@ -115,6 +123,7 @@ def _run_with_progress(results, total, title, *, quiet):
         task = bar.add_task(title, total=total, rate="")
     try:
         for result in results:
+            _name_flag(result)
             done.append(result)
             rate = len(done) / max(time.perf_counter() - start, 1e-9)
             if bar is not None:
@@ -275,7 +284,7 @@ def transpose(batch, kernel, geometry, output_shape):
     from deconv_cli.process import Transpose
 
     geometry, kernel = geometry.create(), kernel.load()
-    requested = parse_pair(output_shape, "--output-shape")
+    requested = parse_pair(output_shape, "output_shape")
     transform = Transpose(kernel, geometry, output_shape=requested, tile=batch.tile)
     run_batch(
         batch,

@@ -108,9 +108,7 @@ class Convolution(LinearMap):
         )
         spatial = input_shape[:-1]
         self.padded_shape = tuple(n + sum(p) for n, p in zip(spatial, self.pads, strict=True))
-        check_extent(
-            "--padding" if geometry.padding else "--mode", "padded image", self.padded_shape
-        )
+        check_extent("padding" if geometry.padding else "mode", "padded image", self.padded_shape)
         self.stride1_shape = tuple(n - m + 1 for n, m in zip(self.padded_shape, k, strict=True))
         if min(self.stride1_shape) < 1:
             raise GeometryError(
@@ -292,9 +290,9 @@ def input_shape_for(
             spatial.append(requested[axis])
         else:
             raise GeometryError(
-                f"--output-shape: `{requested[0]}x{requested[1]}` does not map to the "
-                f"input's shape; on axis {axis} the length must be in "
-                f"{candidates.start}..{candidates.stop - 1}"
+                f"`{requested[0]}x{requested[1]}` does not map to the input's shape; on axis "
+                f"{axis} the length must be in {candidates.start}..{candidates.stop - 1}",
+                parameter="output_shape",
             )
     if kernel.ndim == 4:
         channels = output_shape[2] if len(output_shape) == 3 else 1

@@ -45,11 +45,13 @@ def parse_pair(value, name: str, *, minimum: int = 1):
     try:
         numbers = [int(p) for p in parts]
     except ValueError:
-        raise GeometryError(f"{name}: `{value}` is not an integer or `NxM` pair") from None
+        raise GeometryError(f"`{value}` is not an integer or `NxM` pair", parameter=name) from None
     if len(numbers) == 1:
         numbers *= 2
     if not isinstance(value, tuple) and len(numbers) != 2 or min(numbers) < minimum:
-        raise GeometryError(f"{name}: `{value}` must be N or NxM with integers >= {minimum}")
+        raise GeometryError(
+            f"`{value}` must be N or NxM with integers >= {minimum}", parameter=name
+        )
     return tuple(numbers)
 
 
@@ -81,25 +83,25 @@ class Geometry:
         padding=None,
     ) -> Geometry:
         """Validate user values (aliases allowed) and return a normalized geometry."""
-        padding = parse_pair(padding, "--padding", minimum=0)
+        padding = parse_pair(padding, "padding", minimum=0)
         if padding is not None and mode is not None:
             raise GeometryError(
-                "--padding implies `valid` after padding; do not give --mode with it"
+                "implies `valid` after padding; give no mode with it", parameter="padding"
             )
         mode = "valid" if padding is not None else (mode or "same")
         if mode not in MODES:
-            raise choice_error(GeometryError, "--mode", mode, MODES)
+            raise choice_error(GeometryError, "mode", mode, MODES)
         boundary = BOUNDARY_ALIASES.get(boundary, boundary)
         if boundary not in BOUNDARIES:
             raise choice_error(
-                GeometryError, "--boundary", boundary, BOUNDARIES + tuple(BOUNDARY_ALIASES)
+                GeometryError, "boundary", boundary, BOUNDARIES + tuple(BOUNDARY_ALIASES)
             )
         return cls(
             mode=mode,
             boundary=boundary,
             correlate=bool(correlate),
-            stride=parse_pair(stride, "--stride"),
-            dilation=parse_pair(dilation, "--dilation"),
+            stride=parse_pair(stride, "stride"),
+            dilation=parse_pair(dilation, "dilation"),
             padding=padding,
         )
 
@@ -109,9 +111,9 @@ class Geometry:
         A tuple of another length applies only when its entries are all equal.
         """
         return (
-            _per_axis(self.stride, ndim, "--stride"),
-            _per_axis(self.dilation, ndim, "--dilation"),
-            None if self.padding is None else _per_axis(self.padding, ndim, "--padding"),
+            _per_axis(self.stride, ndim, "stride"),
+            _per_axis(self.dilation, ndim, "dilation"),
+            None if self.padding is None else _per_axis(self.padding, ndim, "padding"),
         )
 
     def describe(self) -> str:
@@ -132,7 +134,8 @@ def _per_axis(values: tuple[int, ...], ndim: int, name: str) -> tuple[int, ...]:
     if len(set(values)) == 1:
         return (values[0],) * ndim
     raise GeometryError(
-        f"{name}: `{_axes(values)}` gives {len(values)} axes, the kernel has {ndim} spatial axes"
+        f"`{_axes(values)}` gives {len(values)} axes, the kernel has {ndim} spatial axes",
+        parameter=name,
     )
 
 
@@ -140,7 +143,7 @@ def _axes(p: tuple[int, ...]) -> str:
     return str(p[0]) if len(set(p)) == 1 else "x".join(map(str, p))
 
 
-def check_extent(flag: str, what: str, shape: tuple[int, ...]) -> None:
+def check_extent(parameter: str, what: str, shape: tuple[int, ...]) -> None:
     """Refuse a geometry whose padded image or dilated kernel exceeds the pixel limit.
 
     The limit is 4x the one for reading images (:attr:`deconv_cli.config.Config.max_pixels`):
@@ -153,8 +156,9 @@ def check_extent(flag: str, what: str, shape: tuple[int, ...]) -> None:
     total = math.prod(shape)
     if total > limit:
         raise GeometryError(
-            f"{flag}: the {what} would be {'x'.join(map(str, shape))} = {total:,} "
-            f"pixels, above the limit of {limit:,} (4x --max-pixels)"
+            f"the {what} would be {'x'.join(map(str, shape))} = {total:,} "
+            f"pixels, above the limit of {limit:,} (4x --max-pixels)",
+            parameter=parameter,
         )
 
 
@@ -163,7 +167,7 @@ def effective_taps(bank: np.ndarray, dilation: tuple[int, ...], correlate: bool)
     true convolution. ``bank`` is ``(C_out, C_in/groups, *spatial)``."""
     spatial = bank.shape[2:]
     extent = tuple(d * (k - 1) + 1 for d, k in zip(dilation, spatial, strict=True))
-    check_extent("--dilation", "dilated kernel", extent)
+    check_extent("dilation", "dilated kernel", extent)
     dilated = np.zeros(bank.shape[:2] + extent, dtype=np.float64)
     dilated[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in dilation)] = bank
     if not correlate:

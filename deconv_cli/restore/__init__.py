@@ -1,31 +1,59 @@
-"""Inversion methods: a registry of functions ``f(blurred, op, options) -> RestoreResult``.
+"""Inversion methods and the registry of their facts.
 
-Each method family lives in its own module and registers itself with
-:func:`register`; ``deconv invert --method`` takes its choices from
-:data:`REGISTRY`, so a new method needs no CLI edit.
+Every method is a function ``f(blurred, op, options) -> RestoreResult`` in its own
+module, registered there with :func:`register`. Its registry entry, a
+:class:`Method`, carries every fact the rest of the program needs about it, so that
+a new method, or a new option of one, is declared in one place:
+
+- ``name`` and ``summary`` (the ``invert --help`` listing);
+- ``options``: the :data:`OPTIONS` it takes. An :class:`Option` (type, range, the
+  largest value accepted and why, help text) is shared by every method that takes
+  it, as its flag is: ``deconv invert`` generates its method flags from
+  :data:`OPTIONS` (they must exist before the method modules are imported, so that
+  ``deconv --help`` stays fast) and refuses an option the chosen method does not take;
+- ``automatic``: the options that ``None`` leaves to the data (GCV, the discrepancy
+  principle, a noise estimate); tiling freezes them (:meth:`Method.freeze`);
+- ``stops_by_data``: the stopping rule, when the data decide the iteration count
+  (a discrepancy rule): tiling then freezes the count too;
+- ``memory``: its peak memory in image-sized arrays (:class:`Footprint`), read by
+  :func:`deconv_cli.tiles.estimate_bytes`; an unknown method is an error there;
+- ``check_kernel``: refuses kernels it cannot use, before any data is read;
+  ``banks``: whether it takes conv-layer kernel banks (``auto`` reads it);
+- ``roundtrip``: its place in ``deconv roundtrip``'s default table (``None``: not run
+  by default).
+
+Errors name parameters, never flags: a :class:`~deconv_cli.errors.DeconvError`
+raised with ``parameter="iterations"`` reads ``iterations: ...`` to a library caller;
+the command line shows it as ``--iterations: ...`` (:mod:`deconv_cli.cli`).
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import numpy as np
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from deconv_cli.errors import DeconvError, choice_error
-from deconv_cli.operators import ConvOperator
+
+if TYPE_CHECKING:  # numpy and the operator are imported by the methods, not for --help
+    import numpy as np
+
+    from deconv_cli.operators import ConvOperator
 
 # Modules that register methods, imported on first use of the registry.
 _MODULES = ("inverse", "linear", "richardson_lucy", "iterative", "tv", "auto")
 
-Callback = Callable[[int, np.ndarray, float], None]
+Callback = Callable[[int, "np.ndarray", float], None]
 """``callback(iteration, x, relative_residual)`` after each iteration of an iterative method."""
 
 
 @dataclass
 class RestoreOptions:
     """Every option a method may use; ``None`` means the method's default (or automatic).
+
+    The fields besides ``jpeg_tables`` and ``callback`` are described in :data:`OPTIONS`.
 
     Attributes
     ----------
@@ -64,48 +92,131 @@ class RestoreOptions:
 
 
 MAX_WEIGHT = 1e9
-"""The largest ``--reg``, ``--nsr``, ``--tv``, and ``--lam`` (times the data scale) accepted.
+"""The largest ``reg``, ``nsr``, ``tv``, and ``lam`` (times the data scale) accepted.
 
 At 1e9 a regularized result is within about 1e-9 of its limit (flat, or zero): larger
 weights change nothing visible, while the solvers' arithmetic breaks down (measured
 before this limit: float32 Tikhonov returned NaN from 1e20, TV drifted off the data's
-range from 1e15, ``--tv 1e300`` overflowed)."""
+range from 1e15, ``tv=1e300`` overflowed)."""
 MAX_NOISE = 1e3
-"""The largest ``--noise-sigma`` accepted, times the data scale: noise a thousand times
+"""The largest ``noise_sigma`` accepted, times the data scale: noise a thousand times
 the signal leaves nothing to recover, and the weights derived from it overflow."""
 
 _WEIGHT_WHY = "larger weights change nothing visible and break the arithmetic"
-_LIMITS = (  # flag, field, limit, relative to the data scale, why
-    ("--reg", "reg", MAX_WEIGHT, False, _WEIGHT_WHY),
-    ("--nsr", "nsr", MAX_WEIGHT, False, _WEIGHT_WHY),
-    ("--tv", "tv", MAX_WEIGHT, False, _WEIGHT_WHY),
-    ("--lam", "lam", MAX_WEIGHT, True, _WEIGHT_WHY),
-    ("--noise-sigma", "noise_sigma", MAX_NOISE, True, "such noise leaves nothing to recover"),
-)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method option (a :class:`RestoreOptions` field): its type, range and help.
+
+    Attributes
+    ----------
+    name : str
+        The field, and the parameter named in errors.
+    type : type
+        ``int`` or ``float``.
+    help : str
+        One line for ``invert --help``.
+    low : float
+        The smallest value accepted (``low_open``: values must be above it).
+    high : float or None
+        The largest value accepted (``high_open``: values must be below it);
+        ``relative``: times the data scale (:func:`data_scale`); ``why``: the reason.
+    """
+
+    name: str
+    type: type
+    help: str
+    low: float
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+    relative: bool = False
+    why: str = ""
+
+    def check(self, value, scale: float | None = 1.0) -> None:
+        """Raise :class:`DeconvError` naming this parameter when ``value`` is out of range.
+
+        ``scale`` is the data scale for a relative ``high``; ``None`` checks the type
+        and the low bound only (the command line's check while parsing, before the data).
+        """
+        if not math.isfinite(value):
+            raise DeconvError(f"`{value}` must be a finite number", parameter=self.name)
+        if self.type is int and (isinstance(value, bool) or value != int(value)):
+            raise DeconvError(f"`{value}` must be a whole number", parameter=self.name)
+        if value < self.low or (self.low_open and value == self.low):
+            raise DeconvError(f"`{value:g}` must be {self._lowest()}", parameter=self.name)
+        if self.high is None or scale is None:
+            return
+        top = self.high * scale if self.relative else self.high
+        if self.high_open and value >= top:
+            raise DeconvError(f"`{value:g}` must be below {top:g}", parameter=self.name)
+        if value > top:
+            relative = self.relative and scale != 1
+            unit = f" ({self.high:g} × the data scale, {scale:.3g})" if relative else ""
+            raise DeconvError(
+                f"`{value:g}` is above the largest accepted, {top:g}{unit}: {self.why}",
+                parameter=self.name,
+            )
+
+    def _lowest(self) -> str:
+        if self.type is int:
+            return f"at least {self.low:g}"
+        if self.low_open:
+            return f"a finite number > {self.low:g}"
+        return "0 or positive" if self.low == 0 else f"at least {self.low:g}"
+
+
+def _weight(name: str, help: str, *, relative: bool = False) -> Option:
+    return Option(name, float, help, 0.0, True, MAX_WEIGHT, relative=relative, why=_WEIGHT_WHY)
+
+
+OPTIONS: dict[str, Option] = {
+    o.name: o
+    for o in (
+        Option("iterations", int, "Most iterations of an iterative method.", 1),
+        Option("tol", float, "Stopping tolerance; 0 runs exactly --iterations.", 0),
+        _weight("reg", "Tikhonov weight λ (default: chosen by GCV)."),
+        _weight("nsr", "Wiener noise-to-signal ratio (default: estimated)."),
+        Option("rcond", float, "Relative singular-value cutoff of pinv.", 0.0, True, 1.0, True),
+        _weight("lam", "TV weight λ (default: from the estimated noise level).", relative=True),
+        _weight("tv", "TV regularization weight for richardson-lucy."),
+        Option(
+            "noise_sigma",
+            float,
+            "Known noise standard deviation (default: estimated from the image).",
+            0.0,
+            True,
+            MAX_NOISE,
+            relative=True,
+            why="such noise leaves nothing to recover",
+        ),
+    )
+}
+"""The options of the methods, in the order of ``invert --help``; each is a field of
+:class:`RestoreOptions` and a flag of ``deconv invert`` (``noise_sigma``: ``--noise-sigma``)."""
 
 
 def data_scale(y: np.ndarray) -> float:
     """1 for data on a [0, 1] scale; else its 99.9th percentile of |y| (TV's λ and the
     noise level scale with it)."""
+    import numpy as np
+
     top = float(np.percentile(np.abs(y), 99.9)) if y.size else 0.0
     return 1.0 if top <= 1.5 else top
 
 
-def check_limits(options: RestoreOptions, data: np.ndarray) -> None:
-    """Refuse a weight or noise level above :data:`MAX_WEIGHT` / :data:`MAX_NOISE`."""
+def check_options(options: RestoreOptions, data: np.ndarray) -> None:
+    """Refuse any option of ``options`` outside its :data:`OPTIONS` range (the relative
+    limits against the scale of ``data``)."""
     scale = None
-    for flag, name, limit, relative, why in _LIMITS:
-        value = getattr(options, name)
+    for option in OPTIONS.values():
+        value = getattr(options, option.name)
         if value is None:
             continue
-        if relative and scale is None:
+        if option.relative and scale is None:
             scale = data_scale(data)
-        top = limit * scale if relative else limit
-        if value > top:
-            unit = f" ({limit:g} × the data scale, {scale:.3g})" if relative and scale != 1 else ""
-            raise DeconvError(
-                f"{flag}: `{value:g}` is above the largest accepted, {top:g}{unit}: {why}"
-            )
+        option.check(value, scale if option.relative else 1.0)
 
 
 @dataclass
@@ -121,19 +232,64 @@ class RestoreResult:
     notes: list[str] = field(default_factory=list)
 
 
-Function = Callable[[np.ndarray, ConvOperator, RestoreOptions], RestoreResult]
+Function = Callable[["np.ndarray", "ConvOperator", RestoreOptions], RestoreResult]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A method's peak memory, in arrays the size of the image (channels included).
+
+    ``copies`` in general; ``diagonal`` where the FFT or DCT diagonalizes ``A`` (a closed
+    form), ``bank`` for a conv-layer kernel bank, when they differ. Measured by
+    ``benchmarks/bench_tiles.py calibrate`` (the largest slope over 1024² and 2048²,
+    float64 and float32, a gaussian and a motion blur), rounded up; float32 jobs keep
+    some float64 work arrays, hence one count for both.
+    """
+
+    copies: float
+    diagonal: float | None = None
+    bank: float | None = None
+
+    def __call__(self, *, diagonal: bool, bank: bool) -> float:
+        if diagonal and self.diagonal is not None:
+            return self.diagonal
+        if bank and self.bank is not None:
+            return self.bank
+        return self.copies
+
+
+LEAST_SQUARES = Footprint(17.0)
+"""CGLS or LSQR on the operator: the footprint of every least-squares path."""
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered inversion method."""
+    """A registered inversion method and its facts (see the module notes)."""
 
     name: str
     summary: str
     function: Function
-    options: tuple[str, ...]  # the RestoreOptions fields it uses
+    options: tuple[str, ...]
+    automatic: tuple[str, ...]
     iterative: bool
-    check_kernel: Callable[[np.ndarray], None] | None = None  # refuses kernels it cannot use
+    memory: Footprint
+    stops_by_data: Callable[[RestoreOptions], bool] | None
+    check_kernel: Callable[[np.ndarray], None] | None
+    banks: bool
+    roundtrip: int | None
+
+    def freeze(self, options: RestoreOptions, pilot: RestoreResult) -> RestoreOptions:
+        """``options`` with the choices ``pilot`` (a run of this method) made from its data
+        made explicit: the :attr:`automatic` options it reports in its ``params``, and
+        the iteration count where :attr:`stops_by_data` (then ``tol = 0`` runs exactly
+        that many). The callback is dropped."""
+        fixed = replace(options, callback=None)
+        for name in self.automatic:
+            if getattr(options, name) is None and isinstance(pilot.params.get(name), float):
+                fixed = replace(fixed, **{name: pilot.params[name]})
+        if self.stops_by_data is not None and self.stops_by_data(fixed):
+            fixed = replace(fixed, iterations=pilot.iterations, tol=0.0)
+        return fixed
 
 
 REGISTRY: dict[str, Method] = {}
@@ -144,14 +300,57 @@ def register(
     summary: str,
     *,
     options: tuple[str, ...] = (),
+    automatic: tuple[str, ...] = (),
     iterative: bool = False,
+    memory: Footprint = LEAST_SQUARES,
+    stops_by_data: Callable[[RestoreOptions], bool] | None = None,
     check_kernel: Callable[[np.ndarray], None] | None = None,
+    banks: bool = True,
+    roundtrip: int | None = None,
 ):
-    """Decorator: add ``function`` to the registry under ``name``; ``check_kernel(kernel)``
-    raises :class:`DeconvError` for a kernel the method cannot use, before any data is read."""
+    """Decorator: add ``function`` to the registry under ``name`` with its facts.
+
+    Parameters
+    ----------
+    name, summary : str
+    options : tuple of str
+        The :data:`OPTIONS` the method takes.
+    automatic : tuple of str
+        Those of ``options`` it chooses from the data when ``None``, reporting the value
+        chosen in ``result.params`` under the option's name.
+    iterative : bool
+        It reports iterations through ``options.callback`` (progress is shown).
+    memory : Footprint
+        Its peak memory (default: that of least squares).
+    stops_by_data : callable, optional
+        ``stops_by_data(options)``: whether the data set its iteration count (a
+        discrepancy rule) with these options.
+    check_kernel : callable, optional
+        ``check_kernel(kernel)`` raises :class:`DeconvError` for a kernel the method
+        cannot use, before any data is read.
+    banks : bool
+        It takes conv-layer kernel banks.
+    roundtrip : int, optional
+        Its place among the methods ``deconv roundtrip`` runs by default.
+    """
+    unknown = [o for o in options if o not in OPTIONS] + [a for a in automatic if a not in options]
+    if unknown:
+        raise TypeError(f"method {name}: options {unknown} are not in OPTIONS or not taken")
 
     def add(function: Function) -> Function:
-        REGISTRY[name] = Method(name, summary, function, options, iterative, check_kernel)
+        REGISTRY[name] = Method(
+            name,
+            summary,
+            function,
+            options,
+            automatic,
+            iterative,
+            memory,
+            stops_by_data,
+            check_kernel,
+            banks,
+            roundtrip,
+        )
         return function
 
     return add
@@ -165,8 +364,14 @@ def methods() -> dict[str, Method]:
 
 
 def get_method(name: str) -> Method:
-    """The method called ``name``, or an error listing the registered ones."""
+    """The method called ``name``, or an error naming ``method`` and the registered ones."""
     registry = methods()
     if name not in registry:
-        raise choice_error(DeconvError, "--method", name, registry)
+        raise choice_error(DeconvError, "method", name, registry)
     return registry[name]
+
+
+def roundtrip_methods() -> tuple[str, ...]:
+    """The methods ``deconv roundtrip`` runs by default, in their table's order."""
+    chosen = [m for m in methods().values() if m.roundtrip is not None]
+    return tuple(m.name for m in sorted(chosen, key=lambda m: m.roundtrip))

@@ -8,7 +8,7 @@ import numpy as np
 
 from deconv_cli.noise_model import estimate_noise
 from deconv_cli.operators import ConvOperator
-from deconv_cli.restore import RestoreOptions, RestoreResult, get_method, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, get_method, register
 
 EXACT_RMSE = 1e-3
 """Use the exact inverse when it is predicted to recover the image to this RMSE."""
@@ -41,7 +41,7 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
         )
     else:
         why = f"A has a null space ({reason})"
-    if op.is_bank:
+    if op.is_bank and not get_method("tv").banks:
         return "cgls", f"{why}; a kernel bank: least squares (minimum norm where not injective)"
     return "tv", f"{why}; total variation, λ by the discrepancy principle"
 
@@ -50,7 +50,9 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     "auto",
     "picks inverse, tv or cgls from the operator and the estimated noise, and says why",
     options=("noise_sigma", "iterations", "tol"),
+    automatic=("noise_sigma",),
     iterative=True,  # it may pick tv or cgls: their iterations show progress
+    memory=Footprint(40.0, bank=17.0),  # tv's, least squares' for kernel banks
 )
 def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """Run the method :func:`choose` picks; the result's notes say which and why.

@@ -19,7 +19,7 @@ import numpy as np
 from deconv_cli.analysis import null_space
 from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
 from deconv_cli.operators import ConvOperator
-from deconv_cli.restore import RestoreOptions, RestoreResult, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
 from deconv_cli.spectral import (
     Diagonal,
     amplification_note,
@@ -71,6 +71,8 @@ def relative_residual(op: ConvOperator, x: np.ndarray, y: np.ndarray) -> float:
     "inverse",
     "exact inverse: FFT/DCT division or exact least squares; refuses if A has a null space",
     options=("iterations", "tol", "noise_sigma"),
+    memory=Footprint(17.0, diagonal=7.0),
+    roundtrip=0,
 )
 def inverse(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """The exact inverse ``x = A⁻¹ y`` (least squares ``A⁺ y`` for injective, tall ``A``).
@@ -154,7 +156,7 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
     y = check_data(blurred, op)
     rcond = float(rank_tolerance(op) if options.rcond is None else options.rcond)
     if not 0 <= rcond < 1:
-        raise DeconvError(f"--rcond: `{options.rcond}` must be in [0, 1)")
+        raise DeconvError(f"`{options.rcond}` must be in [0, 1)", parameter="rcond")
     diagonal = diagonalize(op)
     if diagonal is None:
         result = _least_squares(op, y, options, precondition=False, rcond=rcond)
@@ -228,10 +230,10 @@ def _least_squares(
 
     iterations = DEFAULT_LSQR_ITERATIONS if options.iterations is None else options.iterations
     if iterations < 1:
-        raise DeconvError(f"--iterations: `{iterations}` must be at least 1")
+        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
     tol = 1e-14 if options.tol is None else float(options.tol)
     if not tol >= 0:
-        raise DeconvError(f"--tol: `{options.tol}` must be 0 or positive")
+        raise DeconvError(f"`{options.tol}` must be 0 or positive", parameter="tol")
     op64 = op if op.dtype == np.float64 else ConvOperator(op.kernel, op.input_shape, op.geometry)
     a = op64.as_linear_operator()
     stand_in = approximate(op64) if precondition else None

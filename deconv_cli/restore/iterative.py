@@ -60,11 +60,13 @@ class _Stop:
     def __init__(self, op, iterations, tol, noise_sigma) -> None:
         self.iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
         if self.iterations < 1:
-            raise DeconvError(f"--iterations: `{self.iterations}` must be at least 1")
+            raise DeconvError(f"`{self.iterations}` must be at least 1", parameter="iterations")
         if tol is not None and not tol >= 0:
-            raise DeconvError(f"--tol: `{tol}` must be 0 (run every iteration) or positive")
+            raise DeconvError(
+                f"`{tol}` must be 0 (run every iteration) or positive", parameter="tol"
+            )
         if noise_sigma is not None and not noise_sigma >= 0:
-            raise DeconvError(f"--noise-sigma: `{noise_sigma}` must be non-negative")
+            raise DeconvError(f"`{noise_sigma}` must be non-negative", parameter="noise_sigma")
         self.discrepancy = None
         if tol is None and noise_sigma is not None:
             self.discrepancy = float(noise_sigma) ** 2 * math.prod(op.output_shape)
@@ -265,20 +267,30 @@ def lsqr(
     return stop.finish("lsqr", x, op, y, k, normal, breakdown)
 
 
-def _least_squares_method(name: str, summary: str, solver) -> None:
+def _least_squares_method(name: str, summary: str, solver, roundtrip: int | None) -> None:
     """Register ``solver`` (:func:`cgls` or :func:`lsqr`), whose keywords are the options'."""
-    options = ("iterations", "tol", "noise_sigma", "callback")
+    options = ("iterations", "tol", "noise_sigma")
 
-    @register(name, summary, options=options, iterative=True)
+    @register(
+        name,
+        summary,
+        options=options,
+        iterative=True,
+        # the discrepancy rule stops it when the noise level is known
+        stops_by_data=lambda given: given.tol is None and given.noise_sigma is not None,
+        roundtrip=roundtrip,
+    )
     def method(blurred: np.ndarray, op: ConvOperator, given: RestoreOptions) -> RestoreResult:
-        return solver(blurred, op, **{field: getattr(given, field) for field in options})
+        keywords = {field: getattr(given, field) for field in (*options, "callback")}
+        return solver(blurred, op, **keywords)
 
 
 _least_squares_method(
     "cgls",
     "least squares by conjugate gradients (any geometry; minimum norm where not injective)",
     cgls,
+    roundtrip=5,
 )
 _least_squares_method(
-    "lsqr", "least squares by LSQR (any geometry; minimum norm where not injective)", lsqr
+    "lsqr", "least squares by LSQR (any geometry; minimum norm where not injective)", lsqr, None
 )

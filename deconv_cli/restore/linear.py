@@ -31,13 +31,15 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry
-from deconv_cli.restore import RestoreOptions, RestoreResult, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
 from deconv_cli.restore.inverse import check_data
 from deconv_cli.spectral import Diagonal, approximate, diagonalize, is_symmetric
 
 DEFAULT_ITERATIONS = 1000
 DEFAULT_TOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-4}
 """CG stops when ``‖Aᵀy − (AᵀA + νLᵀL) x‖ / ‖Aᵀy‖`` falls below this."""
+CLOSED_FORM_OR_CG = Footprint(25.0, diagonal=4.5)
+"""Peak memory of tikhonov and wiener: the closed form where diagonalizable, else CG."""
 
 PRECONDITIONER_DAMPING = 1e-3
 """Added to the preconditioner's denominator, relative to ``max |λ|²``."""
@@ -55,7 +57,10 @@ LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
     "tikhonov",
     "Tikhonov with a Laplacian (--reg or GCV): closed form where diagonalizable, else CG",
     options=("reg", "iterations", "tol"),
+    automatic=("reg",),
     iterative=True,
+    memory=CLOSED_FORM_OR_CG,
+    roundtrip=1,
 )
 def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """Minimize ``‖A x − y‖² + ν ‖L x‖²`` with ``L`` the discrete Laplacian.
@@ -92,7 +97,10 @@ def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> 
     "wiener",
     "Wiener filter, constant noise-to-signal ratio (--nsr, or from GCV and the estimated MSE)",
     options=("nsr", "noise_sigma", "iterations", "tol"),
+    automatic=("nsr", "noise_sigma"),
     iterative=True,
+    memory=CLOSED_FORM_OR_CG,
+    roundtrip=2,
 )
 def wiener(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """The Wiener filter ``conj(H) / (|H|² + nsr)`` (``‖A x − y‖² + nsr ‖x‖²``).
@@ -132,9 +140,9 @@ def _solve(
 ) -> RestoreResult:
     y = check_data(blurred, op)
     given = options.reg if kind == "tikhonov" else options.nsr
-    flag = "--reg" if kind == "tikhonov" else "--nsr"
     if given is not None and not (math.isfinite(given) and given >= 0):
-        raise DeconvError(f"{flag}: `{given}` must be a finite number >= 0, or `auto`")
+        parameter = "reg" if kind == "tikhonov" else "nsr"
+        raise DeconvError(f"`{given}` must be a finite number >= 0", parameter=parameter)
     diagonal = diagonalize(op)
     params: dict[str, object] = {}
     notes: list[str] = []
@@ -602,10 +610,12 @@ def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: Rest
     """CG from ``x₀ = 0`` on ``(AᵀA + ν LᵀL) x = Aᵀy``, DCT-preconditioned where that helps."""
     iterations = DEFAULT_ITERATIONS if options.iterations is None else int(options.iterations)
     if iterations < 1:
-        raise DeconvError(f"--iterations: `{options.iterations}` must be at least 1")
+        raise DeconvError(f"`{options.iterations}` must be at least 1", parameter="iterations")
     tol = DEFAULT_TOL[op.dtype] if options.tol is None else float(options.tol)
     if not tol >= 0:
-        raise DeconvError(f"--tol: `{options.tol}` must be 0 (run every iteration) or positive")
+        raise DeconvError(
+            f"`{options.tol}` must be 0 (run every iteration) or positive", parameter="tol"
+        )
     laplacian = _laplacian_operator(op) if kind == "tikhonov" else None
 
     def normal(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -220,11 +220,11 @@ def richardson_lucy(
     """
     iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
     if iterations < 1:
-        raise DeconvError(f"--iterations: `{iterations}` must be at least 1")
+        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
     if tol is not None and not tol >= 0:
-        raise DeconvError(f"--tol: `{tol}` must be 0 (run every iteration) or positive")
+        raise DeconvError(f"`{tol}` must be 0 (run every iteration) or positive", parameter="tol")
     if tv is not None and not (tv >= 0 and math.isfinite(tv)):
-        raise DeconvError(f"--tv: `{tv}` must be a non-negative number")
+        raise DeconvError(f"`{tv}` must be a non-negative number", parameter="tv")
     check_psf(op.effective)
     dtype = op.dtype
     data = np.asarray(blurred, dtype=dtype)
@@ -472,9 +472,12 @@ def _tv_denominator(
 @register(
     "richardson-lucy",
     "Richardson-Lucy: non-negative, boundary-consistent, accelerated; optional TV (--tv)",
-    options=("iterations", "tol", "tv", "noise_sigma", "callback"),
+    options=("iterations", "tol", "tv", "noise_sigma"),
+    automatic=("noise_sigma",),
     iterative=True,
+    stops_by_data=lambda options: options.tol is None and not options.tv,  # discrepancy
     check_kernel=check_psf,
+    roundtrip=3,
 )
 def _richardson_lucy_method(
     blurred: np.ndarray, op: ConvOperator, options: RestoreOptions

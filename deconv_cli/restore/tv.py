@@ -19,7 +19,7 @@ import numpy as np
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.operators.grid import GridOperator
-from deconv_cli.restore import RestoreOptions, RestoreResult, data_scale, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, data_scale, register
 from deconv_cli.restore.iterative import dot
 
 DEFAULT_ITERATIONS = 60
@@ -112,12 +112,12 @@ def tv_deconvolve(
         iterations = DEFAULT_ITERATIONS if free else ADMM_ITERATIONS
     iterations = int(iterations)
     if iterations < 1:
-        raise DeconvError(f"--iterations: `{iterations}` must be at least 1")
+        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
     if tol is None:
         tol = DEFAULT_TOL if free else ADMM_TOL
     tol = float(tol)
     if not tol >= 0:
-        raise DeconvError(f"--tol: `{tol}` must be 0 (run every iteration) or positive")
+        raise DeconvError(f"`{tol}` must be 0 (run every iteration) or positive", parameter="tol")
     params: dict[str, object] = {}
     if lam is None:
         lam, rule = discrepancy_lam(np.asarray(blurred), op, noise_sigma)
@@ -126,7 +126,7 @@ def tv_deconvolve(
     else:
         lam = float(lam)
         if not (lam >= 0 and math.isfinite(lam)):
-            raise DeconvError(f"--lam: `{lam}` must be a non-negative number")
+            raise DeconvError(f"`{lam}` must be a non-negative number", parameter="lam")
         params["lam"] = lam
     params.update(iterations=iterations, tol=tol)
     grid = GridOperator(op)
@@ -581,8 +581,12 @@ def _pilot(blurred: np.ndarray, op: ConvOperator) -> tuple[np.ndarray, ConvOpera
     "tv",
     "total-variation deconvolution by half-quadratic splitting (boundary-exact; --lam or "
     "by the discrepancy principle)",
-    options=("lam", "iterations", "tol", "noise_sigma", "callback"),
+    options=("lam", "iterations", "tol", "noise_sigma"),
+    automatic=("lam", "noise_sigma"),
     iterative=True,
+    memory=Footprint(40.0),
+    banks=False,
+    roundtrip=4,
 )
 def _tv_method(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     return tv_deconvolve(
