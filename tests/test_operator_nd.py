@@ -153,7 +153,7 @@ def test_the_constructor_takes_explicit_axes_and_says_what_is_wrong(bank, shape,
 
 def test_a_geometry_for_two_axes_does_not_apply_to_three():
     geometry = Geometry.create(stride="2x3")
-    with pytest.raises(GeometryError, match="--stride"):
+    with pytest.raises(GeometryError, match="stride: "):
         Convolution(np.ones((1, 1, 3, 3, 3)), (8, 8, 8, 1), geometry)
 
 

@@ -147,7 +147,7 @@ def test_tiling_freezes_every_automatic_choice(name):
     """A tiled run equals the tiled run given the pilot's choices explicitly, and the
     pilot (the whole 128x128 image, below the pilot side) chose what the whole-image run
     chooses; tiles left to choose would choose otherwise."""
-    from deconv_cli.invert import build_problem, invert
+    from deconv_cli.inversion import build_problem, invert
 
     from deconv_cli.tiles import tiled_invert
 
