@@ -322,7 +322,9 @@ def process_item(item: Item, settings: Settings) -> ItemResult:
     :func:`run_stdio` instead.
     """
     if settings.fft_threads is not None:
-        os.environ["DECONV_FFT_WORKERS"] = str(settings.fft_threads)
+        from deconv_cli.operators import set_workers
+
+        set_workers(settings.fft_threads)
     try:
         with use_config(settings.config):
             return _process(item, settings)
@@ -566,16 +568,19 @@ _STOP = None  # in a worker process: the batch's stop event
 def _worker_init(threads: int, stop) -> None:
     """Thread limits and signals for a worker process.
 
-    FFT threads are read per call; the BLAS/OpenMP variables reach libraries that are
-    loaded after this (under spawn). Ctrl-C (sent to the whole process group) is
+    FFT threads are set for the process; BLAS/OpenMP pools, loaded already, are limited
+    through threadpoolctl. Ctrl-C (sent to the whole process group) is
     handled by the parent; SIGTERM (the pool ending a broken batch) ends the worker
     silently, removing the file it was writing.
     """
     global _STOP
     _STOP = stop
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    os.environ["DECONV_FFT_WORKERS"] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    from deconv_cli.operators import set_workers
+
+    threadpool_limits(threads)
+    set_workers(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _end_worker)
 

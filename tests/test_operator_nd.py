@@ -245,3 +245,52 @@ def test_dottest_fails_on_a_wrong_adjoint():
 
     with pytest.raises(DeconvError, match="dot test"):
         dottest(Wrong(), rng=0)
+
+
+# -- the array namespace seam ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("boundary", ["reflect", "wrap", "constant"])
+@pytest.mark.parametrize("bank_kind", ["shared", "grouped", "bank"])
+def test_the_fft_plan_computes_in_the_inputs_array_namespace(bank_kind, boundary):
+    xps = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(9)
+    bank, groups, channels = make_bank("odd", bank_kind, 2, rng)
+    geometry = Geometry.create(boundary=boundary, stride="2x1", dilation=2)
+    shape = SHAPES[2] + (channels,)
+    op = Convolution(bank, shape, geometry, groups=groups, engine="fft")
+    x = rng.standard_normal(shape)
+    y = rng.standard_normal(op.output_shape)
+    ax, aty = op.forward(xps.asarray(x)), op.adjoint(xps.asarray(y))
+    assert ax.__array_namespace__() is xps and aty.__array_namespace__() is xps
+    ax, aty = np.from_dlpack(ax), np.from_dlpack(aty)
+    np.testing.assert_allclose(ax, oracle(bank, x, groups, geometry, 2), atol=1e-10)
+    assert abs(np.vdot(ax, y) - np.vdot(x, aty)) <= 1e-10 * np.linalg.norm(ax) * np.linalg.norm(y)
+
+
+def test_the_numpy_only_engines_refuse_other_arrays():
+    xps = pytest.importorskip("array_api_strict")
+    op = Convolution(np.ones((1, 1, 3, 3)), (8, 8, 1), engine="direct")
+    with pytest.raises(GeometryError, match="engine `fft`"):
+        op.forward(xps.asarray(np.ones((8, 8, 1))))
+
+
+def test_fft_workers_is_an_explicit_setting(monkeypatch):
+    from deconv_cli.operators import fft_workers, set_workers, workers
+
+    monkeypatch.setenv("DECONV_FFT_WORKERS", "3")
+    assert fft_workers() == 3
+    try:
+        set_workers(2)
+        assert fft_workers() == 2
+        with workers(1):
+            assert fft_workers() == 1
+            with workers(4):
+                assert fft_workers() == 4
+            assert fft_workers() == 1
+        assert fft_workers() == 2
+    finally:
+        set_workers(None)
+    assert fft_workers() == 3
+    with pytest.raises(DeconvError, match="FFT workers"), workers(0):
+        pass

@@ -29,6 +29,7 @@ from deconv_cli.operators.geometry import (
     effective_taps,
 )
 from deconv_cli.operators.linear import LinearMap
+from deconv_cli.operators.padding import namespace
 
 _DEFAULT = Geometry()  # same, reflect, stride and dilation 1
 
@@ -136,13 +137,24 @@ class Convolution(LinearMap):
         y = self._check(y, self.output_shape, "data")
         return padding.fold(self._engine.adjoint(y), self.pads, self.geometry.boundary)
 
-    def _check(self, a: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
-        a = np.asarray(a)
-        if a.shape != shape:
+    def _check(self, a, shape: tuple[int, ...], what: str):
+        """``a`` in the operator's dtype, in its own array namespace (numpy for anything
+        that is not an array-API array)."""
+        xp = namespace(a)
+        if xp is np:
+            a = np.asarray(a)
+        elif not self._engine.any_namespace:
+            raise GeometryError(
+                f"engine `{self.engine}` computes on numpy arrays; give engine `fft` for "
+                f"arrays of {xp.__name__}"
+            )
+        if tuple(a.shape) != shape:
             raise GeometryError(
                 f"the {what} has shape {_dims(a.shape)}, the operator expects {_dims(shape)}"
             )
-        return a.astype(self.dtype, copy=False)
+        if xp is np:
+            return a.astype(self.dtype, copy=False)
+        return xp.astype(a, getattr(xp, self.dtype.name), copy=False)
 
 
 class ConvOperator(LinearMap):

@@ -37,8 +37,11 @@ COLUMN_FACTOR = 1.3  # a 1-D pass along columns reads strided lines: it costs mo
 def fast_length(n: int) -> int:
     """Smallest ``2^a 3^b 5^c`` (``c <= 1``) at least ``n``: fast for every FFT backend.
 
-    ``scipy.fft.next_fast_len`` may pick lengths with large powers of 3 or 5 (and
-    7, 11) that are markedly slower on some backends.
+    ``scipy.fft.next_fast_len`` may pick lengths with larger powers of 3 and 5: an
+    ``rfft2`` + ``irfft2`` pair (float32, one thread, medians of 7 alternated pairs)
+    at its length took 1.05× (n = 1086: 1125 against 1152), 1.19× (1300: 1350
+    against 1440), 1.19× (1500: 1500 against 1536) and 0.97× (1000: 1000 against
+    1024) the time at this one; the two agree on 526, 574, 700, 1038, 2062, 2110.
     """
     best = 1 << max(0, (n - 1).bit_length())
     for five in (1, 5):

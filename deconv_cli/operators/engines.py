@@ -11,12 +11,13 @@ channel. ``S`` keeps every stride-th sample, top-left anchored.
 from __future__ import annotations
 
 import math
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 
 from deconv_cli.errors import GeometryError, choice_error
 from deconv_cli.operators.cost import engine_costs, fast_length
+from deconv_cli.operators.padding import namespace
 from deconv_cli.operators.threads import fft_workers
 
 ENGINES = ("auto", "direct", "taps", "separable", "fft")
@@ -24,11 +25,12 @@ ENGINES = ("auto", "direct", "taps", "separable", "fft")
 
 def _strided(shape: tuple[int, ...], stride: tuple[int, ...]) -> tuple[slice, ...]:
     """The samples ``S`` keeps of a stride-1 result of spatial ``shape``."""
-    return tuple(slice(0, n, s) for n, s in zip(shape, stride, strict=True))
+    return tuple(slice(0, n, s) for n, s in zip(shape, stride, strict=True)) + (Ellipsis,)
 
 
 class _Engine:
     name = ""
+    any_namespace = False  # computes on numpy arrays only
 
     def __init__(self, op) -> None:
         self.op = op
@@ -43,7 +45,7 @@ class _Engine:
         """``Sᵀ``: put the samples back on the stride-1 grid, zeros elsewhere."""
         if all(s == 1 for s in self.stride):
             return y
-        up = np.zeros(self.op.stride1_shape + y.shape[-1:], dtype=y.dtype)
+        up = namespace(y).zeros(self.op.stride1_shape + y.shape[-1:], dtype=y.dtype)
         up[_strided(self.op.stride1_shape, self.stride)] = y
         return up
 
@@ -218,14 +220,20 @@ def separable_factors(kernel: np.ndarray, rtol: float = 1e-12):
 
 
 class _FFT(_Engine):
-    """Real N-D FFTs of a fast padded length; the kernel spectrum is computed once."""
+    """Real N-D FFTs of a fast padded length; the kernel spectrum is computed once.
+
+    The array functions come from the input's namespace (the array API: ``fft``,
+    ``matmul``, indexing), ``scipy.fft`` with :func:`fft_workers` threads for numpy.
+    """
 
     name = "fft"
+    any_namespace = True
 
     def __init__(self, op) -> None:
         super().__init__(op)
         self.size = tuple(fast_length(n) for n in op.padded_shape)
         self.axes = tuple(range(self.d))
+        self._spectra: dict[str, tuple] = {}
 
     @cached_property
     def spectrum(self) -> np.ndarray:
@@ -247,39 +255,54 @@ class _FFT(_Engine):
             return np.ascontiguousarray(spec[..., 0])
         return np.ascontiguousarray(spec.reshape(spec.shape[:-2] + (-1, self.cog, self.cig)))
 
-    @cached_property
-    def conjugate_spectrum(self) -> np.ndarray:
-        return self.spectrum.conj()
+    def _kernels(self, xp):
+        """``(spectrum, its conjugate)`` as arrays of ``xp``."""
+        key = xp.__name__
+        if key not in self._spectra:
+            spectrum = self.spectrum
+            self._spectra[key] = (xp.asarray(spectrum), xp.asarray(spectrum.conj()))
+        return self._spectra[key]
 
-    def _multiply(self, spec: np.ndarray, kernel: np.ndarray, adjoint: bool) -> np.ndarray:
+    def _transforms(self, xp):
+        """``(rfftn, irfftn)`` over the spatial axes at the padded size."""
+        if xp is np:
+            import scipy.fft
+
+            fft = partial(scipy.fft.rfftn, workers=fft_workers())
+            ifft = partial(scipy.fft.irfftn, workers=fft_workers())
+        else:
+            fft, ifft = xp.fft.rfftn, xp.fft.irfftn
+        return partial(fft, s=self.size, axes=self.axes), partial(ifft, s=self.size, axes=self.axes)
+
+    def _multiply(self, xp, spec, kernel, adjoint: bool):
+        """The product of a spectrum ``(*freq, C)`` by the kernel's, per frequency."""
         if self.op.shared:
             spec *= kernel
             return spec
         groups = self.op.groups
-        if adjoint:
-            grouped = spec.reshape(spec.shape[:-1] + (groups, self.cog))
-            out = np.einsum("...go,...goi->...gi", grouped, kernel)
-        else:
-            grouped = spec.reshape(spec.shape[:-1] + (groups, self.cig))
-            out = np.einsum("...gi,...goi->...go", grouped, kernel)
-        return out.reshape(out.shape[:-2] + (-1,))
+        head = tuple(spec.shape[:-1])
+        if adjoint:  # Σ_o y_o K_oi
+            grouped = xp.reshape(spec, head + (groups, self.cog, 1))
+            out = xp.matmul(xp.matrix_transpose(kernel), grouped)
+        else:  # Σ_i K_oi x_i
+            grouped = xp.reshape(spec, head + (groups, self.cig, 1))
+            out = xp.matmul(kernel, grouped)
+        return xp.reshape(out, head + (-1,))
 
-    def forward(self, xp: np.ndarray) -> np.ndarray:
-        import scipy.fft
-
-        spec = scipy.fft.rfftn(xp, s=self.size, axes=self.axes, workers=fft_workers())
+    def forward(self, xp_: np.ndarray) -> np.ndarray:
+        xp = namespace(xp_)
+        fft, ifft = self._transforms(xp)
+        _, conjugate = self._kernels(xp)
         # a correlation multiplies by the conjugate kernel spectrum
-        spec = self._multiply(spec, self.conjugate_spectrum, adjoint=False)
-        out = scipy.fft.irfftn(spec, s=self.size, axes=self.axes, workers=fft_workers())
+        out = ifft(self._multiply(xp, fft(xp_), conjugate, adjoint=False))
         return out[_strided(self.op.stride1_shape, self.stride)]
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
-        import scipy.fft
-
-        spec = scipy.fft.rfftn(self.upsample(y), s=self.size, axes=self.axes, workers=fft_workers())
-        spec = self._multiply(spec, self.spectrum, adjoint=True)
-        out = scipy.fft.irfftn(spec, s=self.size, axes=self.axes, workers=fft_workers())
-        return out[tuple(slice(0, n) for n in self.op.padded_shape)]
+        xp = namespace(y)
+        fft, ifft = self._transforms(xp)
+        spectrum, _ = self._kernels(xp)
+        out = ifft(self._multiply(xp, fft(self.upsample(y)), spectrum, adjoint=True))
+        return out[tuple(slice(0, n) for n in self.op.padded_shape) + (Ellipsis,)]
 
 
 _ENGINE_CLASSES = {"direct": _Direct, "taps": _Taps, "separable": _Separable, "fft": _FFT}

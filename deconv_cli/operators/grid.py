@@ -30,7 +30,10 @@ class _Transforms:
 
     Uses scipy's pocketfft bindings directly when they are there (they write into
     a given output and invert in place, which saves a copy and an allocation per
-    transform), else the public ``scipy.fft``.
+    transform), else the public ``scipy.fft``. Kept on a measured gain: one
+    ``forward()`` + ``adjoint()`` of a 15×15 kernel through the public ``scipy.fft``
+    took 1.27× (512² float32), 1.13× (512² float64) and 1.13× (1024² float32) the
+    time of the bindings (medians of 11 alternated pairs, one FFT thread, scipy 1.17).
     """
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:

@@ -5,7 +5,9 @@ pixels (:func:`index_map`: ``np.pad`` of ``arange(n)``; ``-1`` for a zero). ``P`
 copies pixels along the map (:func:`pad`); ``Pᵀ`` adds every padded sample back
 onto the pixel it was copied from (:func:`fold`; a crop for zeros). The grid plans
 fill and fold in place with the same map (:func:`border_pairs`), and the tiles
-gather windows through it.
+gather windows through it. :func:`pad` and :func:`fold` take their array functions
+from the array's namespace (``zeros`` and indexing: the array API), so they run on
+any array library that implements it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ NUMPY_PAD = {
     "nearest": "edge",
     "wrap": "wrap",
 }
+
+
+def namespace(a):
+    """The array-API namespace of ``a`` (numpy for numpy arrays and anything else)."""
+    get = getattr(a, "__array_namespace__", None)
+    return np if get is None or isinstance(a, np.ndarray) else get()
 
 
 def index_map(n: int, pads: tuple[int, int], boundary: str) -> np.ndarray:
@@ -40,24 +48,38 @@ def border_pairs(n: int, pads: tuple[int, int], boundary: str) -> list[tuple[int
     return list(zip(border.tolist(), source[border].tolist(), strict=True))
 
 
-def pad(x: np.ndarray, pads, boundary: str) -> np.ndarray:
-    """``P x``: pad the leading ``len(pads)`` axes by the boundary rule (``x`` if no padding)."""
+def _at(axis: int, index) -> tuple:
+    return (slice(None),) * axis + (index, Ellipsis)
+
+
+def pad(x, pads, boundary: str):
+    """``P x``: pad the leading ``len(pads)`` axes by the boundary rule (``x`` if no padding).
+
+    The image is copied into zeros, then each axis' border samples are copied from
+    their source pixels (:func:`border_pairs`), axis after axis: samples in the
+    corners are copies of copies, as ``np.pad`` makes them.
+    """
     if not any(sum(p) for p in pads):
         return x
-    full = tuple(pads) + ((0, 0),) * (x.ndim - len(pads))
-    return np.pad(x, full, mode=NUMPY_PAD[boundary])
+    xp = namespace(x)
+    spatial = tuple(n + sum(p) for n, p in zip(x.shape, pads, strict=False))
+    out = xp.zeros(spatial + tuple(x.shape[len(pads) :]), dtype=x.dtype)
+    inner = tuple(slice(b, b + n) for (b, _), n in zip(pads, x.shape, strict=False))
+    out[inner + (Ellipsis,)] = x
+    for axis, p in enumerate(pads):
+        for border, source in border_pairs(x.shape[axis], p, boundary) or ():
+            out[_at(axis, border)] = out[_at(axis, source)]
+    return out
 
 
-def fold(xp: np.ndarray, pads, boundary: str) -> np.ndarray:
+def fold(arr, pads, boundary: str):
     """``Pᵀ`` on the leading ``len(pads)`` axes: each padded sample is added back onto the
-    pixel it was copied from (``xp`` may be written to)."""
+    pixel it was copied from (``arr`` may be written to)."""
     for axis, (before, after) in enumerate(pads):
-        n = xp.shape[axis] - before - after
-        inner = np.take(xp, range(before, before + n), axis=axis)
-        pairs = border_pairs(n, (before, after), boundary)
-        if pairs is not None:
-            border, source = (np.array(a) for a in zip(*pairs, strict=True))
-            moved = np.moveaxis(inner, axis, 0)  # a view: adds go into ``inner``
-            np.add.at(moved, source - before, np.moveaxis(np.take(xp, border, axis=axis), axis, 0))
-        xp = inner
-    return xp
+        n = arr.shape[axis] - before - after
+        inner = arr[_at(axis, slice(before, before + n))]
+        for border, source in border_pairs(n, (before, after), boundary) or ():
+            target = _at(axis, source - before)
+            inner[target] = inner[target] + arr[_at(axis, border)]
+        arr = inner
+    return arr
