@@ -147,6 +147,27 @@ def estimate_noise(
     )
 
 
+FLOOR_KINDS = ("jpeg", "8-bit")
+"""Noise kinds named by their floor alone (:func:`estimate_noise`: the floor explains at
+least two thirds of the variance seen)."""
+
+
+def floor_noise(data: np.ndarray, *, jpeg_tables=None) -> NoiseEstimate | None:
+    """The noise estimate of ``data`` where a JPEG or 8-bit floor dominates it, else None.
+
+    Such an error is not white: a fit of the blur model to the data (GCV) absorbs part of
+    it as signal and reads its level low (25-50% at JPEG q 90), so the parameter rules
+    take this level instead where it applies; elsewhere the fit's level counts every
+    error the model cannot explain (see docs/noise.md). Data not on the 8-bit grid
+    (without JPEG tables) has no such floor: None without the full estimate.
+    """
+    stack = np.asarray(data)
+    if jpeg_tables is None and _grid(stack[..., None] if stack.ndim == 2 else stack)[0] != 1 / 255:
+        return None
+    noise = estimate_noise(data, jpeg_tables=jpeg_tables)
+    return noise if noise.kind.startswith(FLOOR_KINDS) else None
+
+
 def _patch_noise(channel: np.ndarray, mask: np.ndarray | None):
     """``(σ², patch means, patch noise energies)`` from the PCA of the 8×8 patches, or
     None when the image has too few patches (fewer than 4 per dimension)."""

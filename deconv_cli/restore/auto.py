@@ -58,11 +58,9 @@ def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """Run the method :func:`choose` picks; the result's notes say which and why.
 
     The estimated noise level decides between the methods; it is passed on to the
-    exact inverse and to least squares (whose discrepancy rule stops on it). ``tv``'s
-    discrepancy rule takes the noise level from the GCV fit, which assumes white noise,
-    unless the user gives it or the data carry a quantization floor the fit cannot see
-    (JPEG or 8-bit data: their error is not white, and GCV read it 25-50% low at JPEG
-    q90, see docs/deblur.md); then the noise model's level is passed on.
+    exact inverse and to least squares (whose discrepancy rule stops on it). ``tv``
+    sets its own level (the noise model's where a JPEG or 8-bit floor dominates, else
+    its GCV fit's: :func:`deconv_cli.restore.tv.discrepancy_lam`) unless the user gives it.
     """
     sigma, noise = options.noise_sigma, None
     if sigma is None:
@@ -70,8 +68,7 @@ def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
         sigma = noise.sigma
     method, reason = choose(blurred, op, sigma)
     chosen = get_method(method)
-    white = noise is not None and not noise.kind.startswith(("jpeg", "8-bit"))
-    given = options if method == "tv" and white else replace(options, noise_sigma=sigma)
+    given = options if method == "tv" else replace(options, noise_sigma=sigma)
     result = chosen.function(blurred, op, given)
     result.notes.insert(0, f"auto picked {method}: {reason}")
     if noise is not None:

@@ -150,7 +150,7 @@ def _solve(
         rows = diagonal.transform_rows(y)
         spectrum = _spectrum(diagonal, rows)
         if given is None:
-            weight, rule = _choose(spectrum, kind)
+            weight, rule = _choose(spectrum, kind, _floor_variance(y, options, kind))
         else:
             weight, rule = float(given), "given"
         residual = _residual(spectrum, kind, weight, y)
@@ -163,7 +163,7 @@ def _solve(
         if given is not None:
             weight, rule = float(given), "given"
         else:
-            weight, rule, why = _choose_for_operator(y, op, kind, options.noise_sigma)
+            weight, rule, why = _choose_for_operator(y, op, kind, options)
             if why:
                 notes.append(why)
         x, residual, iterations, converged, solver, cg_notes = _cg(y, op, kind, weight, options)
@@ -423,14 +423,26 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return t
 
 
-def _choose(spectrum: _Spectrum, kind: str) -> tuple[float, str]:
+def _floor_variance(y: np.ndarray, options: RestoreOptions, kind: str) -> float:
+    """Wiener's: the noise model's variance where a JPEG or 8-bit floor dominates the
+    data's noise (:func:`deconv_cli.noise_model.floor_noise`), else 0."""
+    if kind != "wiener":
+        return 0.0
+    from deconv_cli.noise_model import floor_noise
+
+    floor = floor_noise(y, jpeg_tables=options.jpeg_tables)
+    return 0.0 if floor is None else floor.sigma**2
+
+
+def _choose(spectrum: _Spectrum, kind: str, floor: float = 0.0) -> tuple[float, str]:
     """``ν`` for Tikhonov (GCV) or Wiener (the larger of GCV's and the least estimated
-    MSE's, the noise level from Tikhonov-GCV's fit)."""
+    MSE's, the noise level from Tikhonov-GCV's fit, at least ``floor``: the variance of
+    a JPEG or 8-bit error GCV's white fit reads low)."""
     tikhonov = _group(_ratio(spectrum.a, spectrum.b), spectrum.energy, spectrum.count)
     reg = _minimize(tikhonov.gcv, tikhonov.t)
     if kind == "tikhonov":
         return reg, "GCV"
-    variance = tikhonov.noise_variance(reg)
+    variance = max(tikhonov.noise_variance(reg), floor)
     gcv = _group(spectrum.a.copy(), spectrum.energy, spectrum.count)
     by_gcv = _minimize(gcv.gcv, gcv.t)
     # The Wiener risk needs the image's energy per group: the Tikhonov solution's
@@ -444,7 +456,8 @@ def _choose(spectrum: _Spectrum, kind: str) -> tuple[float, str]:
     # Both estimate the same optimum and each fell short of it in places; a weight too
     # small costs far more than one too large: the larger.
     sigma = math.sqrt(variance)
-    return max(by_gcv, by_risk), f"max(GCV, least estimated MSE with σ={sigma:.3g} from GCV's fit)"
+    source = "the noise model's floor" if variance == floor else "GCV's fit"
+    return max(by_gcv, by_risk), f"max(GCV, least estimated MSE with σ={sigma:.3g} from {source})"
 
 
 def _minimize(objective, t: np.ndarray) -> float:
@@ -477,14 +490,16 @@ def _minimize(objective, t: np.ndarray) -> float:
 
 
 def _choose_for_operator(
-    y: np.ndarray, op: ConvOperator, kind: str, sigma: float | None
+    y: np.ndarray, op: ConvOperator, kind: str, options: RestoreOptions
 ) -> tuple[float, str, str | None]:
     """``ν`` for a non-diagonalizable operator, from the tapered data on a periodic grid
-    (``sigma``: the noise level for the fallback of kernel banks and strides)."""
+    (``options.noise_sigma``: the noise level for the fallback of kernel banks and
+    strides)."""
     g = op.geometry
     if op.effective.shape[:2] != (1, 1) or g.stride != (1, 1):
-        return _fallback(y, op, kind, sigma)
-    weight, rule = _choose(_tapered_spectrum(y, op)[0], kind)
+        return _fallback(y, op, kind, options.noise_sigma)
+    spectrum, taper_energy = _tapered_spectrum(y, op)
+    weight, rule = _choose(spectrum, kind, _floor_variance(y, options, kind) * taper_energy)
     return weight, f"{rule} on the tapered data, periodic model", None
 
 
