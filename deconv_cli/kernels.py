@@ -92,11 +92,14 @@ class Kernel:
         A canonical spec (``"gaussian:sigma=2,size=13"``), or ``"file NAME (SHAPE)"``.
     family : str or None
         The family name, or ``None`` for a kernel read from a file.
+    layer : deconv_cli.models.Layer or None
+        The model-file layer it was read from (``FILE#NAME``), with its geometry.
     """
 
     array: np.ndarray
     description: str
     family: str | None = field(default=None)
+    layer: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         array = np.asarray(self.array)
@@ -139,7 +142,8 @@ def load_kernel(spec: str, *, normalize: bool = False) -> Kernel:
         A family spec such as ``"gaussian:sigma=2"``, ``"box:size=5x3"``,
         ``"motion:length=9,angle=30"``, ``"laplacian"``; or the path of a
         ``.npy``, text/CSV (``.csv .txt .tsv .dat``) or image file. A bare word
-        is a family if it names one, else a path. See :func:`family_table`.
+        is a family if it names one, else a path. See :func:`family_table`. Or a
+        tensor or layer of a model file, ``FILE#NAME`` (:mod:`deconv_cli.models`).
     normalize : bool
         Divide the kernel by its sum. Blur families already sum to 1; a
         zero-sum kernel cannot be normalized.
@@ -169,6 +173,11 @@ def load_kernel(spec: str, *, normalize: bool = False) -> Kernel:
             "(see `deconv kernels`)"
         )
     spec = spec.strip()
+    from deconv_cli.models import load_model_kernel
+
+    model_kernel = load_model_kernel(spec, normalize=normalize)
+    if model_kernel is not None:
+        return model_kernel
     name, sep, params = spec.partition(":")
     family_name = name.strip().lower()
     if family_name in _FAMILIES:

@@ -11,7 +11,7 @@ from deconv_cli.cli.options import (
     noise_options,
 )
 
-FORMATS = ("table", "json")
+FORMATS = ("table", "json", "csv", "markdown")
 ROUNDTRIP_FORMATS = ("table", "json", "markdown")
 
 
@@ -152,12 +152,13 @@ def _columns():
 
 @click.command()
 @click.argument("image", required=False, type=click.Path(path_type=str))
-@kernel_options
+@kernel_options(required=False)
 @click.option(
     "--shape",
     default=None,
     metavar="HxW[xC]",
-    help="Shape of the image the operator acts on (instead of IMAGE).",
+    help="Shape of the image the operator acts on (instead of IMAGE); for a MODEL.onnx, "
+    "the network input HxWxC.",
 )
 @geometry_options()
 @click.option(
@@ -187,6 +188,7 @@ def _columns():
     "sorted singular values).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --spectrum file.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (a MODEL).")
 def analyze(
     image,
     kernel,
@@ -197,8 +199,15 @@ def analyze(
     fmt,
     spectrum,
     overwrite,
+    quiet,
 ):
     """Is the convolution invertible, how well, and what will noise do to its inverse?
+
+    With a MODEL.onnx instead of IMAGE (and no -k): every Conv and ConvTranspose
+    layer of the network, in graph order, at the input --shape HxWxC: one row each
+    with its geometry, shapes, rank, σ_max, σ_min, condition number and verdict,
+    then the product of the σ_max and the layers that lose information (see
+    docs/models.md).
 
     Reports the operator's shapes, rank and null space, extreme singular values,
     condition number and the predicted RMSE of the exact inverse for the noise
@@ -213,16 +222,29 @@ def analyze(
       deconv analyze photo.png -k box:size=4 --boundary wrap
       deconv analyze -k layer.npy --shape 32x32 --correlate --stride 2 --boundary wrap
       deconv analyze -k motion:length=9 --shape 64x64 --noise-sigma 0.01 --format json
+      deconv analyze model.onnx --shape 224x224x3 --format csv
     """
     import json
 
     from deconv_cli.analysis import analyze as run_analysis
+    from deconv_cli.cli.models import analyze_model_command, given_flags, operator_inputs
     from deconv_cli.errors import DeconvError
     from deconv_cli.operators import ConvOperator
 
+    if image is not None and image.lower().endswith(".onnx") and kernel.kernel_spec is None:
+        geometry_flags = ("mode", "boundary", "correlate", "stride", "dilation", "padding")
+        if (noise_sigma, bits, spectrum) != (None, None, None) or given_flags(geometry_flags):
+            raise DeconvError(
+                "analyze MODEL takes the layers' geometry from the model: give only --shape, "
+                "--format and --quiet"
+            )
+        analyze_model_command(image, shape, fmt, quiet)
+        return
+    if kernel.kernel_spec is None:
+        raise DeconvError("analyze needs -k SPEC (or a MODEL.onnx as its first argument)")
     if noise_sigma is not None and bits is not None:
         raise DeconvError("give --noise-sigma or --bits, not both")
-    geometry, kernel = geometry.create(), kernel.load()
+    geometry, kernel = operator_inputs(kernel, geometry)
     input_shape, image_bits = _image_shape(image, shape, kernel)
     if spectrum is not None:  # refuse a bad --spectrum path before the work
         from deconv_cli.fs import check_target
@@ -242,6 +264,17 @@ def analyze(
         labelled = write_spectrum(spectrum, op, result, overwrite=overwrite, inputs=inputs)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        from deconv_cli.report import to_csv
+
+        click.echo(to_csv(analysis_rows(result, op), _columns()), nl=False)
+    elif fmt == "markdown":
+        from deconv_cli.report import to_markdown
+
+        title = f"analyze: kernel {kernel.description}"
+        rows = analysis_rows(result, op)
+        caption = " ".join(verdict_lines(result))
+        click.echo(to_markdown(rows, _columns(), title=title, caption=caption), nl=False)
     else:
         from deconv_cli.cli.output import print_table
 
@@ -337,13 +370,14 @@ def roundtrip(
     """
     import json
 
+    from deconv_cli.cli.models import operator_inputs
     from deconv_cli.cli.output import live_status
     from deconv_cli.io import read_image
     from deconv_cli.noise import parse_noise
     from deconv_cli.roundtrip import check_methods
     from deconv_cli.roundtrip import roundtrip as run_roundtrip
 
-    geometry, kernel = geometry.create(), kernel.load()
+    geometry, kernel = operator_inputs(kernel, geometry)
     names = check_methods([m.strip() for m in (methods or "").split(",") if m.strip()])
     parsed_noise = parse_noise(noise)
     data = read_image(image, max_channels=kernel.max_channels).data

@@ -130,7 +130,9 @@ def invert(
     if history:
         _check_history(history, batch)
     unknown = geometry.unknown
-    geometry, kernel = geometry.create(), kernel.load()
+    from deconv_cli.cli.models import operator_inputs
+
+    geometry, kernel = operator_inputs(kernel, geometry)
     sharp = _read_reference(reference)
     records = [] if history else None
 

@@ -25,6 +25,7 @@ def kernels(ctx: click.Context) -> None:
       deconv kernels
       deconv kernels show gaussian:sigma=2
       deconv kernels show motion:length=9,angle=30 --save psf.npy
+      deconv kernels list model.onnx
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -118,5 +119,9 @@ def _check_save_path(path: Path) -> None:
     if path.suffix.lower() != ".npy":
         raise OutputError(f"--save: `{path}` must end in .npy")
 
+
+from deconv_cli.cli.models import list_layers  # noqa: E402 (the group is defined above)
+
+kernels.add_command(list_layers)
 
 COMMANDS = [kernels]

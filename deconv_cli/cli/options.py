@@ -50,17 +50,21 @@ class KernelRequest:
         return load_kernel(self.kernel_spec, normalize=self.normalize)
 
 
-def kernel_options(func):
+def kernel_options(func=None, *, required: bool = True):
     """``-k SPEC --normalize``, passed to ``func`` as ``kernel=KernelRequest``."""
+    if func is None:
+        return functools.partial(kernel_options, required=required)
     return _stack(
         click.option(
             "-k",
             "--kernel",
             "kernel_spec",
-            required=True,
+            required=required,
             metavar="SPEC",
             help="Kernel: `family:param=value,...` (see `deconv kernels`) or a file "
-            "(.npy, .csv/.txt, image). A 4-D (C_out, C_in, kh, kw) array is a conv-layer bank.",
+            "(.npy, .csv/.txt, image). A 4-D (C_out, C_in, kh, kw) array is a conv-layer bank. "
+            "A model file's tensor or layer: `FILE#NAME` (.safetensors, .onnx, .pt; see "
+            "`deconv kernels list FILE`); an ONNX layer brings its geometry.",
         ),
         click.option(
             "--normalize",

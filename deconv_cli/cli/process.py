@@ -249,10 +249,11 @@ def convolve(batch, kernel, geometry, noise, seed):
       deconv convolve raw.npy -k disk:radius=4 --noise poisson:peak=200+quantize:bits=8 -o b.npy
       deconv convolve x.npy -k samples/haar_bank.npy --correlate --stride 2 -o coeffs.npy
     """
+    from deconv_cli.cli.models import operator_inputs
     from deconv_cli.noise import parse_noise
     from deconv_cli.process import Convolve
 
-    geometry, kernel = geometry.create(), kernel.load()
+    geometry, kernel = operator_inputs(kernel, geometry)
     transform = Convolve(kernel, geometry, noise=parse_noise(noise), seed=seed, tile=batch.tile)
     run_batch(
         batch,
@@ -280,10 +281,11 @@ def transpose(batch, kernel, geometry, output_shape):
       deconv transpose coeffs.npy -k samples/haar_bank.npy --correlate --stride 2 -o x.npy
       deconv transpose y.npy -k box:size=3 --stride 2 --output-shape 64x64 -o x.npy
     """
+    from deconv_cli.cli.models import operator_inputs
     from deconv_cli.operators import parse_pair
     from deconv_cli.process import Transpose
 
-    geometry, kernel = geometry.create(), kernel.load()
+    geometry, kernel = operator_inputs(kernel, geometry)
     requested = parse_pair(output_shape, "output_shape")
     transform = Transpose(kernel, geometry, output_shape=requested, tile=batch.tile)
     run_batch(
