@@ -681,3 +681,22 @@ def test_registered_methods_honour_options_and_gain(name):
     assert result.method == name
     result = method.function(y, op, RestoreOptions(noise_sigma=0.01))
     assert psnr(x, result.image) > psnr(x, y) + 1
+
+
+def test_cgls_on_a_widely_dilated_kernel_is_the_minimum_norm_solution():
+    """A 3×3 kernel at dilation 40 on 16×16 (the sparse-taps plan, no 97² grid): CGLS
+    reaches the minimum-norm least-squares solution of the matrix built by
+    scipy.ndimage (the dilated kernel with its zeros written out)."""
+    from oracles import dense_ndimage
+
+    r = rng(12)
+    kernel = r.random((3, 3))
+    dilated = np.zeros((81, 81))
+    dilated[::40, ::40] = kernel
+    op = ConvOperator(kernel, (16, 16), Geometry.create(dilation=40, boundary="wrap"))
+    assert op.engine == "taps"
+    y = r.random((16, 16))
+    matrix = dense_ndimage(dilated, (16, 16), "wrap")
+    expected = np.linalg.lstsq(matrix, y.ravel(), rcond=1e-10)[0]
+    result = cgls(y, op, iterations=500, tol=1e-12)
+    np.testing.assert_allclose(result.image.ravel(), expected, atol=1e-6)

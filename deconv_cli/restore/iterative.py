@@ -108,8 +108,10 @@ class _Stop:
 def _fast(op: ConvOperator):
     """``(A, Aᵀ)`` as functions on arrays of the operator's layout, returning new arrays:
     on a grid for one 2-D kernel (:func:`grid_operator`: FFT or spatial, buffers kept),
-    else ``op`` itself."""
-    if op.is_bank:
+    else ``op`` itself: for a bank, and where the cost model chose sparse taps (a dilated
+    kernel, whose grid would span its whole extent: at dilation 1000 on a 64² image, a
+    2160² FFT grid against 9 taps of 64² samples each)."""
+    if op.is_bank or op.engine == "taps":
         return op.forward, op.adjoint
     grid = grid_operator(op)
 
