@@ -194,7 +194,7 @@ def read_layers(path: Path, *, tensors: bool = False) -> list[Layer]:
     With ``tensors``, every tensor of the file (ONNX: also every initializer), for
     lookup by name.
     """
-    from deconv_cli.io import note_input
+    from deconv_cli.fs import note_input
 
     path = Path(path)
     if not path.is_file():

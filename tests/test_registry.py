@@ -148,7 +148,6 @@ def test_tiling_freezes_every_automatic_choice(name):
     pilot (the whole 128x128 image, below the pilot side) chose what the whole-image run
     chooses; tiles left to choose would choose otherwise."""
     from deconv_cli.inversion import build_problem, invert
-
     from deconv_cli.tiles import tiled_invert
 
     y, kernel = _problem()
