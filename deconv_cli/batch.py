@@ -390,13 +390,13 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
                     stdout.flush()
                 result = ItemResult(item, "done", report)
         except DeconvError as err:  # name the streams, not the files that carried them
-            text = _stream_names(str(err), {source: fs.STDIN, output: fs.STDOUT})
+            text = _stream_names(err.detail, {source: fs.STDIN, output: fs.STDOUT})
             if isinstance(err, OutputError) and str(output) in str(err):
                 text += (
                     f" (standard output is carried through a file in the temporary directory "
                     f"{fs.shown(tmp.parent)}; set TMPDIR to a directory with room)"
                 )
-            raise type(err)(text) from err
+            raise type(err)(text, parameter=err.parameter) from err
     return _relabel(result, item)
 
 

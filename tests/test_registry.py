@@ -197,3 +197,16 @@ def test_a_batch_item_failure_names_the_flag(tmp_path):
     assert "--lam: `2e+09` is above the largest accepted, 1e+09" in result.output
     assert " lam:" not in result.output
     assert (tmp_path / "o" / "b.npy").exists() and not (tmp_path / "o" / "a.npy").exists()
+
+
+def test_a_standard_input_item_keeps_the_flag(tmp_path):
+    """Errors of an item read from standard input are relabelled (the streams, not the
+    spool files) without losing the parameter the CLI shows as a flag."""
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, 1000 * np.random.default_rng(3).random((12, 12)))
+    argv = ["invert", "-", "-k", "box:size=3", "-m", "tv", "--lam", "1e13", "-o", "-"]
+    result = CliRunner().invoke(main, argv, input=buffer.getvalue())
+    assert result.exit_code == 2, result.output
+    assert "deconv: error: --lam: `1e+13` is above the largest accepted" in result.stderr
