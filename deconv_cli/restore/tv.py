@@ -641,8 +641,8 @@ def _pilot(blurred: np.ndarray, op: ConvOperator) -> tuple[np.ndarray, ConvOpera
 
 @register(
     "tv",
-    "total-variation deconvolution by half-quadratic splitting (boundary-exact; --lam or "
-    "by the discrepancy principle)",
+    "total-variation deconvolution by half-quadratic splitting (--lam or by the "
+    "discrepancy principle)",
     options=("lam", "iterations", "tol", "noise_sigma"),
     automatic=("lam", "noise_sigma"),
     iterative=True,
