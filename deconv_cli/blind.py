@@ -7,13 +7,13 @@ Multi-scale MAP estimation with a sparse (L0) gradient prior, after Pan et al. (
    (an auxiliary gradient field ``g``, hard-thresholded, and a closed-form FFT step for
    ``x`` with weight ``β`` doubling from ``2λ``); its gradients are the image's salient
    edges only, which is what makes the kernel step well posed;
-2. the kernel, ``min_k Σ_d ‖M(∂_d x * k) − ∂_d y‖² + γ ‖k‖²`` over the observed pixels
-   only (``M``: the *valid* part of the blur, so a crop's unknown boundary costs
-   nothing), by conjugate gradients; then projected: negative taps and taps below
+2. the kernel, ``min_{k ≥ 0} Σ_d ‖M(∂_d x * k) − ∂_d y‖² + γ ‖k‖²`` over the observed
+   pixels only (``M``: the *valid* part of the blur, so a crop's unknown boundary
+   costs nothing), by its normal equations and projected gradient; then taps below
    1/20 of the peak set to 0, connected pieces holding under 10% of the mass removed,
    the sum set to 1 and the centroid moved to the centre pixel,
 
-from a coarse level (kernel about 3 px) to the full resolution, each level starting
+from a coarse level (kernel about 5 px) to the full resolution, each level starting
 from the previous kernel upsampled. The latent step solves on the crop padded by a
 smooth periodic extension (so the FFT's wrap-around sees no edge); the kernel step
 uses only the observed data.

@@ -171,21 +171,21 @@ def test_cli_kernel_out_file_for_several_inputs_is_refused(tmp_path, blurry):
     assert "give a folder" in result.output
 
 
-def test_cli_motion_family_gives_a_spec_usable_with_k(tmp_path, blurry):
+def test_cli_motion_family_gives_a_spec_usable_with_k_and_a_kernel_picture(tmp_path, blurry):
+    picture = tmp_path / "k.png"
     result = run(
-        "blind",
-        blurry,
-        "-o",
-        tmp_path / "s.png",
-        "--family",
-        "motion",
-        "--json",
-        "--kernel-size",
-        15,
-    )
+        "blind", blurry, "-o", tmp_path / "s.png", "--family", "motion", "--json",
+        "--kernel-size", 15, "--kernel-out", picture,
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     spec = json.loads(result.stdout)[0]["kernel"]
-    assert load_kernel(spec).family == "motion"
+    kernel = load_kernel(spec)
+    assert kernel.family == "motion"
+    from PIL import Image
+
+    with Image.open(picture) as image:
+        pixels = np.asarray(image)
+    assert pixels.shape == kernel.array.shape and pixels.max() == 65535  # scaled to its peak
 
 
 @pytest.mark.parametrize(
