@@ -296,9 +296,9 @@ def _leaves(command: click.Command):
 
 
 def _register() -> None:
-    from deconv_cli.cli import analyze, compare, invert, kernels, process
+    from deconv_cli.cli import analyze, blind, compare, invert, kernels, process
 
-    for module in (process, invert, compare, analyze, kernels):
+    for module in (process, invert, blind, compare, analyze, kernels):
         for command in module.COMMANDS:
             for leaf in _leaves(command):
                 if leaf.callback is not None:

@@ -16,8 +16,9 @@ from deconv_cli.cli.options import (
 from deconv_cli.errors import DeconvError
 
 
-def run_batch(batch, build, *, title, kernel, notes=()) -> None:
-    """Process every input of ``batch`` with ``build(single)``'s transform, and report.
+def run_batch(batch, build, *, title, kernel, notes=()) -> list:
+    """Process every input of ``batch`` with ``build(single)``'s transform, report, and
+    return the items' results.
 
     One item runs in this process and its failure is a usage error (exit 2); with
     several, failures are reported per item, the rest go on, and the exit is 1.
@@ -56,7 +57,7 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> None:
             results = [core._process(item, settings)]
         if not batch.quiet:
             _summary(title, kernel, results, notes, streamed=False)
-        return
+        return results
     jobs = core.available_cores() if batch.jobs == 0 else batch.jobs
     with core.Stop() as stop:
         results = _run_with_progress(
@@ -80,6 +81,7 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> None:
         raise CommandFailed(stop.exit_code)
     if any(r.status == "failed" for r in results) or len(results) < len(items):
         raise CommandFailed(EXIT_CHECK_FAILED)
+    return results
 
 
 def _name_flag(result) -> None:
