@@ -105,7 +105,7 @@ def _gray(y: np.ndarray) -> np.ndarray:
 
 
 def restore_with(case, kernel: np.ndarray, method: str) -> np.ndarray:
-    from deconv_cli.invert import build_problem, invert
+    from deconv_cli.inversion import build_problem, invert
 
     from deconv_cli.operators import Geometry
 

@@ -2,7 +2,7 @@
 
 The kernel is estimated on the image's grey level (the mean of its channels), then
 every channel is restored with a non-blind method (``auto`` by default) through
-:func:`deconv_cli.invert.invert`, with the unknown boundary unless another is given.
+:func:`deconv_cli.inversion.invert`, with the unknown boundary unless another is given.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def kernel_path(target: Path | None, source: Path, several: bool) -> Path | None
 def write_kernel(path: Path, kernel: np.ndarray, *, overwrite: bool) -> None:
     """``.npy``: the exact kernel; an image (``.png``, ``.tif``): scaled to its peak for
     display."""
-    from deconv_cli.io import atomic_write, write_image
+    from deconv_cli.atomic import atomic_write
+    from deconv_cli.io import write_image
 
     if path.suffix.lower() == ".npy":
         atomic_write(path, lambda tmp: np.save(tmp, kernel), overwrite=overwrite)
@@ -99,7 +100,7 @@ class Blind(Transform):
 
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         from deconv_cli import blind, blind_fit
-        from deconv_cli.invert import build_problem, invert
+        from deconv_cli.inversion import build_problem, invert
         from deconv_cli.noise_model import estimate_noise_sigma
 
         gray = y.mean(axis=2) if y.ndim == 3 else y
