@@ -106,7 +106,6 @@ def _gray(y: np.ndarray) -> np.ndarray:
 
 def restore_with(case, kernel: np.ndarray, method: str) -> np.ndarray:
     from deconv_cli.inversion import build_problem, invert
-
     from deconv_cli.operators import Geometry
 
     problem = build_problem(
