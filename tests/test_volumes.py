@@ -189,3 +189,27 @@ def test_a_stack_read_convolved_by_the_nd_operator_and_written_equals_scipy(tmp_
     assert back.axes == "ZYX" and back.spacing == pytest.approx((0.3, 0.1, 0.1))
     oracle = ndimage.convolve(stack.astype(np.float64), psf.array, mode=boundary)
     np.testing.assert_allclose(back.data, oracle, rtol=0, atol=1e-6)
+
+
+def test_psnr_and_ssim_of_volumes_equal_skimage_in_3d():
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from deconv_cli.metrics import compute_metrics
+
+    truth = rng(2).random((9, 10, 11, 2))
+    noisy = truth + 0.05 * rng(3).standard_normal(truth.shape)
+    got = compute_metrics(truth, noisy, ["psnr", "ssim"])
+    assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, noisy, data_range=1.0))
+    per_channel = [
+        structural_similarity(truth[..., c], noisy[..., c], data_range=1.0) for c in (0, 1)
+    ]
+    assert got["ssim"] == pytest.approx(np.mean(per_channel), rel=1e-12)
+    one = compute_metrics(truth[..., :1], noisy[..., :1], ["ssim"])["ssim"]
+    assert one == pytest.approx(per_channel[0], rel=1e-12)
+
+
+def test_ssim_of_a_thin_volume_is_refused():
+    from deconv_cli.metrics import ssim
+
+    with pytest.raises(InputError, match=r"at least 7×7.*got 6×8×8"):
+        ssim(np.zeros((6, 8, 8, 1)), np.zeros((6, 8, 8, 1)))
