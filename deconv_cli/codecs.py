@@ -71,6 +71,11 @@ def _decode_error(path: Path, err: BaseException) -> InputError:
     return InputError(f"`{path}` cannot be read as an image: {fs.describe(err)}")
 
 
+def main_pages(tif) -> list:
+    """A TIFF's pages that are not reduced-resolution copies (thumbnails)."""
+    return [page for page in tif.pages if not getattr(page, "is_reduced", False)]
+
+
 def read_tiff(
     path: Path, head: bytes, limit: int, max_channels: int | None
 ) -> tuple[np.ndarray, bool]:
@@ -79,7 +84,7 @@ def read_tiff(
 
     try:
         with _tifffile_quiet() as complaints, tifffile.TiffFile(path) as tif:
-            pages = [page for page in tif.pages if not getattr(page, "is_reduced", False)]
+            pages = main_pages(tif)
             if not pages:
                 detail = f": {complaints[0]}" if complaints else ""
                 raise InputError(f"`{path}` is a corrupt TIFF, no readable page{detail}")

@@ -143,11 +143,11 @@ def _check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
 
 def _read_tiff(path: Path, axes: str | None):
     """``(array, axes, spacing by axis letter)`` of a TIFF's first series, or None for
-    a 2-D image without ``axes`` (read as :func:`deconv_cli.io.read_image` reads it:
-    alpha, palette, CMYK)."""
+    a one-page 2-D image without ``axes`` (read as :func:`deconv_cli.io.read_image`
+    reads it: alpha, palette, CMYK)."""
     import tifffile
 
-    from deconv_cli.codecs import _decode_error, _tifffile_quiet
+    from deconv_cli.codecs import _decode_error, _tifffile_quiet, main_pages
 
     try:
         with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
@@ -161,7 +161,7 @@ def _read_tiff(path: Path, axes: str | None):
             stored = "".join(stored[i] for i in keep)
             if axes is not None:
                 stored = parse_axes(axes, len(shape))
-            elif "Z" not in stored and "T" not in stored:
+            elif "Z" not in stored and len(main_pages(tif)) == 1:
                 return None
             elif len(set(stored)) != len(stored) or set(stored) - set(AXES):
                 raise InputError(

@@ -213,3 +213,11 @@ def test_ssim_of_a_thin_volume_is_refused():
 
     with pytest.raises(InputError, match=r"at least 7×7.*got 6×8×8"):
         ssim(np.zeros((6, 8, 8, 1)), np.zeros((6, 8, 8, 1)))
+
+
+def test_imagej_channels_of_one_plane_are_an_image_with_channels(tmp_path):
+    stored = rng(4).integers(0, 256, (2, 5, 6), dtype=np.uint8)  # C Y X, two pages
+    tifffile.imwrite(tmp_path / "c.tif", stored, imagej=True, metadata={"axes": "CYX"})
+    image = read_volume(tmp_path / "c.tif")
+    assert image.axes == "YXC"
+    np.testing.assert_array_equal(image.data, np.moveaxis(stored, 0, -1) / 255)
