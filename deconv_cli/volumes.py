@@ -147,10 +147,10 @@ def _read_tiff(path: Path, axes: str | None):
     reads it: alpha, palette, CMYK)."""
     import tifffile
 
-    from deconv_cli.codecs import _decode_error, _tifffile_quiet, main_pages
+    from deconv_cli.codecs import decode_error, main_pages, tifffile_quiet
 
     try:
-        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+        with tifffile_quiet(), tifffile.TiffFile(path) as tif:
             if not tif.series:
                 return None  # no readable page: read_image says what is wrong
             series = tif.series[0]
@@ -176,7 +176,7 @@ def _read_tiff(path: Path, axes: str | None):
     except (InputError, MemoryError):
         raise
     except Exception as err:
-        raise _decode_error(path, err) from err
+        raise decode_error(path, err) from err
     return array, stored, spacing
 
 
