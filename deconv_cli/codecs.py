@@ -42,7 +42,7 @@ _PILLOW_CONVERT = {
 
 
 @contextlib.contextmanager
-def _tifffile_quiet():
+def tifffile_quiet():
     """Collect tifffile's logged complaints instead of printing them on stderr.
 
     Yields the list of messages, for the error when the file turns out unreadable.
@@ -67,8 +67,13 @@ def _tifffile_quiet():
         logger.propagate = saved
 
 
-def _decode_error(path: Path, err: BaseException) -> InputError:
+def decode_error(path: Path, err: BaseException) -> InputError:
     return InputError(f"`{path}` cannot be read as an image: {fs.describe(err)}")
+
+
+def main_pages(tif) -> list:
+    """A TIFF's pages that are not reduced-resolution copies (thumbnails)."""
+    return [page for page in tif.pages if not getattr(page, "is_reduced", False)]
 
 
 def read_tiff(
@@ -78,8 +83,8 @@ def read_tiff(
     import tifffile
 
     try:
-        with _tifffile_quiet() as complaints, tifffile.TiffFile(path) as tif:
-            pages = [page for page in tif.pages if not getattr(page, "is_reduced", False)]
+        with tifffile_quiet() as complaints, tifffile.TiffFile(path) as tif:
+            pages = main_pages(tif)
             if not pages:
                 detail = f": {complaints[0]}" if complaints else ""
                 raise InputError(f"`{path}` is a corrupt TIFF, no readable page{detail}")
@@ -109,7 +114,7 @@ def read_tiff(
     except (InputError, MemoryError):
         raise
     except Exception as err:
-        raise _decode_error(path, err) from err
+        raise decode_error(path, err) from err
     if axes == "SYX":
         array = np.moveaxis(array, 0, -1)
     return array, has_alpha
@@ -149,7 +154,7 @@ def _read_png16(
     except MemoryError:
         raise
     except Exception as err:
-        raise _decode_error(path, err) from err
+        raise decode_error(path, err) from err
     if array.dtype != np.uint16 or array.shape != (height, width, planes):
         raise InputError(f"`{path}` cannot be read as an image: its PNG header is inconsistent")
     return array, planes in (2, 4)
@@ -207,7 +212,7 @@ def read_pillow(
     except (InputError, MemoryError):
         raise
     except Exception as err:
-        raise _decode_error(path, err) from err
+        raise decode_error(path, err) from err
     has_alpha = array.ndim == 3 and array.shape[2] in (2, 4)
     return array, has_alpha
 

@@ -78,12 +78,24 @@ class Image:
         The pixel type stored in the file (uint8, uint16, float32, bool, ...).
     path : Path
         The path the image was read from.
+    axes : str
+        What each axis of ``data`` is, in order: ``"YX"``, ``"YXC"``, or for a volume
+        (:func:`deconv_cli.volumes.read_volume`) ``"ZYX"``, ``"ZYXC"``.
+    spacing : tuple of float or None
+        The voxel size in µm along each spatial axis of ``axes`` (C excluded), from
+        the file's metadata; None when the file does not say.
     """
 
     data: np.ndarray
     alpha: np.ndarray | None
     source_dtype: np.dtype
     path: Path
+    axes: str = ""
+    spacing: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.axes:
+            self.axes = "YXC"[: self.data.ndim]
 
 
 @dataclass
@@ -155,6 +167,17 @@ def _to_image(
     array = np.asarray(array)
     check_dtype(path, array.dtype)
     check_image_shape(path, array.shape, limit, max_channels)
+    data, source = scaled(path, array)
+    alpha = None
+    if has_alpha and data.ndim == 3 and data.shape[2] in (2, 4):
+        alpha = np.ascontiguousarray(data[:, :, -1])
+        data = np.ascontiguousarray(data[:, :, 0] if data.shape[2] == 2 else data[:, :, :3])
+    return Image(data=data, alpha=alpha, source_dtype=source, path=path)
+
+
+def scaled(path: Path, array: np.ndarray) -> tuple[np.ndarray, np.dtype]:
+    """``(data, source dtype)``: ``array`` (of a checked pixel type) on the float scale,
+    refused when it holds NaN/Inf."""
     source = array.dtype.newbyteorder("=")
     if source == np.bool_:
         data = array.astype(np.float64)
@@ -168,23 +191,39 @@ def _to_image(
         bad = nonfinite_pixels(data)
         if bad:
             raise nonfinite_error(path, bad)
-    alpha = None
-    if has_alpha and data.ndim == 3 and data.shape[2] in (2, 4):
-        alpha = np.ascontiguousarray(data[:, :, -1])
-        data = np.ascontiguousarray(data[:, :, 0] if data.shape[2] == 2 else data[:, :, :3])
-    return Image(data=data, alpha=alpha, source_dtype=source, path=path)
+    return data, source
 
 
 # --------------------------------------------------------------------------- writing
 
 
-def _to_integer(values: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, int]:
-    """Round ``values · max`` and clip to [0, max]; count pixels with a clipped channel."""
+def encode(
+    path: Path, values: np.ndarray, dtype: np.dtype, channels: bool | None = None
+) -> tuple[np.ndarray, int]:
+    """``(values as dtype, positions clipped)``: floats as they are; for an integer
+    ``dtype``, ``round(values · max)`` clipped to [0, max], NaN/Inf refused.
+
+    ``channels``: whether the last axis holds channels, counted once per position
+    (default: a 3-D array's does).
+
+    Raises
+    ------
+    OutputError
+        NaN/Inf values for an integer ``dtype``.
+    """
+    if dtype.kind != "u":
+        return values.astype(dtype, copy=False), 0  # written as is, never modified
+    if not np.isfinite(values).all():
+        raise OutputError(
+            f"`{path}`: the result has NaN/Inf values, which {dtype.name} cannot "
+            "hold; write .npy or a float TIFF to inspect it"
+        )
     top = np.iinfo(dtype).max
-    scaled = np.rint(np.asarray(values, dtype=np.float64) * top)
-    outside = (scaled < 0) | (scaled > top)
-    clipped = int(np.count_nonzero(outside.any(axis=2) if outside.ndim == 3 else outside))
-    return np.clip(scaled, 0, top).astype(dtype), clipped
+    rounded = np.rint(np.asarray(values, dtype=np.float64) * top)
+    outside = (rounded < 0) | (rounded > top)
+    if outside.ndim == 3 if channels is None else channels:
+        outside = outside.any(axis=-1)
+    return np.clip(rounded, 0, top).astype(dtype), int(np.count_nonzero(outside))
 
 
 def write_image(
@@ -265,21 +304,9 @@ def write_image(
         data = data[:, :, 0]
     formats.check_shape(path, data.shape, alpha is not None)
 
-    clipped = 0
-    if out_dtype.kind == "u":
-        for values in (data, alpha):
-            if values is not None and not np.isfinite(values).all():
-                raise OutputError(
-                    f"`{path}`: the result has NaN/Inf values, which {out_dtype.name} cannot "
-                    "hold; write .npy or a float TIFF to inspect it"
-                )
-        pixels, clipped = _to_integer(data, out_dtype)
-        if alpha is not None:
-            alpha, _ = _to_integer(alpha, out_dtype)
-    else:
-        pixels = data.astype(out_dtype, copy=False)  # written as is, never modified
-        if alpha is not None:
-            alpha = alpha.astype(out_dtype, copy=False)
+    pixels, clipped = encode(path, data, out_dtype)
+    if alpha is not None:
+        alpha, _ = encode(path, alpha, out_dtype)
     if alpha is not None:
         base = pixels if pixels.ndim == 3 else pixels[:, :, None]
         pixels = np.concatenate([base, alpha[:, :, None]], axis=2)

@@ -1,8 +1,9 @@
 """Kernels: the named families, the ``family:param=value,...`` spec parser, kernel files.
 
 A kernel is a 2-D array ``(kh, kw)`` applied to each image channel alike, or a 4-D
-conv-layer bank ``(C_out, C_in, kh, kw)``. :func:`load_kernel` turns a spec string
-into a validated, read-only :class:`Kernel`.
+conv-layer bank ``(C_out, C_in, kh, kw)``, or a 3-D volume kernel ``(kz, ky, kx)`` (a
+microscope PSF: :mod:`deconv_cli.psf`). :func:`load_kernel` turns a spec string into a
+validated, read-only :class:`Kernel`.
 
 Conventions
 -----------
@@ -25,7 +26,10 @@ Families
 --------
 gaussian
     Point samples of ``exp(-u²/2σ² - v²/2σ_y²)``, ``u`` along ``angle`` and ``v``
-    across it. ``size`` defaults to ``2⌈3·max(σ, σ_y)⌉+1`` (square).
+    across it. ``size`` defaults to ``2⌈3·max(σ, σ_y)⌉+1`` (square). With ``sigma_z``
+    a 3-D kernel: times ``exp(-z²/2σ_z²)`` on ``2⌈3σ_z⌉+1`` planes.
+widefield
+    The scalar Born & Wolf PSF of a widefield microscope (3-D; :mod:`deconv_cli.psf`).
 box
     Uniform over ``size`` = ``N`` or ``HxW`` (H rows, W columns).
 disk
@@ -62,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconv_cli import fs
+from deconv_cli import fs, psf
 from deconv_cli.errors import InputError, KernelError, choice_error
 from deconv_cli.formats import READ_EXTENSIONS
 
@@ -77,7 +81,10 @@ IMAGE_SUFFIXES = tuple(ext for ext in READ_EXTENSIONS if ext != ".npy")
 """Kernel images: every format deconv reads (:mod:`deconv_cli.formats`), made grey."""
 FILE_SUFFIXES = (".npy", *TEXT_SUFFIXES, *IMAGE_SUFFIXES)
 
-_SHAPES_ALLOWED = "2-D (kh, kw), 1-D (read as a 1xN row) or a 4-D bank (C_out, C_in, kh, kw)"
+_SHAPES_ALLOWED = (
+    "2-D (kh, kw), 1-D (read as a 1xN row), a 3-D volume (kz, ky, kx) "
+    "or a 4-D bank (C_out, C_in, kh, kw)"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +93,7 @@ class Kernel:
 
     Attributes
     ----------
-    array : (kh, kw) or (C_out, C_in, kh, kw) ndarray
+    array : (kh, kw), (kz, ky, kx) or (C_out, C_in, kh, kw) ndarray
         float64, C-contiguous and read-only.
     description : str
         A canonical spec (``"gaussian:sigma=2,size=13"``), or ``"file NAME (SHAPE)"``.
@@ -94,19 +101,22 @@ class Kernel:
         The family name, or ``None`` for a kernel read from a file.
     layer : deconv_cli.models.Layer or None
         The model-file layer it was read from (``FILE#NAME``), with its geometry.
+    spacing : tuple of float or None
+        A volume kernel's voxel size ``(dz, dy, dx)`` in µm when its model knows it.
     """
 
     array: np.ndarray
     description: str
     family: str | None = field(default=None)
     layer: object = field(default=None, repr=False)
+    spacing: tuple[float, ...] | None = field(default=None)
 
     def __post_init__(self) -> None:
         array = np.asarray(self.array)
-        if array.ndim not in (2, 4) or array.size == 0:
+        if array.ndim not in (2, 3, 4) or array.size == 0:
             raise KernelError(
                 f"kernel `{self.description}` has shape {array.shape}: a kernel must be "
-                "2-D (kh, kw) or a 4-D bank (C_out, C_in, kh, kw), and not empty"
+                f"{_SHAPES_ALLOWED.replace('1-D (read as a 1xN row), ', '')}, and not empty"
             )
         if array.dtype != np.float64 or not array.flags.c_contiguous or array.flags.writeable:
             array = np.array(array, dtype=np.float64, order="C", copy=True)
@@ -117,6 +127,11 @@ class Kernel:
     def is_bank(self) -> bool:
         """Whether this is a 4-D conv-layer bank ``(C_out, C_in, kh, kw)``."""
         return self.array.ndim == 4
+
+    @property
+    def is_volume(self) -> bool:
+        """Whether this is a 3-D volume kernel ``(kz, ky, kx)``."""
+        return self.array.ndim == 3
 
     @property
     def max_channels(self) -> int | None:
@@ -133,7 +148,7 @@ class Kernel:
         return (int(kh), int(kw))
 
 
-def load_kernel(spec: str, *, normalize: bool = False) -> Kernel:
+def load_kernel(spec: str, *, normalize: bool = False, volume: bool = False) -> Kernel:
     """Parse ``family:param=value,...`` (or a bare ``family``), or load a file path.
 
     Parameters
@@ -147,6 +162,10 @@ def load_kernel(spec: str, *, normalize: bool = False) -> Kernel:
     normalize : bool
         Divide the kernel by its sum. Blur families already sum to 1; a
         zero-sum kernel cannot be normalized.
+    volume : bool
+        Accept a 3-D volume kernel ``(kz, ky, kx)`` (a TIFF stack, a 3-D ``.npy``,
+        ``gaussian`` with ``sigma_z``, ``widefield``); without it one is refused,
+        for the commands that process 2-D images.
 
     Returns
     -------
@@ -181,11 +200,12 @@ def load_kernel(spec: str, *, normalize: bool = False) -> Kernel:
     name, sep, params = spec.partition(":")
     family_name = name.strip().lower()
     if family_name in _FAMILIES:
-        return _build_family(_FAMILIES[family_name], params if sep else "", normalize)
+        kernel = _build_family(_FAMILIES[family_name], params if sep else "", normalize)
+        return _volume_checked(kernel, volume, f"kernel `{kernel.description}`")
     path = Path(spec).expanduser()
     fs.probe(path, KernelError, "kernel", follow=True)  # a name too long, a link loop...
     if path.is_file():
-        return _load_file(path, spec, normalize)
+        return _volume_checked(_load_file(path, spec, normalize), volume, f"kernel file `{spec}`")
     if path.exists():
         raise KernelError(f"kernel file `{spec}` is not a regular file")
     if _looks_like_path(spec):
@@ -227,7 +247,17 @@ def kernel_from_array(array, *, normalize: bool = False, name: str = "kernel") -
     where = f"`{name}`"
     array = _validate_array(np.asarray(array), where)
     shape = "x".join(str(n) for n in array.shape)
-    return _finish(array, f"array ({shape})", None, normalize, where)
+    return _volume_checked(_finish(array, f"array ({shape})", None, normalize, where), False, where)
+
+
+def _volume_checked(kernel: Kernel, volume: bool, where: str) -> Kernel:
+    if kernel.is_volume and not volume:
+        shape = "x".join(str(n) for n in kernel.array.shape)
+        raise KernelError(
+            f"{where} is a 3-D volume kernel ({shape}); this command "
+            "processes 2-D images (see `deconv kernels show` for volume kernels)"
+        )
+    return kernel
 
 
 def family_table() -> list[dict]:
@@ -255,10 +285,18 @@ def kernel_slices(kernel: Kernel) -> list[tuple[str, np.ndarray, float]]:
 
     Returns
     -------
-    list of (label, (kh, kw) ndarray, sum)
+    list of (label, 2-D ndarray, sum)
         One entry (label ``""``) for a 2-D kernel; one per ``(out, in)`` pair,
-        labelled ``"out o, in i"``, for a bank.
+        labelled ``"out o, in i"``, for a bank; for a volume its central plane
+        ``(ky, kx)`` and its axial slice ``(kz, kx)`` through the central row.
     """
+    if kernel.is_volume:
+        a = kernel.array
+        cz, cy = a.shape[0] // 2, a.shape[1] // 2
+        return [
+            (f"plane z={cz} of {a.shape[0]}, y x", a[cz], float(a[cz].sum())),
+            (f"axial slice y={cy} of {a.shape[1]}, z x", a[:, cy], float(a[:, cy].sum())),
+        ]
     if not kernel.is_bank:
         return [("", kernel.array, float(kernel.array.sum()))]
     c_out, c_in = kernel.array.shape[:2]
@@ -399,12 +437,22 @@ def _build_family(family: _Family, params: str, normalize: bool) -> Kernel:
     values = _parse_params(family, params)
     array = family.build(values)
     return _finish(
-        array, family.describe(values), family.name, normalize, f"kernel `{family.name}`"
+        array,
+        family.describe(values),
+        family.name,
+        normalize,
+        f"kernel `{family.name}`",
+        values.get("_spacing"),
     )
 
 
 def _finish(
-    array: np.ndarray, description: str, family: str | None, normalize: bool, where: str
+    array: np.ndarray,
+    description: str,
+    family: str | None,
+    normalize: bool,
+    where: str,
+    spacing: tuple[float, ...] | None = None,
 ) -> Kernel:
     if normalize:
         total = float(array.sum())
@@ -416,7 +464,7 @@ def _finish(
         array = array / total
         if family is None:
             description = description[:-1] + ", normalized)"
-    return Kernel(array, description, family)
+    return Kernel(array, description, family, spacing)
 
 
 # --------------------------------------------------------------------------- families
@@ -458,6 +506,10 @@ def _build_gaussian(v: dict) -> np.ndarray:
     u, w = _rotate(*_grid(*v["size"]), v["angle"])
     with np.errstate(over="ignore", under="ignore"):
         g = np.exp(-0.5 * ((u / sigma) ** 2 + (w / sigma_y) ** 2))
+    if v["sigma_z"] is not None:
+        from deconv_cli.psf import axial_gaussian
+
+        return axial_gaussian(g / g.sum(), v["sigma_z"])
     return g / g.sum()
 
 
@@ -467,6 +519,8 @@ def _describe_gaussian(v: dict) -> str:
         text += f",sigma_y={_fmt(v['sigma_y'])}"
         if v["angle"] != 0:
             text += f",angle={_fmt(v['angle'])}"
+    if v["sigma_z"] is not None:
+        text += f",sigma_z={_fmt(v['sigma_z'])}"
     return text + f",size={_fmt_size(v['size'])}"
 
 
@@ -629,6 +683,21 @@ def _build_identity(v: dict) -> np.ndarray:
 
 
 _SIZE_HELP = "side in pixels, N or HxW"
+WIDEFIELD = _Family(
+    "widefield",
+    "3-D widefield microscope PSF: scalar Born & Wolf, paraxial; lengths in µm",
+    (
+        _Param("na", "positive", None, "required", "numerical aperture (< n)"),
+        _Param("wavelength", "positive", None, "required", "emission wavelength, µm"),
+        _Param("n", "positive", None, "required", "immersion refractive index"),
+        _Param("dxy", "positive", None, "required", "lateral pixel size, µm"),
+        _Param("dz", "positive", None, "required", "plane spacing, µm"),
+        _Param("size", "size", None, "4 Airy radii", "lateral side in pixels, N or HxW"),
+        _Param("depth", "seed", None, "3 axial zeros", "planes (z)"),
+    ),
+    psf.build_widefield,
+    psf.describe_widefield,
+)
 _FAMILIES: dict[str, _Family] = {
     f.name: f
     for f in (
@@ -640,6 +709,7 @@ _FAMILIES: dict[str, _Family] = {
                 _Param("size", "size", None, "2*ceil(3*sigma)+1", _SIZE_HELP),
                 _Param("sigma_y", "positive", None, "sigma", "std. dev. across angle"),
                 _Param("angle", "real", 0.0, "0", "degrees CCW of the sigma axis"),
+                _Param("sigma_z", "positive", None, "none", "axial std. dev. in planes (3-D)"),
             ),
             _build_gaussian,
             _describe_gaussian,
@@ -694,6 +764,7 @@ _FAMILIES: dict[str, _Family] = {
                 "identity" if v["size"] == (1, 1) else f"identity:size={_fmt_size(v['size'])}"
             ),
         ),
+        WIDEFIELD,
     )
 }
 
@@ -752,11 +823,12 @@ def _read_text(path: Path, where: str) -> np.ndarray:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """A PSF image on the [0, 1] scale (deconv's image reader), made gray."""
-    from deconv_cli.io import read_image
+    """A PSF image or TIFF stack on the [0, 1] scale (deconv's volume reader), made gray."""
+    from deconv_cli.volumes import read_volume
 
-    image = read_image(path).data.astype(np.float64)
-    return image.mean(axis=-1) if image.ndim == 3 else image
+    image = read_volume(path)
+    data = image.data.astype(np.float64)
+    return data.mean(axis=-1) if image.axes.endswith("C") else data
 
 
 def _validate_array(array: np.ndarray, where: str) -> np.ndarray:
@@ -768,7 +840,7 @@ def _validate_array(array: np.ndarray, where: str) -> np.ndarray:
         raise KernelError(f"{where} holds non-numeric data (dtype {array.dtype})")
     if array.ndim == 1:
         array = array[None, :]
-    if array.ndim not in (2, 4):
+    if array.ndim not in (2, 3, 4):
         raise KernelError(f"{where} has shape {array.shape}; allowed: {_SHAPES_ALLOWED}")
     if array.size == 0:
         raise KernelError(f"{where} is empty (shape {array.shape})")

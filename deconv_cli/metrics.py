@@ -1,8 +1,9 @@
 """Reconstruction error metrics: a registry of ``name -> f(reference, candidate, data_range)``.
 
-Every metric takes two arrays of the same shape, H×W (grey) or H×W×C (channels last),
-and the data range ``L`` (the width of the value scale; 1 on deconv's [0, 1] scale), and
-returns a Python float. With ``d = candidate - reference`` and ``N`` pixel values:
+Every metric takes two arrays of the same shape, H×W (grey), H×W×C (channels last) or
+a volume Z×Y×X×C (:mod:`deconv_cli.volumes`; C may be 1), and the data range ``L``
+(the width of the value scale; 1 on deconv's [0, 1] scale), and returns a Python float.
+With ``d = candidate - reference`` and ``N`` pixel values:
 
 ========== ======================================== =====================================
 name       definition                               computed with
@@ -24,8 +25,8 @@ Edge cases, chosen so that no metric ever warns or silently guesses:
 - identical images: ``psnr`` is ``inf``; the others are 0 (``ssim`` is 1);
 - ``nrmse`` of a candidate against an all-zero reference is ``inf`` (0 if the
   candidate is all zero too): the euclidean normalization divides by ``‖reference‖``;
-- ``ssim`` needs both spatial sides to be at least 7 pixels (its default window);
-  smaller images raise :class:`~deconv_cli.errors.InputError`.
+- ``ssim`` needs every spatial side to be at least 7 pixels (its default window, a
+  7×7×7 cube on volumes); smaller images raise :class:`~deconv_cli.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -138,19 +139,20 @@ def psnr(reference: np.ndarray, candidate: np.ndarray, data_range: float = 1.0) 
 def ssim(reference: np.ndarray, candidate: np.ndarray, data_range: float = 1.0) -> float:
     """Mean structural similarity with skimage's defaults (7×7 uniform window).
 
-    A 3-D array is H×W×C: the result is the mean of the per-channel SSIMs
-    (``channel_axis=-1``). Both spatial sides must be at least 7 pixels.
+    A 3-D array is H×W×C and a 4-D one Z×Y×X×C (a 7×7×7 window): the result is the
+    mean of the per-channel SSIMs (``channel_axis=-1``). Every spatial side must be at
+    least 7 pixels.
     """
     from skimage.metrics import structural_similarity
 
     reference, candidate = _pair(reference, candidate)
-    height, width = reference.shape[:2]
-    if min(height, width) < 7:
+    spatial = reference.shape[: 2 if reference.ndim <= 3 else 3]
+    if min(spatial) < 7:
         raise InputError(
-            f"ssim needs images of at least 7×7 pixels (its window), got {height}×{width}; "
+            f"ssim needs images of at least 7×7 pixels (its window), got {_shape(spatial)}; "
             "leave ssim out with `--metrics`"
         )
-    channel_axis = -1 if reference.ndim == 3 else None
+    channel_axis = -1 if reference.ndim >= 3 else None
     return float(
         structural_similarity(
             reference, candidate, data_range=data_range, channel_axis=channel_axis

@@ -40,14 +40,14 @@ def read_npy(
 
     Its channels are never alpha (``has_alpha`` is False): every channel is data.
     """
-    shape, dtype = _npy_header(path, head)
+    shape, dtype = npy_header(path, head)
     if dtype is not None:
         check_dtype(path, dtype)
         check_image_shape(path, shape, limit, max_channels)
     return load_npy(path), False
 
 
-def _npy_header(path: Path, head: bytes) -> tuple[tuple[int, ...] | None, np.dtype | None]:
+def npy_header(path: Path, head: bytes) -> tuple[tuple[int, ...] | None, np.dtype | None]:
     """Shape and dtype from a ``.npy`` header, refusing pickles and truncated files.
 
     The file's size is checked against the header before any data is read, so a
@@ -103,7 +103,7 @@ def load_npy(path: PathLike) -> np.ndarray:
     before anything is allocated.
     """
     path = Path(path)
-    _npy_header(path, fs.read_head(path))
+    npy_header(path, fs.read_head(path))
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -151,7 +151,7 @@ def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | 
         unknown version: read those with :func:`read_image`.
     """
     path = Path(path)
-    shape, dtype = _npy_header(path, fs.read_head(path))
+    shape, dtype = npy_header(path, fs.read_head(path))
     if dtype is None:
         return None
     check_dtype(path, dtype)

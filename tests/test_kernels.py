@@ -15,7 +15,7 @@ from deconv_cli.errors import KernelError
 from deconv_cli.kernels import Kernel, family_table, load_kernel
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
-FAMILIES = ["gaussian", "box", "disk", "motion", "shake", "laplacian", "identity"]
+FAMILIES = ["gaussian", "box", "disk", "motion", "shake", "laplacian", "identity", "widefield"]
 
 
 def rng(seed=0):
@@ -372,16 +372,17 @@ def test_kernel_constructor_copies_and_freezes():
     assert not kernel.array.flags.writeable and kernel.array.flags.c_contiguous
 
 
-def test_kernel_constructor_refuses_3d():
-    with pytest.raises(KernelError, match=r"shape \(2, 2, 2\)"):
-        Kernel(np.ones((2, 2, 2)), "test", None)
+def test_kernel_constructor_refuses_5d_and_takes_a_3d_volume():
+    with pytest.raises(KernelError, match=r"shape \(2, 2, 2, 2, 2\)"):
+        Kernel(np.ones((2, 2, 2, 2, 2)), "test", None)
+    assert Kernel(np.ones((2, 2, 2)), "test", None).is_volume
 
 
 def test_family_table_lists_every_family_with_params():
     table = family_table()
     assert [row["name"] for row in table] == FAMILIES
     params = {row["name"]: [p[0] for p in row["params"]] for row in table}
-    assert params["gaussian"] == ["sigma", "size", "sigma_y", "angle"]
+    assert params["gaussian"] == ["sigma", "size", "sigma_y", "angle", "sigma_z"]
     assert params["motion"] == ["length", "angle"]
     gaussian = table[0]
     assert ("size", "2*ceil(3*sigma)+1") == gaussian["params"][1][:2]
@@ -587,7 +588,7 @@ def _write(path: Path, content) -> None:
 
 
 FILE_ERRORS = {
-    "three-d": ("k.npy", np.ones((2, 3, 4)), "has shape (2, 3, 4); allowed: 2-D (kh, kw), 1-D"),
+    "three-d": ("k.npy", np.ones((2, 3, 4)), "is a 3-D volume kernel (2x3x4)"),
     "five-d": ("k.npy", np.ones((1, 1, 1, 2, 2)), "4-D bank (C_out, C_in, kh, kw)"),
     "scalar": ("k.npy", np.float64(3.0), "has shape (); allowed"),
     "empty": ("k.npy", np.ones((0, 3)), "is empty (shape (0, 3))"),
@@ -720,7 +721,7 @@ def test_cli_show_bad_spec_is_one_line_exit_2():
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "deconv: error: unknown kernel family `gausian`; did you mean `gaussian`? "
-        "families: gaussian, box, disk, motion, shake, laplacian, identity"
+        "families: gaussian, box, disk, motion, shake, laplacian, identity, widefield"
     ]
 
 

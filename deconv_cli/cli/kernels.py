@@ -64,7 +64,8 @@ def kernels(ctx: click.Context) -> None:
     "--save",
     "save",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the kernel, float64, to this .npy file.",
+    help="Also write the kernel, float64, to this .npy or .tif file (a volume as a "
+    "TIFF stack with its voxel size).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing --save file.")
 @click.option(
@@ -77,7 +78,8 @@ def kernels(ctx: click.Context) -> None:
 def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precision: int) -> None:
     """Print the kernel SPEC as a matrix, with its shape and sum.
 
-    A 4-D kernel bank is printed one (out, in) slice at a time.
+    A 4-D kernel bank is printed one (out, in) slice at a time; a 3-D volume
+    kernel (a microscope PSF) as its central plane and its axial (z, x) slice.
 
     \b
     Examples:
@@ -85,16 +87,19 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
       deconv kernels show box:size=5x3 --precision 3
       deconv kernels show samples/haar_bank.npy
       deconv kernels show psf.png --normalize --save psf.npy
+      deconv kernels show gaussian:sigma=1.5,sigma_z=3
+      deconv kernels show widefield:na=1.4,wavelength=0.52,n=1.515,dxy=0.1,dz=0.25 \
+        --save psf.tif
     """
     import numpy as np
 
     from deconv_cli.kernels import kernel_slices, load_kernel
 
-    kernel = load_kernel(spec, normalize=normalize)
+    kernel = load_kernel(spec, normalize=normalize, volume=True)
     if save is not None:
         from deconv_cli.fs import check_target
 
-        _check_save_path(save)
+        _check_save_path(save, kernel.is_bank)
         check_target(save, overwrite=overwrite)  # before printing: fail before any output
     shape = "x".join(str(n) for n in kernel.array.shape)
     click.echo(f"{kernel.description}  shape {shape}")
@@ -105,19 +110,27 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
             np.array2string(matrix, precision=precision, suppress_small=True, max_line_width=120)
         )
     if save is not None:
-        from deconv_cli.atomic import atomic_write
+        if save.suffix.lower() == ".npy":
+            from deconv_cli.atomic import atomic_write
 
-        def write(tmp: Path) -> None:  # np.save, not write_image: a bank is 4-D
-            with open(tmp, "wb") as handle:
-                np.save(handle, kernel.array, allow_pickle=False)
+            def write(tmp: Path) -> None:  # np.save, not write_image: a bank is 4-D
+                with open(tmp, "wb") as handle:
+                    np.save(handle, kernel.array, allow_pickle=False)
 
-        atomic_write(save, write, overwrite=overwrite)
+            atomic_write(save, write, overwrite=overwrite)
+        else:
+            from deconv_cli.volumes import write_volume
+
+            axes = "ZYX" if kernel.is_volume else "YX"
+            write_volume(save, kernel.array, axes=axes, spacing=kernel.spacing, overwrite=overwrite)
         click.echo(f"deconv: wrote {save}", err=True)
 
 
-def _check_save_path(path: Path) -> None:
-    if path.suffix.lower() != ".npy":
-        raise OutputError(f"--save: `{path}` must end in .npy")
+def _check_save_path(path: Path, bank: bool) -> None:
+    suffixes = (".npy",) if bank else (".npy", ".tif", ".tiff")
+    if path.suffix.lower() not in suffixes:
+        what = "a 4-D kernel bank" if bank else "a kernel"
+        raise OutputError(f"--save: `{path}` must end in {' or '.join(suffixes)} for {what}")
 
 
 from deconv_cli.cli.models import list_layers  # noqa: E402 (the group is defined above)

@@ -1,0 +1,312 @@
+"""Volumes on disk: axes strings, voxel sizes, TIFF stacks (ImageJ, OME) and ``.npy``.
+
+An :class:`~deconv_cli.io.Image` read here carries ``axes`` (``"ZYX"``, ``"ZYXC"``,
+``"YX"``, ``"YXC"``: always in this order, C last) and ``spacing`` (µm per spatial
+axis, or None).
+
+Reading (:func:`read_volume`)
+    TIFF with tifffile: multi-page files (pages become Z), ImageJ hyperstacks and
+    OME-TIFF, their axes from the metadata. Axes of length 1 (T, a single channel
+    plane...) are dropped; a time series (T > 1) or another axis that is neither
+    Z, Y, X nor channels is refused. Voxel size: OME ``PhysicalSizeZ/Y/X`` (in µm
+    or converted from nm/mm), or ImageJ's ``spacing`` (z) and the X/YResolution
+    tags (pixels per unit) with ``unit`` micron/µm/um. ``.npy`` has no metadata: its
+    axes are given (``axes="ZYX"``, any order of the letters Z, Y, X, C); without
+    them a ``.npy`` follows the image rules (H×W, H×W×C with C ≤ 4; anything else
+    refused naming ``--axes``). Other formats are 2-D images
+    (:func:`deconv_cli.io.read_image`). Pixel values are scaled as
+    :func:`deconv_cli.io.read_image` scales them; the voxel count is checked against
+    the pixel limit before decoding.
+Writing (:func:`write_volume`)
+    ``.tif``: an ImageJ hyperstack (uint8, uint16, float32) with ``spacing``, the
+    resolution tags and ``unit=um``; float64, or a name ending ``.ome.tif(f)``, an
+    OME-TIFF with ``PhysicalSize*`` in µm. ``.npy``: the array as is (the axes are
+    given again on reading). Other formats hold 2-D images and are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from deconv_cli import config, formats, fs
+from deconv_cli.atomic import atomic_write
+from deconv_cli.errors import InputError, OutputError
+from deconv_cli.io import Image, PathLike, WriteResult, encode, read_image, scaled
+
+AXES = "ZYXC"
+"""The axis letters, in the order arrays are returned."""
+
+_UNITS = {"µm": 1.0, "um": 1.0, "micron": 1.0, "microns": 1.0, "nm": 1e-3, "mm": 1e3}
+
+
+def parse_axes(text: str, ndim: int | None = None) -> str:
+    """Check an axes string: the letters Z, Y, X, C, each at most once, Y and X present.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"ZYX"``, ``"zyxc"``, ``"CZYX"`` (case-insensitive).
+    ndim : int, optional
+        The array's number of axes, which the string must match.
+
+    Returns
+    -------
+    str
+        The upper-case string.
+
+    Raises
+    ------
+    InputError
+        Naming ``--axes``, the value and the allowed letters.
+    """
+    axes = str(text).strip().upper()
+    if (
+        not axes
+        or set(axes) - set(AXES)
+        or len(set(axes)) != len(axes)
+        or not {"Y", "X"} <= set(axes)
+    ):
+        raise InputError(
+            f"--axes: `{text}` is not an axes string; use the letters Z, Y, X, C, each once, "
+            "with Y and X (e.g. ZYX, ZYXC, YXC)"
+        )
+    if ndim is not None and len(axes) != ndim:
+        raise InputError(f"--axes: `{text}` names {len(axes)} axes but the array has {ndim}")
+    return axes
+
+
+def read_volume(path: PathLike, *, axes: str | None = None) -> Image:
+    """Read a volume or an image, with its axes and voxel size.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A TIFF (multi-page, ImageJ, OME), a ``.npy``, or any image deconv reads.
+    axes : str, optional
+        The axes of a ``.npy`` array as stored (e.g. ``"ZYX"``, ``"CZYX"``), or to
+        override a TIFF's.
+
+    Returns
+    -------
+    Image
+        ``data`` transposed to ``Z, Y, X, C`` order (the axes present), ``axes`` and
+        ``spacing`` set; no alpha.
+
+    Raises
+    ------
+    InputError
+        As :func:`deconv_cli.io.read_image`; also a bad ``axes``, a time series, an
+        unknown axis, or more voxels than the pixel limit.
+    """
+    path = Path(path)
+    head = fs.read_head(path)
+    fmt = formats.NUMPY if path.suffix.lower() == ".npy" else formats.sniff(head)
+    if fmt is formats.NUMPY:
+        if axes is None:
+            return read_image(path, max_channels=formats.MAX_CHANNELS)
+        from deconv_cli.npyfile import load_npy, npy_header
+
+        shape, dtype = npy_header(path, head)
+        if shape is not None:
+            formats.check_dtype(path, dtype)
+            _check_voxels(path, parse_axes(axes, len(shape)), shape)
+        array, stored, spacing = load_npy(path), parse_axes(axes), None
+    elif fmt is formats.TIFF and (stack := _read_tiff(path, axes)) is not None:
+        array, stored, spacing = stack
+    else:
+        return read_image(path)
+    formats.check_dtype(path, array.dtype)
+    order = "".join(a for a in AXES if a in stored)
+    array = np.moveaxis(array, [stored.index(a) for a in order], range(len(order)))
+    if 0 in array.shape:
+        raise InputError(f"`{path}` is empty (shape {formats.shape_text(array.shape)})")
+    data, source = scaled(path, np.ascontiguousarray(array))
+    if spacing is not None:
+        spacing = tuple(spacing[a] for a in order if a != "C")
+        spacing = spacing if all(s is not None for s in spacing) else None
+    return Image(data, None, source, path, axes=order, spacing=spacing)
+
+
+def _check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
+    limit = config.current().max_pixels
+    voxels = int(np.prod([n for a, n in zip(axes, shape, strict=True) if a != "C"]))
+    if voxels > limit:
+        raise InputError(
+            f"`{path}` has {voxels:,} voxels ({formats.shape_text(shape)}), above the limit "
+            f"of {limit:,}; set `deconv --max-pixels {voxels}` to read it, if you trust the file"
+        )
+
+
+def _read_tiff(path: Path, axes: str | None):
+    """``(array, axes, spacing by axis letter)`` of a TIFF's first series, or None for
+    a one-page 2-D image without ``axes`` (read as :func:`deconv_cli.io.read_image`
+    reads it: alpha, palette, CMYK)."""
+    import tifffile
+
+    from deconv_cli.codecs import decode_error, main_pages, tifffile_quiet
+
+    try:
+        with tifffile_quiet(), tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                return None  # no readable page: read_image says what is wrong
+            series = tif.series[0]
+            stored = series.axes.upper().replace("S", "C").replace("I", "Z").replace("Q", "Z")
+            sizes = zip(stored, series.shape, strict=True)
+            keep = [i for i, (a, n) in enumerate(sizes) if n > 1 or a in "YX"]
+            shape = tuple(series.shape[i] for i in keep)
+            stored = "".join(stored[i] for i in keep)
+            if axes is not None:
+                stored = parse_axes(axes, len(shape))
+            elif "Z" not in stored and len(main_pages(tif)) == 1:
+                return None
+            elif len(set(stored)) != len(stored) or set(stored) - set(AXES):
+                raise InputError(
+                    f"`{path}` is a TIFF with axes `{series.axes}` "
+                    f"(shape {formats.shape_text(series.shape)}); deconv reads Z, Y, X and "
+                    "channels (save one time point or one position per file)"
+                )
+            formats.check_dtype(path, series.dtype)
+            _check_voxels(path, stored, shape)
+            spacing = _tiff_spacing(tif)
+            array = series.asarray().reshape(shape)
+    except (InputError, MemoryError):
+        raise
+    except Exception as err:
+        raise decode_error(path, err) from err
+    return array, stored, spacing
+
+
+def _tiff_spacing(tif) -> dict[str, float | None]:
+    """Voxel size in µm by axis letter from OME or ImageJ metadata (None: not said)."""
+    spacing: dict[str, float | None] = {"Z": None, "Y": None, "X": None}
+    if tif.is_ome and tif.ome_metadata:
+        pixels = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", tif.ome_metadata)
+        attrs = dict(re.findall(r'(\w+)="([^"]*)"', pixels.group(0))) if pixels else {}
+        for a in "ZYX":
+            value = attrs.get(f"PhysicalSize{a}")
+            scale = _UNITS.get(attrs.get(f"PhysicalSize{a}Unit", "µm"))
+            if value is not None and scale is not None:
+                spacing[a] = float(value) * scale
+        return spacing
+    meta = tif.imagej_metadata or {}
+    scale = _UNITS.get(str(meta.get("unit", "")).replace("\\u00B5", "µ"))
+    if scale is None:
+        return spacing
+    if meta.get("spacing"):
+        spacing["Z"] = float(meta["spacing"]) * scale
+    page = tif.pages.first
+    for a, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        if tag in page.tags:
+            numerator, denominator = page.tags[tag].value
+            if numerator:
+                spacing[a] = denominator / numerator * scale
+    return spacing
+
+
+def write_volume(
+    path: PathLike,
+    data: np.ndarray,
+    *,
+    axes: str,
+    spacing: Sequence[float] | None = None,
+    dtype: str | np.dtype | None = None,
+    source_dtype: np.dtype | None = None,
+    overwrite: bool = False,
+    inputs: Sequence[PathLike] = (),
+) -> WriteResult:
+    """Write a volume atomically, keeping its axes and voxel size.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.tif``/``.tiff`` (ImageJ hyperstack; OME-TIFF for float64 or a name
+        ending ``.ome.tif``) or ``.npy``.
+    data : ndarray
+        Values as :func:`deconv_cli.io.write_image` takes them, with axes ``axes``.
+    axes : str
+        ``data``'s axes in ``Z, Y, X, C`` order (``"ZYX"``, ``"ZYXC"``, ``"YX"``...).
+    spacing : sequence of float, optional
+        µm per spatial axis (C excluded), written to the TIFF's metadata.
+    dtype, source_dtype, overwrite, inputs
+        As :func:`deconv_cli.io.write_image`.
+
+    Returns
+    -------
+    WriteResult
+        ``clipped`` counts voxels with a channel clipped.
+
+    Raises
+    ------
+    OutputError
+        A format that holds 2-D images only, axes not in order or not matching
+        ``data``, a spacing of the wrong length, and :func:`~deconv_cli.io.write_image`'s
+        refusals.
+    """
+    path = Path(path)
+    fmt = formats.check_format(path, dtype)
+    if fmt not in (formats.TIFF, formats.NUMPY):
+        raise OutputError(f"`{path}`: {fmt.name} holds 2-D images; write .tif or .npy")
+    data = np.asarray(data)
+    order = "".join(a for a in AXES if a in axes)
+    if axes != order or len(axes) != data.ndim or not {"Y", "X"} <= set(axes):
+        raise OutputError(
+            f"`{path}`: axes `{axes}` do not describe data of shape "
+            f"{formats.shape_text(data.shape)} in Z, Y, X, C order"
+        )
+    spatial = axes.replace("C", "")
+    if spacing is not None and len(spacing) != len(spatial):
+        raise OutputError(f"`{path}`: spacing {tuple(spacing)} does not match axes `{spatial}`")
+    fs.check_target(path, overwrite=overwrite, inputs=inputs)
+    implied = source_dtype if source_dtype is not None else data.dtype
+    out_dtype = formats.output_dtype(fmt, dtype, implied)
+    pixels, clipped = encode(path, data, out_dtype, channels="C" in axes)
+    sizes = dict(zip(spatial, spacing, strict=True)) if spacing is not None else {}
+
+    def write(tmp: Path) -> None:
+        if fmt is formats.NUMPY:
+            np.save(tmp, np.ascontiguousarray(pixels), allow_pickle=False)
+        elif out_dtype == np.float64 or path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+            _write_ome(tmp, pixels, axes, sizes)
+        else:
+            _write_imagej(tmp, pixels, axes, sizes)
+
+    atomic_write(path, write, overwrite=overwrite, inputs=inputs)
+    return WriteResult(path=path, dtype=out_dtype, clipped=clipped)
+
+
+def _write_imagej(tmp: Path, pixels: np.ndarray, axes: str, sizes: dict) -> None:
+    import tifffile
+
+    if "C" in axes:  # ImageJ stores channel planes: Z, C, Y, X
+        pixels, axes = np.moveaxis(pixels, -1, axes.index("Y")), axes.replace("YXC", "CYX")
+    metadata: dict = {"axes": axes}
+    resolution = None
+    if sizes:
+        metadata["unit"] = "um"
+        if "Z" in sizes:
+            metadata["spacing"] = sizes["Z"]
+        resolution = (1 / sizes["X"], 1 / sizes["Y"])
+    tifffile.imwrite(
+        tmp,
+        np.ascontiguousarray(pixels),
+        imagej=True,
+        photometric="minisblack",  # never RGB because the last axis is 3 long
+        metadata=metadata,
+        resolution=resolution,
+    )
+
+
+def _write_ome(tmp: Path, pixels: np.ndarray, axes: str, sizes: dict) -> None:
+    import tifffile
+
+    metadata: dict = {"axes": axes}
+    for a, size in sizes.items():
+        metadata[f"PhysicalSize{a}"] = size
+        metadata[f"PhysicalSize{a}Unit"] = "µm"
+    tifffile.imwrite(
+        tmp, np.ascontiguousarray(pixels), ome=True, photometric="minisblack", metadata=metadata
+    )
