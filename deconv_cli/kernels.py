@@ -464,7 +464,7 @@ def _finish(
         array = array / total
         if family is None:
             description = description[:-1] + ", normalized)"
-    return Kernel(array, description, family, spacing)
+    return Kernel(array, description, family, spacing=spacing)
 
 
 # --------------------------------------------------------------------------- families
