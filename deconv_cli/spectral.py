@@ -1,6 +1,7 @@
 """Fast diagonalizations of a convolution operator, its null space, and noise amplification.
 
-Two geometries make ``A`` diagonal in a fast orthogonal basis:
+Two geometries make ``A`` diagonal in a fast orthogonal basis; which one (if any) is
+decided by :func:`deconv_cli.operators.diagonal_basis` (the maths is there):
 
 - ``--boundary wrap``, ``same`` mode, stride 1, no padding, one 2-D kernel (any size,
   dilation allowed): ``A`` is circulant, ``A = F⁻¹ diag(λ) F`` with ``F`` the 2-D DFT
@@ -23,10 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.operators import ConvOperator, Geometry, fft_workers
+from deconv_cli.operators import (
+    ConvOperator,
+    Geometry,
+    diagonal_basis,
+    fft_workers,
+    is_symmetric_kernel,
+)
 
 _EPS = np.finfo(np.float64).eps
-_SYMMETRY_RTOL = 1e-13
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,17 +178,6 @@ def _single_kernel(op: ConvOperator) -> np.ndarray | None:
     return op.effective[0, 0]
 
 
-def is_symmetric(kernel: np.ndarray) -> bool:
-    """Whether a 2-D kernel has odd sides and is symmetric about both axes."""
-    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-        return False
-    tol = _SYMMETRY_RTOL * np.max(np.abs(kernel))
-    return bool(
-        np.max(np.abs(kernel - kernel[::-1])) <= tol
-        and np.max(np.abs(kernel - kernel[:, ::-1])) <= tol
-    )
-
-
 def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
     """The fast diagonalization of ``op``, or ``None`` where no fast transform diagonalizes it.
 
@@ -196,44 +191,46 @@ def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
     Returns
     -------
     Diagonal or None
-        ``fft`` for ``wrap`` (``same``, stride 1, no padding, one 2-D kernel of any
-        size); ``dct`` for ``reflect`` with an odd, doubly symmetric kernel; else ``None``.
+        In the basis :func:`deconv_cli.operators.diagonal_basis` names, with the
+        eigenvalues computed from the operator's response to a delta; else ``None``.
     """
-    g = op.geometry
-    kernel = _single_kernel(op)
-    if kernel is None or g.mode != "same" or g.stride != (1, 1) or g.padding is not None:
+    basis = diagonal_basis(op)
+    if basis is None:
         return None
     dtype = np.dtype(op.dtype if dtype is None else dtype)
-    if g.boundary == "wrap":
-        return _fft_diagonal(op, kernel, dtype)
-    if g.boundary == "reflect" and is_symmetric(kernel):
-        return _dct_diagonal(op, dtype)
-    return None
+    return _fft_diagonal(op, dtype) if basis == "fft" else _dct_diagonal(op, dtype)
 
 
-def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diagonal:
-    """Eigenvalues = rfft2 of ``A e₀``, built from the kernel and the padding offsets.
+def _fft_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
+    """Eigenvalues = rfft2 of ``A e₀``, the operator's response to the corner delta.
 
-    With wrap padding ``(before_h, before_w)`` and ``V`` a valid correlation,
-    ``(A x)[i, j] = Σ k[a, b] x[(i + a - bh) mod H, (j + b - bw) mod W]``, so
-    ``A e₀`` holds ``k[a, b]`` at ``((bh - a) mod H, (bw - b) mod W)`` (summed when the
-    kernel is larger than the image). The tests check it against ``op.forward``.
+    With ``b`` the padding before an axis of ``n`` samples and ``K`` the effective
+    kernel's extent, tap ``a`` of ``A e₀`` lies at ``(b − a) mod n``. The same
+    operator on ``m = min(K, n)`` samples (wrap, delta at 0) puts it at
+    ``(b − a) mod m``: as ``b − a`` runs over ``K`` consecutive integers ending at
+    ``b``, sample ``r`` holds the tap(s) with ``b − a ≡ b − ((b − r) mod m)``
+    (mod ``n``): one tap each for ``m = K``; for ``m = n`` that small operator is
+    ``A`` itself.
     """
     import scipy.fft
 
     h, w = op.input_shape[:2]
+    kh, kw = op.effective.shape[2:]
+    small = (min(h, kh), min(w, kw))
+    # By sparse taps (numpy only): each sample is one tap times 1, exactly the kernel's
+    # value, so exact zeros of the transfer function (a box filter's) stay exact.
+    response = _response(op, small, (0, 0), "taps")
     (bh, _), (bw, _) = op.pads
-    kh, kw = kernel.shape
-    rows = (bh - np.arange(kh)) % h
-    cols = (bw - np.arange(kw)) % w
+    rows = (bh - (bh - np.arange(small[0])) % small[0]) % h
+    cols = (bw - (bw - np.arange(small[1])) % small[1]) % w
     real = np.float32 if dtype == np.float32 else np.float64
-    # A symmetric kernel centred on (0, 0) has a real transfer function: keeping it
-    # real makes the filters cheaper (real arithmetic, half the memory).
-    centred = bh == (kh - 1) // 2 and bw == (kw - 1) // 2
-    symmetric = centred and is_symmetric(kernel)
-    left, right = _low_rank(kernel)
+    # An odd kernel symmetric about each axis is centred by `same` mode: A e₀ is even
+    # and the transfer function real; keeping it real makes the filters cheaper
+    # (real arithmetic, half the memory).
+    symmetric = is_symmetric_kernel(op.effective[0, 0])
+    left, right = _low_rank(response)
     if left.shape[1] <= _LOW_RANK_LIMIT:
-        # kernel = left @ right, so the transform is (fft of the placed columns of
+        # response = left @ right, so the transform is (fft of the placed columns of
         # `left`) @ (rfft of the placed rows of `right`): a product with a small inner size.
         col, row = np.zeros((h, left.shape[1])), np.zeros((w, left.shape[1]))
         np.add.at(col, rows, left)
@@ -245,7 +242,7 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
         eigenvalues = _product(left, right)
     else:
         column = np.zeros((h, w), dtype=np.float64)
-        np.add.at(column, (rows[:, None], cols[None, :]), kernel)
+        np.add.at(column, (rows[:, None], cols[None, :]), response)
         nonzero = np.unique(rows)
         half = scipy.fft.rfft(column[nonzero].astype(real), axis=1, workers=fft_workers())
         spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
@@ -265,16 +262,13 @@ def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
 
     ``A e₀`` is non-zero only within the kernel's half-width of the corner, and an
     image of ``(kh + 1)×(kw + 1)`` reproduces it exactly there (its far border is out
-    of the kernel's reach), so the forward pass runs on that corner only (by FFT:
-    scipy.fft is loaded already, and scipy.ndimage costs a command 0.2 s to import).
+    of the kernel's reach), so the forward pass runs on that corner only.
     """
     h, w = op.input_shape[:2]
     kh, kw = op.effective.shape[2:]
     small = (min(h, kh + 1), min(w, kw + 1))
-    corner = ConvOperator(op.kernel, small, op.geometry, engine="fft")
-    delta = np.zeros(small)
-    delta[0, 0] = 1.0
-    response = corner.forward(delta)
+    # By FFT: scipy.fft is loaded already, and scipy.ndimage costs a command 0.2 s.
+    response = _response(op, small, (0, 0), "fft")
     real = np.float32 if dtype == np.float32 else np.float64
     # λ = C_H R C_Wᵀ / (d_H d_Wᵀ) with R the response's non-zero corner: two small
     # matrix products instead of two full-size DCTs.
@@ -283,6 +277,17 @@ def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
     u, v = _low_rank(response)
     transformed = _product((left @ u).astype(real), (v @ right.T).astype(real))
     return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
+
+
+def _response(
+    op: ConvOperator, small: tuple[int, int], position: tuple[int, int], engine: str
+) -> np.ndarray:
+    """``A`` on a ``small`` grid (same kernel and geometry) applied to a delta at
+    ``position``, one channel, in float64."""
+    corner = ConvOperator(op.kernel, small, op.geometry, engine=engine)
+    delta = np.zeros(small)
+    delta[position] = 1.0
+    return corner.forward(delta)
 
 
 def _product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -336,7 +341,7 @@ def approximate(op: ConvOperator, *, dtype=None) -> Diagonal | None:
         return exact
     if _single_kernel(op) is None or op.geometry.stride != (1, 1):
         return None
-    boundary = "reflect" if is_symmetric(op.effective[0, 0]) else "wrap"
+    boundary = "reflect" if is_symmetric_kernel(op.effective[0, 0]) else "wrap"
     geometry = Geometry(
         mode="same",
         boundary=boundary,
