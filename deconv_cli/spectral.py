@@ -202,39 +202,24 @@ def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
 
 
 def _fft_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
-    """Eigenvalues = rfft2 of ``A e₀``, the operator's response to the corner delta.
-
-    With ``b`` the padding before an axis of ``n`` samples and ``K`` the effective
-    kernel's extent, tap ``a`` of ``A e₀`` lies at ``(b − a) mod n``. The same
-    operator on ``m = min(K, n)`` samples (wrap, delta at 0) puts it at
-    ``(b − a) mod m``: as ``b − a`` runs over ``K`` consecutive integers ending at
-    ``b``, sample ``r`` holds the tap(s) with ``b − a ≡ b − ((b − r) mod m)``
-    (mod ``n``): one tap each for ``m = K``; for ``m = n`` that small operator is
-    ``A`` itself.
-    """
+    """Eigenvalues = rfft2 of ``A e₀`` (:func:`_delta_taps`), the transfer function."""
     import scipy.fft
 
     h, w = op.input_shape[:2]
-    kh, kw = op.effective.shape[2:]
-    small = (min(h, kh), min(w, kw))
-    # By sparse taps (numpy only): each sample is one tap times 1, exactly the kernel's
-    # value, so exact zeros of the transfer function (a box filter's) stay exact.
-    response = _response(op, small, (0, 0), "taps")
-    (bh, _), (bw, _) = op.pads
-    rows = (bh - (bh - np.arange(small[0])) % small[0]) % h
-    cols = (bw - (bw - np.arange(small[1])) % small[1]) % w
+    (rows, taps_r), (cols, taps_c) = _delta_taps(op)
+    kernel = op.effective[0, 0]
     real = np.float32 if dtype == np.float32 else np.float64
     # An odd kernel symmetric about each axis is centred by `same` mode: A e₀ is even
     # and the transfer function real; keeping it real makes the filters cheaper
     # (real arithmetic, half the memory).
-    symmetric = is_symmetric_kernel(op.effective[0, 0])
-    left, right = _low_rank(response)
+    symmetric = is_symmetric_kernel(kernel)
+    left, right = _low_rank(kernel)
     if left.shape[1] <= _LOW_RANK_LIMIT:
-        # response = left @ right, so the transform is (fft of the placed columns of
-        # `left`) @ (rfft of the placed rows of `right`): a product with a small inner size.
+        # A e₀ = (E_H left)(E_W rightᵀ)ᵀ, so the transform is (fft of E_H left) @ (rfft
+        # of E_W rightᵀ)ᵀ: a product with a small inner size.
         col, row = np.zeros((h, left.shape[1])), np.zeros((w, left.shape[1]))
-        np.add.at(col, rows, left)
-        np.add.at(row, cols, right.T)
+        np.add.at(col, rows, left[taps_r])
+        np.add.at(row, cols, right.T[taps_c])
         left = scipy.fft.fft(col.astype(real), axis=0)
         right = scipy.fft.rfft(row.astype(real), axis=0).T
         if symmetric:  # the imaginary parts are rounding
@@ -242,7 +227,7 @@ def _fft_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
         eigenvalues = _product(left, right)
     else:
         column = np.zeros((h, w), dtype=np.float64)
-        np.add.at(column, (rows[:, None], cols[None, :]), response)
+        np.add.at(column, (rows[:, None], cols[None, :]), kernel[np.ix_(taps_r, taps_c)])
         nonzero = np.unique(rows)
         half = scipy.fft.rfft(column[nonzero].astype(real), axis=1, workers=fft_workers())
         spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
@@ -260,34 +245,43 @@ def _fft_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
 def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
     """Eigenvalues = ``C(A e₀) / C(e₀)``, ``C`` the orthonormal DCT-II, ``e₀`` the corner delta.
 
-    ``A e₀`` is non-zero only within the kernel's half-width of the corner, and an
-    image of ``(kh + 1)×(kw + 1)`` reproduces it exactly there (its far border is out
-    of the kernel's reach), so the forward pass runs on that corner only.
+    ``A e₀`` (:func:`_delta_taps`) is non-zero only within the kernel's reach of the
+    corner: ``λ = C_H R C_Wᵀ / (d_H d_Wᵀ)`` with ``R`` that corner, from a few columns
+    of ``C`` (two small matrix products instead of two full-size DCTs).
     """
     h, w = op.input_shape[:2]
-    kh, kw = op.effective.shape[2:]
-    small = (min(h, kh + 1), min(w, kw + 1))
-    # By FFT: scipy.fft is loaded already, and scipy.ndimage costs a command 0.2 s.
-    response = _response(op, small, (0, 0), "fft")
+    (rows, taps_r), (cols, taps_c) = _delta_taps(op)
+    u, v = _low_rank(op.effective[0, 0])
+    col = np.zeros((rows.max() + 1, u.shape[1]))
+    row = np.zeros((cols.max() + 1, u.shape[1]))
+    np.add.at(col, rows, u[taps_r])
+    np.add.at(row, cols, v.T[taps_c])
+    left = _dct_columns(h, col.shape[0]) / _dct_of_delta(h)[:, None]
+    right = _dct_columns(w, row.shape[0]) / _dct_of_delta(w)[:, None]
     real = np.float32 if dtype == np.float32 else np.float64
-    # λ = C_H R C_Wᵀ / (d_H d_Wᵀ) with R the response's non-zero corner: two small
-    # matrix products instead of two full-size DCTs.
-    left = _dct_columns(h, small[0]) / _dct_of_delta(h)[:, None]
-    right = _dct_columns(w, small[1]) / _dct_of_delta(w)[:, None]
-    u, v = _low_rank(response)
-    transformed = _product((left @ u).astype(real), (v @ right.T).astype(real))
+    transformed = _product((left @ col).astype(real), (right @ row).T.astype(real))
     return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
 
 
-def _response(
-    op: ConvOperator, small: tuple[int, int], position: tuple[int, int], engine: str
-) -> np.ndarray:
-    """``A`` on a ``small`` grid (same kernel and geometry) applied to a delta at
-    ``position``, one channel, in float64."""
-    corner = ConvOperator(op.kernel, small, op.geometry, engine=engine)
-    delta = np.zeros(small)
-    delta[position] = 1.0
-    return corner.forward(delta)
+def _delta_taps(op: ConvOperator) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Where the taps of ``A e₀`` land, per axis: ``(samples, taps)`` index pairs.
+
+    ``A = V P`` in ``same`` mode, stride 1, with ``(V z)[i] = Σ_a k[a] z[i + a]`` on
+    each axis. ``P e₀`` is 1 at the padded positions ``q`` that the operator's padding
+    map (:func:`deconv_cli.operators.padding.index_map`) sends to pixel 0, so
+    ``A e₀ = E_H k E_Wᵀ`` with ``E[i, a] = [map(i + a) = 0]``: tap ``a`` adds
+    ``k[a]`` at each sample ``i`` of a pair. Exact (sums of the kernel's values), so
+    a box filter's zeros of the transfer function stay exact zeros.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from deconv_cli.operators.padding import index_map
+
+    pairs = []
+    for n, pads, k in zip(op.input_shape[:2], op.pads, op.effective.shape[2:], strict=True):
+        source = index_map(n, pads, op.geometry.boundary)
+        pairs.append(np.nonzero(sliding_window_view(source, k)[:n] == 0))
+    return tuple(pairs)
 
 
 def _product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
