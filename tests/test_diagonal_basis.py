@@ -26,6 +26,7 @@ def _kernel(kind: str) -> np.ndarray:
 
 
 KERNELS = ("symmetric3x3", "symmetric5x3", "symmetric-rows-only", "asymmetric", "even-sides")
+"""Random positive kernels: symmetric about both axes (odd sides), about one, neither."""
 SHAPE = (6, 5)
 
 
@@ -67,6 +68,8 @@ def test_decision_matches_the_dense_matrix(boundary, kernel, stride, mode):
         assert max(max(p) for p in op.pads) <= 1
         expected = None
     assert diagonal_basis(op) == expected
+    if expected is not None:  # what Richardson-Lucy relies on: Aᵀ1 = (Σk)·1
+        np.testing.assert_allclose(a.T @ np.ones(a.shape[0]), op.effective.sum(), rtol=1e-12)
 
 
 @pytest.mark.parametrize(
