@@ -251,15 +251,14 @@ def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
     """
     h, w = op.input_shape[:2]
     (rows, taps_r), (cols, taps_c) = _delta_taps(op)
-    u, v = _low_rank(op.effective[0, 0])
-    col = np.zeros((rows.max() + 1, u.shape[1]))
-    row = np.zeros((cols.max() + 1, u.shape[1]))
-    np.add.at(col, rows, u[taps_r])
-    np.add.at(row, cols, v.T[taps_c])
-    left = _dct_columns(h, col.shape[0]) / _dct_of_delta(h)[:, None]
-    right = _dct_columns(w, row.shape[0]) / _dct_of_delta(w)[:, None]
+    # The reflection folds the kernel onto the corner: about half its size per axis.
+    corner = np.zeros((rows.max() + 1, cols.max() + 1))
+    np.add.at(corner, (rows[:, None], cols[None, :]), op.effective[0, 0][np.ix_(taps_r, taps_c)])
+    left = _dct_columns(h, corner.shape[0]) / _dct_of_delta(h)[:, None]
+    right = _dct_columns(w, corner.shape[1]) / _dct_of_delta(w)[:, None]
+    u, v = _low_rank(corner)
     real = np.float32 if dtype == np.float32 else np.float64
-    transformed = _product((left @ col).astype(real), (right @ row).T.astype(real))
+    transformed = _product((left @ u).astype(real), (v @ right.T).astype(real))
     return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
 
 
