@@ -112,3 +112,14 @@ def test_one_kernel_bank_is_diagonal_and_a_mixing_bank_is_not():
     t = np.kron(per_channel, np.eye(2))
     m = t @ a @ t.conj().T / per_channel.shape[0]
     assert np.max(np.abs(m - np.diag(np.diag(m)))) > 1e-3 * np.max(np.abs(m))
+
+
+def test_explicit_wrap_padding_like_same_mode_is_left_to_the_general_path():
+    """The conservative corner the module documents: the same matrix, no fast basis."""
+    k = _kernel("asymmetric")
+    padded = ConvOperator(k, SHAPE, Geometry.create(padding=(1, 1), boundary="wrap"))
+    same = ConvOperator(k, SHAPE, Geometry.create(boundary="wrap"))
+    np.testing.assert_array_equal(dense(padded), dense(same))
+    assert _diagonal_in(dense(same), "fft", SHAPE) is not None
+    assert diagonal_basis(same) == "fft"
+    assert diagonal_basis(padded) is None

@@ -19,10 +19,13 @@ image on an axis of ``n`` samples; then in ``same`` mode, stride 1,
   DCT-II and ``λ = C(A e₀) / C(e₀)``; ``A`` is symmetric (``Aᵀ = A``). An asymmetric
   or even-sided kernel breaks the evenness: no DCT diagonalizes it.
 
-Everything else — other boundaries, ``full``/``valid`` modes or explicit padding
-(the output grid is not the input grid), strides, a bank mixing channels — has no
-fast diagonalizing basis: :func:`diagonal_basis` returns ``None``. In both fast cases
-``A`` is normal, ``Aᵀ1 = A1 = (Σk)·1``, and its singular values are ``|λ|``.
+In both cases ``A`` is normal, ``Aᵀ1 = A1 = (Σk)·1``, and its singular values are
+``|λ|``. Everything else — other boundaries, ``full``/``valid`` modes or explicit
+padding, strides, a bank mixing channels — gets ``None`` from :func:`diagonal_basis`.
+The rule is conservative in two corners, left to the general path: ``nearest``
+padding one sample repeats ``x[0]`` as ``reflect`` does, and explicit ``wrap``
+padding ``(K − 1)/2`` is ``same`` mode; there the DCT or the DFT diagonalizes ``A``
+too (the dense tests show the first).
 """
 
 from __future__ import annotations
