@@ -1,6 +1,7 @@
 """Fast diagonalizations of a convolution operator, its null space, and noise amplification.
 
-Two geometries make ``A`` diagonal in a fast orthogonal basis:
+Two geometries make ``A`` diagonal in a fast orthogonal basis; which one (if any) is
+decided by :func:`deconv_cli.operators.diagonal_basis` (the maths is there):
 
 - ``--boundary wrap``, ``same`` mode, stride 1, no padding, one 2-D kernel (any size,
   dilation allowed): ``A`` is circulant, ``A = F⁻¹ diag(λ) F`` with ``F`` the 2-D DFT
@@ -23,10 +24,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.operators import ConvOperator, Geometry, fft_workers
+from deconv_cli.operators import (
+    ConvOperator,
+    Geometry,
+    diagonal_basis,
+    fft_workers,
+    is_symmetric_kernel,
+)
 
 _EPS = np.finfo(np.float64).eps
-_SYMMETRY_RTOL = 1e-13
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,17 +178,6 @@ def _single_kernel(op: ConvOperator) -> np.ndarray | None:
     return op.effective[0, 0]
 
 
-def is_symmetric(kernel: np.ndarray) -> bool:
-    """Whether a 2-D kernel has odd sides and is symmetric about both axes."""
-    if kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
-        return False
-    tol = _SYMMETRY_RTOL * np.max(np.abs(kernel))
-    return bool(
-        np.max(np.abs(kernel - kernel[::-1])) <= tol
-        and np.max(np.abs(kernel - kernel[:, ::-1])) <= tol
-    )
-
-
 def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
     """The fast diagonalization of ``op``, or ``None`` where no fast transform diagonalizes it.
 
@@ -196,48 +191,35 @@ def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
     Returns
     -------
     Diagonal or None
-        ``fft`` for ``wrap`` (``same``, stride 1, no padding, one 2-D kernel of any
-        size); ``dct`` for ``reflect`` with an odd, doubly symmetric kernel; else ``None``.
+        In the basis :func:`deconv_cli.operators.diagonal_basis` names, with the
+        eigenvalues computed from the operator's response to a delta; else ``None``.
     """
-    g = op.geometry
-    kernel = _single_kernel(op)
-    if kernel is None or g.mode != "same" or g.stride != (1, 1) or g.padding is not None:
+    basis = diagonal_basis(op)
+    if basis is None:
         return None
     dtype = np.dtype(op.dtype if dtype is None else dtype)
-    if g.boundary == "wrap":
-        return _fft_diagonal(op, kernel, dtype)
-    if g.boundary == "reflect" and is_symmetric(kernel):
-        return _dct_diagonal(op, dtype)
-    return None
+    return _fft_diagonal(op, dtype) if basis == "fft" else _dct_diagonal(op, dtype)
 
 
-def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diagonal:
-    """Eigenvalues = rfft2 of ``A e₀``, built from the kernel and the padding offsets.
-
-    With wrap padding ``(before_h, before_w)`` and ``V`` a valid correlation,
-    ``(A x)[i, j] = Σ k[a, b] x[(i + a - bh) mod H, (j + b - bw) mod W]``, so
-    ``A e₀`` holds ``k[a, b]`` at ``((bh - a) mod H, (bw - b) mod W)`` (summed when the
-    kernel is larger than the image). The tests check it against ``op.forward``.
-    """
+def _fft_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
+    """Eigenvalues = rfft2 of ``A e₀`` (:func:`_delta_taps`), the transfer function."""
     import scipy.fft
 
     h, w = op.input_shape[:2]
-    (bh, _), (bw, _) = op.pads
-    kh, kw = kernel.shape
-    rows = (bh - np.arange(kh)) % h
-    cols = (bw - np.arange(kw)) % w
+    (rows, taps_r), (cols, taps_c) = _delta_taps(op)
+    kernel = op.effective[0, 0]
     real = np.float32 if dtype == np.float32 else np.float64
-    # A symmetric kernel centred on (0, 0) has a real transfer function: keeping it
-    # real makes the filters cheaper (real arithmetic, half the memory).
-    centred = bh == (kh - 1) // 2 and bw == (kw - 1) // 2
-    symmetric = centred and is_symmetric(kernel)
+    # An odd kernel symmetric about each axis is centred by `same` mode: A e₀ is even
+    # and the transfer function real; keeping it real makes the filters cheaper
+    # (real arithmetic, half the memory).
+    symmetric = is_symmetric_kernel(kernel)
     left, right = _low_rank(kernel)
     if left.shape[1] <= _LOW_RANK_LIMIT:
-        # kernel = left @ right, so the transform is (fft of the placed columns of
-        # `left`) @ (rfft of the placed rows of `right`): a product with a small inner size.
+        # A e₀ = (E_H left)(E_W rightᵀ)ᵀ, so the transform is (fft of E_H left) @ (rfft
+        # of E_W rightᵀ)ᵀ: a product with a small inner size.
         col, row = np.zeros((h, left.shape[1])), np.zeros((w, left.shape[1]))
-        np.add.at(col, rows, left)
-        np.add.at(row, cols, right.T)
+        np.add.at(col, rows, left[taps_r])
+        np.add.at(row, cols, right.T[taps_c])
         left = scipy.fft.fft(col.astype(real), axis=0)
         right = scipy.fft.rfft(row.astype(real), axis=0).T
         if symmetric:  # the imaginary parts are rounding
@@ -245,7 +227,7 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
         eigenvalues = _product(left, right)
     else:
         column = np.zeros((h, w), dtype=np.float64)
-        np.add.at(column, (rows[:, None], cols[None, :]), kernel)
+        np.add.at(column, (rows[:, None], cols[None, :]), kernel[np.ix_(taps_r, taps_c)])
         nonzero = np.unique(rows)
         half = scipy.fft.rfft(column[nonzero].astype(real), axis=1, workers=fft_workers())
         spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
@@ -263,26 +245,42 @@ def _fft_diagonal(op: ConvOperator, kernel: np.ndarray, dtype: np.dtype) -> Diag
 def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
     """Eigenvalues = ``C(A e₀) / C(e₀)``, ``C`` the orthonormal DCT-II, ``e₀`` the corner delta.
 
-    ``A e₀`` is non-zero only within the kernel's half-width of the corner, and an
-    image of ``(kh + 1)×(kw + 1)`` reproduces it exactly there (its far border is out
-    of the kernel's reach), so the forward pass runs on that corner only (by FFT:
-    scipy.fft is loaded already, and scipy.ndimage costs a command 0.2 s to import).
+    ``A e₀`` (:func:`_delta_taps`) is non-zero only within the kernel's reach of the
+    corner: ``λ = C_H R C_Wᵀ / (d_H d_Wᵀ)`` with ``R`` that corner, from a few columns
+    of ``C`` (two small matrix products instead of two full-size DCTs).
     """
     h, w = op.input_shape[:2]
-    kh, kw = op.effective.shape[2:]
-    small = (min(h, kh + 1), min(w, kw + 1))
-    corner = ConvOperator(op.kernel, small, op.geometry, engine="fft")
-    delta = np.zeros(small)
-    delta[0, 0] = 1.0
-    response = corner.forward(delta)
+    (rows, taps_r), (cols, taps_c) = _delta_taps(op)
+    # The reflection folds the kernel onto the corner: about half its size per axis.
+    corner = np.zeros((rows.max() + 1, cols.max() + 1))
+    np.add.at(corner, (rows[:, None], cols[None, :]), op.effective[0, 0][np.ix_(taps_r, taps_c)])
+    left = _dct_columns(h, corner.shape[0]) / _dct_of_delta(h)[:, None]
+    right = _dct_columns(w, corner.shape[1]) / _dct_of_delta(w)[:, None]
+    u, v = _low_rank(corner)
     real = np.float32 if dtype == np.float32 else np.float64
-    # λ = C_H R C_Wᵀ / (d_H d_Wᵀ) with R the response's non-zero corner: two small
-    # matrix products instead of two full-size DCTs.
-    left = _dct_columns(h, small[0]) / _dct_of_delta(h)[:, None]
-    right = _dct_columns(w, small[1]) / _dct_of_delta(w)[:, None]
-    u, v = _low_rank(response)
     transformed = _product((left @ u).astype(real), (v @ right.T).astype(real))
     return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
+
+
+def _delta_taps(op: ConvOperator) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Where the taps of ``A e₀`` land, per axis: ``(samples, taps)`` index pairs.
+
+    ``A = V P`` in ``same`` mode, stride 1, with ``(V z)[i] = Σ_a k[a] z[i + a]`` on
+    each axis. ``P e₀`` is 1 at the padded positions ``q`` that the operator's padding
+    map (:func:`deconv_cli.operators.padding.index_map`) sends to pixel 0, so
+    ``A e₀ = E_H k E_Wᵀ`` with ``E[i, a] = [map(i + a) = 0]``: tap ``a`` adds
+    ``k[a]`` at each sample ``i`` of a pair. Exact (sums of the kernel's values), so
+    a box filter's zeros of the transfer function stay exact zeros.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from deconv_cli.operators.padding import index_map
+
+    pairs = []
+    for n, pads, k in zip(op.input_shape[:2], op.pads, op.effective.shape[2:], strict=True):
+        source = index_map(n, pads, op.geometry.boundary)
+        pairs.append(np.nonzero(sliding_window_view(source, k)[:n] == 0))
+    return tuple(pairs)
 
 
 def _product(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -336,7 +334,7 @@ def approximate(op: ConvOperator, *, dtype=None) -> Diagonal | None:
         return exact
     if _single_kernel(op) is None or op.geometry.stride != (1, 1):
         return None
-    boundary = "reflect" if is_symmetric(op.effective[0, 0]) else "wrap"
+    boundary = "reflect" if is_symmetric_kernel(op.effective[0, 0]) else "wrap"
     geometry = Geometry(
         mode="same",
         boundary=boundary,

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
-from deconv_cli.operators import ConvOperator, Geometry, effective_kernel
+from deconv_cli.operators import ConvOperator, Geometry, basis_for, effective_kernel
 from deconv_cli.operators.padding import index_map
 from deconv_cli.restore import RestoreOptions, RestoreResult, get_method
 
@@ -561,14 +561,7 @@ def _copies(
 
 def _diagonalizable(kernel: np.ndarray, geometry: Geometry, unknown: bool) -> bool:
     """Whether the FFT (wrap) or DCT (reflect, symmetric kernel) diagonalizes ``A``."""
-    from deconv_cli.spectral import is_symmetric
-
-    g = geometry
-    if unknown or kernel.ndim == 4 or g.mode != "same" or g.stride != (1, 1) or g.padding:
-        return False
-    return g.boundary == "wrap" or (
-        g.boundary == "reflect" and is_symmetric(effective_kernel(kernel, g)[0, 0])
-    )
+    return not unknown and basis_for(geometry, effective_kernel(kernel, geometry)) is not None
 
 
 def _whole_operator(

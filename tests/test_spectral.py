@@ -10,13 +10,12 @@ import scipy.fft
 from oracles import dense_ndimage
 
 from deconv_cli.kernels import load_kernel
-from deconv_cli.operators import ConvOperator, Geometry
+from deconv_cli.operators import ConvOperator, Geometry, is_symmetric_kernel
 from deconv_cli.spectral import (
     amplification_note,
     approximate,
     diagonalize,
     inverse_amplification,
-    is_symmetric,
     predicted_inverse_rmse,
     quantization_sigma,
 )
@@ -135,11 +134,11 @@ def test_kernel_bank_is_not_diagonalized():
     assert approximate(op) is None
 
 
-def test_is_symmetric():
-    assert is_symmetric(load_kernel("gaussian:sigma=2").array)
-    assert is_symmetric(load_kernel("disk:radius=3").array)
-    assert not is_symmetric(load_kernel("motion:length=15,angle=30").array)
-    assert not is_symmetric(np.ones((4, 4)))
+def test_is_symmetric_kernel():
+    assert is_symmetric_kernel(load_kernel("gaussian:sigma=2").array)
+    assert is_symmetric_kernel(load_kernel("disk:radius=3").array)
+    assert not is_symmetric_kernel(load_kernel("motion:length=15,angle=30").array)
+    assert not is_symmetric_kernel(np.ones((4, 4)))
 
 
 # -- noise amplification ----------------------------------------------------------------

@@ -15,6 +15,9 @@ derived. Module map:
     fast FFT lengths.
 ``threads``
     FFT threads as an explicit setting: ``with workers(n):``.
+``diagonal``
+    :func:`diagonal_basis`: the one decision whether the DFT (``wrap``) or the
+    DCT-II (``reflect``, symmetric kernel) diagonalizes ``A``, with the maths.
 ``engines``
     The plans of :class:`Convolution` on ``(*spatial, C)`` arrays: direct
     (``scipy.ndimage``), sparse taps, separable 1-D passes, N-D FFT.
@@ -39,6 +42,7 @@ computed from the operator.
 
 from deconv_cli.operators.core import Convolution, ConvOperator, input_shape_for
 from deconv_cli.operators.cost import fast_length
+from deconv_cli.operators.diagonal import basis_for, diagonal_basis, is_symmetric_kernel
 from deconv_cli.operators.engines import ENGINES, separable_factors
 from deconv_cli.operators.geometry import (
     BOUNDARIES,
@@ -61,12 +65,15 @@ __all__ = [
     "Convolution",
     "Geometry",
     "LinearMap",
+    "basis_for",
     "check_extent",
+    "diagonal_basis",
     "dottest",
     "effective_kernel",
     "fast_length",
     "fft_workers",
     "input_shape_for",
+    "is_symmetric_kernel",
     "parse_pair",
     "separable_factors",
     "set_workers",

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from deconv_cli.errors import DeconvError
-from deconv_cli.operators import ConvOperator, Geometry
+from deconv_cli.operators import ConvOperator, Geometry, is_symmetric_kernel
 from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
 from deconv_cli.restore.inverse import check_data
-from deconv_cli.spectral import Diagonal, approximate, diagonalize, is_symmetric
+from deconv_cli.spectral import Diagonal, approximate, diagonalize
 
 DEFAULT_ITERATIONS = 1000
 DEFAULT_TOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-4}
@@ -600,7 +600,7 @@ def _preconditioner(op: ConvOperator, kind: str, weight: float):
         return None
     kernel = op.effective[0, 0]
     h, w = op.input_shape[:2]
-    if is_symmetric(kernel):
+    if is_symmetric_kernel(kernel):
         stand_in = approximate(op, dtype=np.float64)
         power = stand_in.eigenvalues.astype(np.float64) ** 2
     elif g.boundary == "reflect" and g.padding is None and g.mode != "valid":

@@ -14,7 +14,7 @@ import numpy as np
 
 from deconv_cli.errors import DeconvError
 from deconv_cli.noise_model import estimate_noise_sigma
-from deconv_cli.operators import ConvOperator
+from deconv_cli.operators import ConvOperator, diagonal_basis
 from deconv_cli.operators.grid import GridOperator, grid_operator
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
 from deconv_cli.restore.iterative import dot as _dot
@@ -389,13 +389,12 @@ def richardson_lucy(
 def _adjoint_of_ones(op: ConvOperator, engine) -> tuple[np.ndarray, np.ndarray | None]:
     """``Aᵀ1`` (channel-first) and the flat indices of pixels no datum sees (or ``None``).
 
-    A symmetric ``A`` (``same`` mode, stride 1, and a ``wrap`` boundary, or ``reflect``
-    with a kernel symmetric about both axes) has ``Aᵀ1 = A1 = Σk`` (a read-only
-    broadcast); else one adjoint.
+    Where the DFT or the DCT diagonalizes ``A`` (:func:`deconv_cli.operators.diagonal_basis`),
+    ``1`` is a basis vector and ``Aᵀ1 = A1 = Σk`` (a read-only broadcast); else one adjoint.
     """
     dtype = op.dtype
     shape = _channel_first(op.input_shape)
-    if _is_symmetric(op):
+    if diagonal_basis(op) is not None:
         return np.broadcast_to(np.array(op.effective.sum(), dtype=dtype), shape), None
     engine.data[...] = 1
     at1 = np.array(engine.adjoint(), dtype=dtype, order="C")
@@ -405,22 +404,6 @@ def _adjoint_of_ones(op: ConvOperator, engine) -> tuple[np.ndarray, np.ndarray |
     unseen = at1 <= seen
     at1[unseen] = 0
     return at1, np.flatnonzero(unseen)
-
-
-def _is_symmetric(op: ConvOperator) -> bool:
-    g = op.geometry
-    if op.is_bank or g.mode != "same" or g.padding or g.stride != (1, 1):
-        return False
-    if g.boundary == "wrap":
-        return True
-    kernel = op.effective[0, 0]
-    return (
-        g.boundary == "reflect"
-        and kernel.shape[0] % 2 == 1
-        and kernel.shape[1] % 2 == 1
-        and np.array_equal(kernel, kernel[::-1])
-        and np.array_equal(kernel, kernel[:, ::-1])
-    )
 
 
 def _start(y: np.ndarray, at1: np.ndarray, floor: float) -> np.ndarray:
