@@ -28,7 +28,7 @@ derived. Module map:
 ``linear``
     The algebra: ``A.T``/``A.H``, ``A @ x``, ``A @ B``, ``A + B``, ``c * A``, a scipy
     ``LinearOperator`` view, and :func:`dottest`.
-``grid``, ``passes``
+``grid``, ``spatial``
     The plans the iterative solvers run on (Richardson-Lucy, TV, CGLS): the
     operator of one 2-D kernel on a grid with every buffer kept, by FFT
     (:class:`GridOperator`) or in space (:class:`SpatialGridOperator`), derived from
