@@ -10,6 +10,8 @@ is at least a power-iteration estimate on the layer itself (the bound must hold)
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -49,15 +51,22 @@ def main() -> None:
         onnx.save(resnet18(), path)
         command = [sys.executable, "-m", "deconv_cli", "analyze", str(path)]
         command += ["--shape", "224x224x3", "--format", "json", "--quiet"]
+        load = os.getloadavg()[0]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - start
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         layers = json.loads(done.stdout)["layers"]
         row = next(r for r in layers if r["input_shape"] == [28, 28, 128])
         lower = power_sigma_max(path, row["layer"], tuple(row["input_shape"]))
     exact = sum(r["exact"]["sigma_max"] for r in layers)
     print("analyze resnet18.onnx --shape 224x224x3 (20 conv layers, random weights)")
-    print(f"  {seconds:.1f} s (target <= {TARGET_SECONDS} s); {exact} of {len(layers)} σ_max exact")
+    print(
+        f"  wall {seconds:.1f} s (target <= {TARGET_SECONDS} s), CPU {usage.ru_utime:.1f} s user"
+        f" + {usage.ru_stime:.1f} s system, peak {usage.ru_maxrss / 1024:.0f} MB;"
+        f" load average {load:.1f} before the run (a loaded machine stretches the wall time)"
+    )
+    print(f"  {exact} of {len(layers)} σ_max exact")
     print(f"  {row['layer']}: σ_max bound {row['sigma_max']:.4f} >= power iteration {lower:.4f}")
     if row["sigma_max"] < lower * (1 - 1e-9):
         raise SystemExit("the σ_max bound is below a power-iteration estimate: not a bound")

@@ -201,8 +201,19 @@ class _Part:
 
 
 def analyze_layer(layer: Layer, shapes: tuple) -> LayerAnalysis:
-    """One layer's analysis, given its ``((H, W, C) in, (H, W, C) out)``."""
+    """One layer's analysis, given its ``((H, W, C) in, (H, W, C) out)``.
+
+    LAPACK runs on one thread here: the stacked SVDs of small per-frequency matrices
+    gain nothing from more, and on a loaded machine each call waits for its threads
+    (ResNet-18 at 224×224×3, every layer in one process, load 6–7 on 2 cores: 34 s of
+    CPU time and 59 s wall with one thread; the whole command with OpenBLAS's default
+    two threads: 353 s of CPU time and 9 min 50 s wall). Stacked complex64 SVDs, 1 vs
+    2 threads alternated three times at load 7, median time ratio 1 thread / 2 threads:
+    1740 matrices 64×64 1.05 (two threads 5 % faster), 45 matrices 512×512 0.11 (two
+    threads 9× slower: 6.5–10.5 s against 46–97 s).
+    """
     from deconv_cli.operators import ConvOperator
+    from deconv_cli.operators.threads import blas_threads
 
     layer_in, layer_out = shapes
     transpose = layer.kind == "ConvTranspose"
@@ -210,10 +221,11 @@ def analyze_layer(layer: Layer, shapes: tuple) -> LayerAnalysis:
     a_in = layer_out if transpose else layer_in
     geometry = layer.geometry()
     parts = []
-    for _, ins, bank in group_banks(layer.weight, layer.groups):
-        channels = ins.stop - ins.start
-        op = ConvOperator(bank, (*a_in[:2], channels), geometry)
-        parts.append(_analyze_group(op))
+    with blas_threads(1):
+        for _, ins, bank in group_banks(layer.weight, layer.groups):
+            channels = ins.stop - ins.start
+            op = ConvOperator(bank, (*a_in[:2], channels), geometry)
+            parts.append(_analyze_group(op))
     n_a, m_a = sum(p.n for p in parts), sum(p.m for p in parts)
     ranks = [p.rank for p in parts]
     rank = None if None in ranks else sum(ranks)
@@ -307,26 +319,55 @@ def _one_by_one(op) -> _Part:
 
 
 def _circulant_bounds(op) -> _Part:
-    """``σ_max`` bound and ``σ_min`` estimate from the circular stand-in (module doc)."""
+    """``σ_max`` bound and ``σ_min`` estimate from the circular stand-in (module doc).
+
+    The per-frequency singular values are computed in single precision (complex64,
+    the stacked ``np.linalg.svd``), and the frequencies that may hold the extremes
+    are recomputed in double precision: LAPACK's singular values of ``K_f`` are off
+    by at most about ``max(m, n)·ε₃₂·‖K_f‖``, so every frequency whose single
+    precision ``σ_max`` (``σ_min``) lies within that of the extreme is a candidate.
+    Both extremes are thus double precision results. A real kernel's spectrum has
+    ``K(-f) = conj(K(f))`` (same singular values), so the ``rfft2`` half suffices.
+    """
+    import scipy.fft
+
     eff = op.effective  # (C_out, C_in, KH, KW), dilated
-    grid = op.padded_shape
-    lo, hi = np.inf, 0.0
     c_out, c_in = eff.shape[:2]
-    spectrum = np.fft.rfft2(eff, s=grid, axes=(2, 3))  # (C_out, C_in, P, P//2+1)
-    flat = spectrum.reshape(c_out, c_in, -1).transpose(2, 0, 1)
+    spectrum = scipy.fft.rfft2(eff.astype(np.float32), s=op.padded_shape, axes=(2, 3), workers=1)
+    flat = spectrum.reshape(c_out, c_in, -1).transpose(2, 0, 1)  # (freq, C_out, C_in)
     step = max(1, _CHUNK_ELEMENTS // (c_out * c_in))
-    for start in range(0, flat.shape[0], step):
-        values = np.linalg.svd(flat[start : start + step], compute_uv=False)
-        hi = max(hi, float(values[:, 0].max()))
-        lo = min(lo, float(values[:, -1].min()))
+    values = np.concatenate(
+        [
+            np.linalg.svd(flat[start : start + step], compute_uv=False)
+            for start in range(0, flat.shape[0], step)
+        ]
+    )
+    slack = 4 * max(c_out, c_in) * np.finfo(np.float32).eps * values[:, 0]
+    top = values[:, 0] >= values[:, 0].max() - slack
+    bottom = values[:, -1] <= values[:, -1].min() + slack
+    hi = _double_svd(eff, op.padded_shape, np.flatnonzero(top))[:, 0].max()
+    lo = _double_svd(eff, op.padded_shape, np.flatnonzero(bottom))[:, -1].min()
     m, n = op.shape
     return _Part(
         n,
         m,
         None,
-        hi,
-        lo if lo > 0 else None,
+        float(hi),
+        float(lo) if lo > 0 else None,
         False,
         False,
         "bounds: σ_max <= the circular layer's on the padded grid; σ_min its estimate",
     )
+
+
+def _double_svd(eff: np.ndarray, grid: tuple[int, int], chosen: np.ndarray) -> np.ndarray:
+    """Singular values, in double precision, of ``K_f`` at the chosen ``rfft2`` indices.
+
+    ``K_f = Σ_{a,b} k[:, :, a, b] · exp(-2πi (u a / P + v b / Q))`` for ``f = (u, v)``
+    on the ``P × Q`` grid, summed directly from the float64 kernel.
+    """
+    u, v = np.divmod(chosen, grid[1] // 2 + 1)
+    ea = np.exp(-2j * np.pi * np.outer(u, np.arange(eff.shape[2])) / grid[0])
+    eb = np.exp(-2j * np.pi * np.outer(v, np.arange(eff.shape[3])) / grid[1])
+    matrices = np.einsum("oiab,fa,fb->foi", eff, ea, eb, optimize=True)
+    return np.linalg.svd(matrices, compute_uv=False)

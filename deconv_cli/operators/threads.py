@@ -53,3 +53,17 @@ def fft_workers() -> int:
                 "(unset it to use every core this process may use)"
             ) from None
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@contextmanager
+def blas_threads(n: int):
+    """Run the block with ``n`` BLAS/LAPACK threads (threadpoolctl), then restore them.
+
+    Batched small SVDs (``np.linalg.svd`` on a stack of matrices) gain nothing from
+    OpenBLAS threads and lose a lot on a busy machine: each small call wakes and
+    waits for its threads (figures in :func:`deconv_cli.models_analysis.analyze_layer`).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(_check(n), user_api="blas"):
+        yield n
