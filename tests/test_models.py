@@ -267,3 +267,39 @@ def test_group_banks_are_the_block_diagonal_bank():
     expected[:2, :2], expected[2:, 2:] = weight[:2, :, 0, 0], weight[2:, :, 0, 0]
     np.testing.assert_array_equal(full, expected)
     assert [(o.start, i.start) for o, i, _ in group_banks(weight, 2)] == [(0, 0), (2, 2)]
+
+
+def test_invert_with_a_model_layer_restores_the_layers_input(net, onnx_path, tmp_path):
+    """Conv 3→8 with padding 1 is injective: `invert` recovers the activation torch fed it."""
+    import torch
+
+    module, shape = _conv_layers(net)[0], _layer_inputs(net)[0]
+    x = np.random.default_rng(5).standard_normal(shape)
+    y = _layer_map(module, torch.from_numpy(x)).numpy()[0].transpose(1, 2, 0)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / "x.npy"
+    result = run(
+        "invert", tmp_path / "y.npy", "-k", f"{onnx_path}#/0/Conv", "-m", "lsqr", "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(out), x[0].transpose(1, 2, 0), atol=1e-6)
+
+
+def test_transpose_with_a_strided_model_layer_is_torchs_adjoint(net, onnx_path, tmp_path):
+    """The adjoint of Conv 8→16 stride 2 is conv_transpose2d with the same weights."""
+    import torch
+
+    module, shape = _conv_layers(net)[1], _layer_inputs(net)[1]
+    y = np.random.default_rng(6).standard_normal((1, 16, shape[2] // 2, shape[3] // 2))
+    np.save(tmp_path / "y.npy", y[0].transpose(1, 2, 0))
+    out = tmp_path / "x.npy"
+    result = run(
+        "transpose", tmp_path / "y.npy", "-k", f"{onnx_path}#/2/Conv",
+        "--output-shape", f"{shape[2]}x{shape[3]}", "-o", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    weight = module.weight.detach().double()
+    expected = torch.nn.functional.conv_transpose2d(
+        torch.from_numpy(y), weight, stride=2, padding=1, output_padding=1
+    )
+    np.testing.assert_allclose(np.load(out), expected.numpy()[0].transpose(1, 2, 0), atol=1e-6)
