@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from functools import cached_property
 
 import numpy as np
 
@@ -106,18 +107,36 @@ class _Grid(ABC):
         top, left = corner or (op.pads[0][0], op.pads[1][0])
         self.padded = op.padded_shape
         self.grid = grid
-        shape = (self.channels,) + self.grid
-        self._image_grid = np.zeros(shape, dtype=self.dtype)
-        self._data_grid = np.zeros(shape, dtype=self.dtype)
-        self._result = np.empty(shape, dtype=self.dtype)
         self.interior = (slice(None), slice(top, top + h), slice(left, left + w))
         h1, w1 = op.stride1_shape
         sh, sw = op.geometry.stride
         self.observed = (slice(None), slice(0, h1, sh), slice(0, w1, sw))
-        self.image = self._image_grid[self.interior]
-        self.data = self._data_grid[self.observed]
         boundary = op.geometry.boundary
         self._maps = [border_pairs(op.input_shape[a], op.pads[a], boundary) for a in (0, 1)]
+
+    # -- buffers, made on first use (TV runs its own and needs none of them) -----------
+
+    @cached_property
+    def _image_grid(self) -> np.ndarray:
+        return np.zeros((self.channels,) + self.grid, dtype=self.dtype)
+
+    @cached_property
+    def _data_grid(self) -> np.ndarray:
+        return np.zeros((self.channels,) + self.grid, dtype=self.dtype)
+
+    @cached_property
+    def _result(self) -> np.ndarray:
+        return np.empty((self.channels,) + self.grid, dtype=self.dtype)
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """The image, a view of the grid that :meth:`forward` reads."""
+        return self._image_grid[self.interior]
+
+    @cached_property
+    def data(self) -> np.ndarray:
+        """The data, a view of the grid that :meth:`adjoint` reads."""
+        return self._data_grid[self.observed]
 
     # -- layout ---------------------------------------------------------------------
 
@@ -200,7 +219,11 @@ class GridOperator(_Grid):
         spectrum = _kernel_spectrum(kernel, self.grid)
         spectrum *= 1 / (self.grid[0] * self.grid[1])  # the inverse transforms are unnormalized
         self.kernel_spectrum = spectrum.astype(self.transforms.spectrum.dtype, copy=False)
-        self.conj_spectrum = np.conj(self.kernel_spectrum)
+
+    @cached_property
+    def conj_spectrum(self) -> np.ndarray:
+        """The kernel spectrum's conjugate (``A``'s correlation), made on first use."""
+        return np.conj(self.kernel_spectrum)
 
     def forward(self) -> np.ndarray:
         """``A x`` of the image in :attr:`image`, as a (strided) view of a buffer."""
@@ -218,6 +241,7 @@ class GridOperator(_Grid):
 
     def scale_adjoint(self, factor: float) -> None:
         """From now on :meth:`adjoint` computes ``factor · Aᵀ y`` (no extra pass)."""
+        self.conj_spectrum = self.conj_spectrum  # made now: the forward stays unscaled
         self.kernel_spectrum = self.kernel_spectrum * factor
 
 

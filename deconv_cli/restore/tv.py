@@ -205,17 +205,13 @@ class _HQS:
         dtype = grid.dtype
         shape = (grid.channels,) + grid.grid
         self.n = grid.grid[0] * grid.grid[1]
-        # |K|²; the kernel spectrum holds the 1/n of the unnormalized inverse transform
-        self.power = np.abs(grid.kernel_spectrum).astype(dtype)
-        self.power *= dtype.type(self.n)
-        self.power *= self.power
         # |∇|²: the periodic forward differences' symbol, per axis
         hg, wg = grid.grid
         self.fy = (4 * np.sin(np.pi * np.arange(hg) / hg) ** 2).astype(dtype)
         self.fx = (4 * np.sin(np.pi * np.arange(wg // 2 + 1) / wg) ** 2).astype(dtype)
-        self.tiny = dtype.type(1e-12 * float(self.power.max()))
-        self.den = np.empty(self.power.shape, dtype=dtype)
+        self.den = np.empty(grid.kernel_spectrum.shape, dtype=dtype)
         self.den_rho = None  # the ρ of den
+        self.tiny = dtype.type(1e-12 * float(self._power().max()))
         self.region = grid.interior
         # the data placed on the image, blended across the rest of the grid
         self.v = _blend_fill(_placed(grid, y), shape)
@@ -235,11 +231,20 @@ class _HQS:
         grid.transforms.inverse(spectrum, self.cv)
         self.x = self.v[self.region].copy()
 
+    def _power(self) -> np.ndarray:
+        """``|K|²`` into :attr:`den` (not kept: one grid array less, recomputed when ρ
+        changes); the kernel spectrum holds the 1/n of the unnormalized inverse."""
+        den = np.abs(self.grid.kernel_spectrum, out=self.den)
+        den *= den.dtype.type(self.n)
+        den *= den
+        return den
+
     def _denominator(self, rho: float) -> np.ndarray:
         """``1 / (|K|² + ρ |∇|²)``, the v-step's Fourier division."""
-        den = np.add(self.fy[:, None], self.fx, out=self.den)
-        den *= self.fy.dtype.type(rho)
-        den += self.power
+        den = self._power()
+        rho = self.fy.dtype.type(rho)
+        den += (rho * self.fy)[:, None]
+        den += rho * self.fx
         np.maximum(den, self.tiny, out=den)
         return np.reciprocal(den, out=den)
 
