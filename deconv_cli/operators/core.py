@@ -130,11 +130,15 @@ class Convolution(LinearMap):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``A x``: pad, correlate (valid), subsample."""
         x = self._check(x, self.input_shape, "image")
+        if self._engine.folds_padding:
+            return self._engine.forward(x)
         return self._engine.forward(padding.pad(x, self.pads, self.geometry.boundary))
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         """``Aᵀ y``: zero-upsample, full convolution, fold the padding back."""
         y = self._check(y, self.output_shape, "data")
+        if self._engine.folds_padding:
+            return self._engine.adjoint(y)
         return padding.fold(self._engine.adjoint(y), self.pads, self.geometry.boundary)
 
     def _check(self, a, shape: tuple[int, ...], what: str):
@@ -162,12 +166,16 @@ class ConvOperator(LinearMap):
 
     Parameters
     ----------
-    kernel : (kh, kw) or (C_out, C_in, kh, kw) ndarray
+    kernel : (kh, kw) or (C_out, C_in/groups, kh, kw) ndarray
         A 2-D kernel (per channel) or a conv-layer kernel bank, as stored: a
         convolution kernel unless ``geometry.correlate``.
     input_shape : tuple of int
         ``(H, W)`` or ``(H, W, C)``.
     geometry : Geometry
+    groups : int, optional
+        A bank's groups, as a conv layer's (:class:`Convolution`): ``C`` and
+        ``C_out`` split into ``groups`` blocks, each output block reading only its
+        input block (``groups = C``: depthwise). 1 for a 2-D kernel.
     dtype : numpy dtype, optional
         ``float64`` (default) or ``float32``: the precision of the computation.
     engine : {"auto", "direct", "taps", "separable", "fft"}
@@ -187,6 +195,7 @@ class ConvOperator(LinearMap):
         input_shape: tuple[int, ...],
         geometry: Geometry = _DEFAULT,
         *,
+        groups: int = 1,
         dtype=np.float64,
         engine: str = "auto",
     ) -> None:
@@ -204,13 +213,16 @@ class ConvOperator(LinearMap):
         self.is_bank = kernel.ndim == 4
         self.effective = effective_kernel(kernel, geometry)
         channels = self.input_shape[2] if len(self.input_shape) == 3 else 1
+        self.groups = groups
         if self.is_bank:
-            co, ci = kernel.shape[:2]
-            if channels != ci:
+            co, ci = kernel.shape[0], kernel.shape[1] * groups
+            if channels != ci and groups == 1:
                 raise GeometryError(
                     f"the kernel bank takes {ci} input channels but the image has {channels}"
                 )
-            bank, groups = kernel, 1
+            bank = kernel
+        elif groups != 1:
+            raise GeometryError(f"groups: `{groups}` is for a kernel bank; a 2-D kernel has 1")
         else:
             bank, groups = np.broadcast_to(kernel, (channels, 1) + kernel.shape), channels
         self.core = Convolution(
@@ -257,7 +269,12 @@ class ConvOperator(LinearMap):
     def with_input_shape(self, input_shape: tuple[int, ...]) -> ConvOperator:
         """The same kernel and geometry on another image shape."""
         return ConvOperator(
-            self.kernel, input_shape, self.geometry, dtype=self.dtype, engine=self.engine
+            self.kernel,
+            input_shape,
+            self.geometry,
+            groups=self.groups,
+            dtype=self.dtype,
+            engine=self.engine,
         )
 
     def describe(self) -> str:
