@@ -371,8 +371,9 @@ class Invert(Transform):
             return Outcome(result.image, problem.op, describe_result(result), result)
         if self.reference is not None and self.reference.shape != problem.image_shape:
             raise GeometryError(
-                f"--reference has shape {_shape(self.reference.shape)}, the recovered image "
-                f"{_shape(problem.image_shape)}"
+                f"has shape {_shape(self.reference.shape)}, the recovered image "
+                f"{_shape(problem.image_shape)}",
+                parameter="reference",
             )
         # Without a reference, history or progress display, no callback: iterative
         # methods then skip the per-iteration residual.

@@ -19,7 +19,7 @@ import numpy as np
 from deconv_cli.analysis import null_space
 from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
 from deconv_cli.operators import ConvOperator
-from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
 from deconv_cli.spectral import (
     Diagonal,
     amplification_note,
@@ -154,9 +154,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
     condition number of the part of ``A`` explored exceeds that).
     """
     y = check_data(blurred, op)
+    check("rcond", options.rcond)
     rcond = float(rank_tolerance(op) if options.rcond is None else options.rcond)
-    if not 0 <= rcond < 1:
-        raise DeconvError(f"`{options.rcond}` must be in [0, 1)", parameter="rcond")
     diagonal = diagonalize(op)
     if diagonal is None:
         result = _least_squares(op, y, options, precondition=False, rcond=rcond)
@@ -228,12 +227,10 @@ def _least_squares(
     """LSQR in float64 on ``A`` (or ``A R⁻¹``); ``conlim = 1/rcond`` (none when ``None``)."""
     from scipy.sparse.linalg import LinearOperator, lsqr
 
+    check("iterations", options.iterations)
+    check("tol", options.tol)
     iterations = DEFAULT_LSQR_ITERATIONS if options.iterations is None else options.iterations
-    if iterations < 1:
-        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
     tol = 1e-14 if options.tol is None else float(options.tol)
-    if not tol >= 0:
-        raise DeconvError(f"`{options.tol}` must be 0 or positive", parameter="tol")
     op64 = op if op.dtype == np.float64 else ConvOperator(op.kernel, op.input_shape, op.geometry)
     a = op64.as_linear_operator()
     stand_in = approximate(op64) if precondition else None

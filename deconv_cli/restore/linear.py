@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry, is_symmetric_kernel
-from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
 from deconv_cli.restore.inverse import check_data
 from deconv_cli.spectral import Diagonal, approximate, diagonalize
 
@@ -140,9 +139,7 @@ def _solve(
 ) -> RestoreResult:
     y = check_data(blurred, op)
     given = options.reg if kind == "tikhonov" else options.nsr
-    if given is not None and not (math.isfinite(given) and given >= 0):
-        parameter = "reg" if kind == "tikhonov" else "nsr"
-        raise DeconvError(f"`{given}` must be a finite number >= 0", parameter=parameter)
+    check("reg" if kind == "tikhonov" else "nsr", given)
     diagonal = diagonalize(op)
     params: dict[str, object] = {}
     notes: list[str] = []
@@ -623,14 +620,10 @@ def _preconditioner(op: ConvOperator, kind: str, weight: float):
 
 def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: RestoreOptions):
     """CG from ``x₀ = 0`` on ``(AᵀA + ν LᵀL) x = Aᵀy``, DCT-preconditioned where that helps."""
+    check("iterations", options.iterations)
+    check("tol", options.tol)
     iterations = DEFAULT_ITERATIONS if options.iterations is None else int(options.iterations)
-    if iterations < 1:
-        raise DeconvError(f"`{options.iterations}` must be at least 1", parameter="iterations")
     tol = DEFAULT_TOL[op.dtype] if options.tol is None else float(options.tol)
-    if not tol >= 0:
-        raise DeconvError(
-            f"`{options.tol}` must be 0 (run every iteration) or positive", parameter="tol"
-        )
     laplacian = _laplacian_operator(op) if kind == "tikhonov" else None
 
     def normal(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from deconv_cli.errors import DeconvError
 from deconv_cli.noise_model import estimate_noise_sigma
 from deconv_cli.operators import ConvOperator, diagonal_basis
 from deconv_cli.operators.grid import GridOperator, grid_operator
-from deconv_cli.restore import RestoreOptions, RestoreResult, register
+from deconv_cli.restore import RestoreOptions, RestoreResult, check, register
 from deconv_cli.restore.iterative import dot as _dot
 
 DEFAULT_ITERATIONS = 100
@@ -218,13 +218,9 @@ def richardson_lucy(
     Data values below ``1e-6 · max(y)`` (negative noise, zeros) are raised to that
     floor, with a note: the ratio ``y / A x`` needs positive data.
     """
+    for name, value in (("iterations", iterations), ("tol", tol), ("tv", tv)):
+        check(name, value)
     iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
-    if iterations < 1:
-        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
-    if tol is not None and not tol >= 0:
-        raise DeconvError(f"`{tol}` must be 0 (run every iteration) or positive", parameter="tol")
-    if tv is not None and not (tv >= 0 and math.isfinite(tv)):
-        raise DeconvError(f"`{tv}` must be a non-negative number", parameter="tv")
     check_psf(op.effective)
     dtype = op.dtype
     data = np.asarray(blurred, dtype=dtype)

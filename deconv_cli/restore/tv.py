@@ -20,7 +20,14 @@ import numpy as np
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.operators.grid import GridOperator
-from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, data_scale, register
+from deconv_cli.restore import (
+    Footprint,
+    RestoreOptions,
+    RestoreResult,
+    check,
+    data_scale,
+    register,
+)
 from deconv_cli.restore.iterative import dot
 
 DEFAULT_ITERATIONS = 300
@@ -129,15 +136,13 @@ def tv_deconvolve(
     if op.is_bank:
         raise DeconvError("tv needs a 2-D kernel; for a kernel bank use cgls, lsqr or tikhonov")
     exact = op.pads != ((0, 0), (0, 0)) and op.geometry.boundary in EXACT_BOUNDARIES
+    for name, value in (("iterations", iterations), ("tol", tol), ("lam", lam)):
+        check(name, value)
     if iterations is None:
         iterations = ADMM_ITERATIONS if exact else DEFAULT_ITERATIONS
     iterations = int(iterations)
-    if iterations < 1:
-        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
     default_tol = tol is None
     tol = (ADMM_TOL if exact else DEFAULT_TOL) if tol is None else float(tol)
-    if not tol >= 0:
-        raise DeconvError(f"`{tol}` must be 0 (run every iteration) or positive", parameter="tol")
     params: dict[str, object] = {}
     sigma = noise_sigma
     if lam is None:
@@ -146,8 +151,6 @@ def tv_deconvolve(
         params["lam_rule"] = rule
     else:
         lam = float(lam)
-        if not (lam >= 0 and math.isfinite(lam)):
-            raise DeconvError(f"`{lam}` must be a non-negative number", parameter="lam")
         params["lam"] = lam
     if default_tol and sigma is not None:
         tol = noise_tol(tol, sigma, blurred)
