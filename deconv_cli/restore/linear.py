@@ -462,31 +462,23 @@ def _choose(spectrum: _Spectrum, kind: str, floor: float = 0.0) -> tuple[float, 
 
 def _minimize(objective, t: np.ndarray) -> float:
     """Minimize ``objective(ν)`` on a log grid spanning ``t``, then refine the best
-    bracket by golden-section search to 1e-3 in ``log10 ν``."""
+    bracket by Brent's bounded search (``scipy.optimize.minimize_scalar``) to 1e-3 in
+    ``log10 ν``."""
+    from scipy.optimize import minimize_scalar
+
     top = math.log10(float(t.max()))
     bottom = max(math.log10(float(t.min())) - 2, top - 16)
     grid = np.linspace(bottom, top + 2, max(16, int(8 * (top + 2 - bottom)) + 1))
     values = objective(10.0**grid)
     i = int(np.argmin(values))
     lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, grid.size - 1)])
-
-    def f(g: float) -> float:
-        return float(objective(10.0**g)[()])
-
-    shrink = (math.sqrt(5.0) - 1.0) / 2.0
-    a, b = hi - shrink * (hi - lo), lo + shrink * (hi - lo)
-    fa, fb = f(a), f(b)
-    while hi - lo > 1e-3:
-        if fa <= fb:
-            hi, b, fb = b, a, fa
-            a = hi - shrink * (hi - lo)
-            fa = f(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + shrink * (hi - lo)
-            fb = f(b)
-    g, value = (a, fa) if fa <= fb else (b, fb)
-    return float(10.0 ** (g if value <= values[i] else grid[i]))
+    found = minimize_scalar(
+        lambda g: float(objective(10.0**g)[()]),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-3},
+    )
+    return float(10.0 ** (found.x if found.fun <= values[i] else grid[i]))
 
 
 def _choose_for_operator(
