@@ -131,3 +131,113 @@ def test_least_squares_3d_is_the_dense_minimum_norm_solution(solver, kernel, fla
     expected = np.linalg.lstsq(dense(op), y.ravel(), rcond=None)[0]
     result = solver(y, op, iterations=3000, tol=1e-13)
     np.testing.assert_allclose(result.image.ravel(), expected, atol=1e-8)
+
+
+# -- Tikhonov, Wiener, GCV -----------------------------------------------------------------
+
+LINEAR_CASES = {  # kernel, flags: the closed forms (FFT, DCT) and CG (plain, preconditioned)
+    "wrap-fft": (gaussian((0.6, 0.8, 0.7)), {"boundary": "wrap"}),
+    "reflect-dct": (gaussian((0.6, 0.8, 0.7)), {"boundary": "reflect"}),
+    "reflect-asymmetric-cg": (np.random.default_rng(3).random((2, 3, 2)), {"boundary": "reflect"}),
+    "constant-cg": (gaussian((0.6, 0.8, 0.7)), {"boundary": "constant"}),
+    "valid-cg": (gaussian((0.6, 0.6, 0.6)), {"mode": "valid"}),
+}
+LAPLACIAN_MODES = {"wrap": "wrap", "reflect": "reflect", "constant": "constant"}
+
+
+def dense_laplacian(shape, boundary: str) -> np.ndarray:
+    """The 7-point Laplacian as a matrix, by scipy.ndimage.correlate (not the code)."""
+    stencil = np.zeros((3, 3, 3))
+    stencil[1, 1, 1] = -6
+    for axis in range(3):
+        index = [1, 1, 1]
+        for side in (0, 2):
+            index[axis] = side
+            stencil[tuple(index)] = 1
+    n = int(np.prod(shape))
+    return np.array(
+        [
+            ndimage.correlate(np.eye(n)[j].reshape(shape), stencil, mode=boundary).ravel()
+            for j in range(n)
+        ]
+    ).T
+
+
+@pytest.mark.parametrize("method", ["tikhonov", "wiener"])
+@pytest.mark.parametrize("case", LINEAR_CASES.values(), ids=LINEAR_CASES.keys())
+def test_tikhonov_and_wiener_3d_equal_the_dense_solution(method, case):
+    from deconv_cli.restore.linear import tikhonov, wiener
+
+    kernel, flags = case
+    shape = (4, 5, 6)
+    op = single(kernel, shape, **flags)
+    a = dense(op)
+    y = np.random.default_rng(7).random(op.output_shape)
+    nu = 0.02
+    if method == "tikhonov":
+        boundary = "reflect" if flags.get("mode") == "valid" else flags["boundary"]
+        lap = dense_laplacian(shape, LAPLACIAN_MODES[boundary])
+        regularizer = lap.T @ lap
+        options = RestoreOptions(reg=nu, tol=1e-12, iterations=5000)
+        result = tikhonov(y, op, options)
+    else:
+        regularizer = np.eye(a.shape[1])
+        result = wiener(y, op, RestoreOptions(nsr=nu, tol=1e-12, iterations=5000))
+    expected = np.linalg.solve(a.T @ a + nu * regularizer, a.T @ y.ravel())
+    np.testing.assert_allclose(result.image.ravel(), expected, atol=1e-8)
+    closed = "cg" not in next(k for k, v in LINEAR_CASES.items() if v is case)
+    assert result.params["solver"].startswith("closed form") == closed
+
+
+def test_gcv_3d_chooses_the_dense_gcv_minimum():
+    """On a wrap-around problem GCV is exact in the spectrum: its ν is the minimizer of
+    ``n ‖(I − H_ν) y‖² / (n − tr H_ν)²`` computed with dense matrices."""
+    from scipy.optimize import minimize_scalar
+
+    from deconv_cli.restore.linear import tikhonov
+
+    shape = (6, 6, 8)
+    op = single(gaussian((0.8, 1.0, 1.0)), shape, boundary="wrap")
+    a = dense(op)
+    lap = dense_laplacian(shape, "wrap")
+    x = phantom(shape, seed=4)[..., None]
+    y = op.forward(x) + 0.02 * np.random.default_rng(5).standard_normal(op.output_shape)
+    n = y.size
+
+    def gcv(log_nu: float) -> float:
+        h = a @ np.linalg.solve(a.T @ a + 10**log_nu * lap.T @ lap, a.T)
+        residual = y.ravel() - h @ y.ravel()
+        return n * float(residual @ residual) / (n - np.trace(h)) ** 2
+
+    grid = np.linspace(-6, 2, 33)
+    best = grid[int(np.argmin([gcv(g) for g in grid]))]
+    found = minimize_scalar(gcv, bounds=(best - 0.25, best + 0.25), method="bounded")
+    result = tikhonov(y, op, RestoreOptions())
+    assert result.params["reg_rule"] == "GCV"
+    assert np.log10(result.params["reg"]) == pytest.approx(found.x, abs=0.01)
+
+
+# -- inverse and pseudo-inverse ---------------------------------------------------------
+
+
+def test_inverse_3d_recovers_the_volume():
+    """By DCT division (``inverse`` asks :func:`deconv_cli.analysis.null_space` first)."""
+    from deconv_cli.restore.inverse import inverse
+
+    op = single(gaussian((0.5, 0.6, 0.6)), (6, 8, 7), boundary="reflect")
+    x = phantom((6, 8, 7), seed=8)[..., None]
+    result = inverse(op.forward(x), op, RestoreOptions())
+    np.testing.assert_allclose(result.image, x, atol=1e-9)
+
+
+def test_pinv_3d_equals_the_dense_pseudo_inverse():
+    """A 2-tap average along each axis on an even wrap-around grid has spectral zeros:
+    the truncated pseudo-inverse is numpy's."""
+    from deconv_cli.restore.inverse import pinv
+
+    op = single(np.full((2, 2, 2), 0.125), (4, 6, 4), boundary="wrap")
+    y = np.random.default_rng(10).random(op.output_shape)
+    result = pinv(y, op, RestoreOptions())
+    expected = np.linalg.pinv(dense(op), rcond=1e-10) @ y.ravel()
+    assert result.params["truncated"] > 0
+    np.testing.assert_allclose(result.image.ravel(), expected, atol=1e-9)

@@ -38,9 +38,9 @@ def convolution_of(op) -> Convolution:
 
 
 def one_kernel(op) -> bool:
-    """Whether ``op`` applies one kernel to every channel alike (the grid plans' case):
-    not a kernel bank given as one."""
-    return not getattr(op, "is_bank", False) and convolution_of(op).shared
+    """Whether ``op`` applies one kernel to every channel alike (the grid plans' and the
+    diagonalizations' case), from its bank: a ``(1, 1, *k)`` bank is one kernel too."""
+    return convolution_of(op).shared
 
 
 def channel_first(a: np.ndarray, ndim: int) -> np.ndarray:
@@ -51,6 +51,13 @@ def channel_first(a: np.ndarray, ndim: int) -> np.ndarray:
 def channel_last(a: np.ndarray, shape: tuple[int, ...], ndim: int) -> np.ndarray:
     """A ``C × *spatial`` array as a view of the layout of ``shape`` (``*spatial[, C]``)."""
     return a[0] if len(shape) == ndim else np.moveaxis(a, 0, -1)
+
+
+def noise_planes(a: np.ndarray) -> np.ndarray:
+    """A ``C × *spatial`` array (2 or 3 spatial axes) as ``H×W×planes``, the layout of the
+    2-D noise estimate: the last two spatial axes as the image, every other index
+    (channels, slices of a volume) as a plane (a view where the layout allows)."""
+    return a.reshape((-1,) + a.shape[-2:]).transpose(1, 2, 0)
 
 
 class _Transforms:

@@ -20,6 +20,7 @@ from deconv_cli.operators.grid import (
     channel_last,
     convolution_of,
     grid_operator,
+    noise_planes,
     one_kernel,
 )
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
@@ -294,7 +295,7 @@ def richardson_lucy(
             )
         if sigma is None:
             sigma = estimate_noise_sigma(
-                _planes(observed), None if clipped is None else _planes(clipped)
+                noise_planes(observed), None if clipped is None else noise_planes(clipped)
             )
         params["noise_sigma"] = float(sigma)
         target = DISCREPANCY * float(sigma) ** 2 * y.size
@@ -440,13 +441,6 @@ def _start(y: np.ndarray, at1: np.ndarray, floor: float) -> np.ndarray:
 
 
 _PER_CHANNEL = {n: f"c{'ijkl'[: n - 1]},c{'ijkl'[: n - 1]}->c" for n in range(2, 6)}
-
-
-def _planes(a: np.ndarray) -> np.ndarray:
-    """A channel-first array as ``H×W×planes`` for the 2-D noise estimate: its last two
-    spatial axes as the image, every other index (channels, slices of a volume) as a
-    plane."""
-    return a.reshape((-1,) + a.shape[-2:]).transpose(1, 2, 0)
 
 
 def _tv_denominator(
