@@ -88,6 +88,7 @@ class Settings:
 
     transform: object  # a process.Transform
     dtype: str | None = None
+    axes: str | None = None  # the inputs' axes as stored (--axes); None: the files' own
     overwrite: bool = False
     skip_existing: bool = False
     fft_threads: int | None = None  # set in each worker (Dask); None: leave as is
@@ -359,6 +360,7 @@ def _process(item: Item, settings: Settings) -> ItemResult:
         settings.transform,
         dtype=settings.dtype,
         overwrite=settings.overwrite,
+        axes=settings.axes,
     )
     return ItemResult(item, "done", report)
 
@@ -384,7 +386,9 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
                 spooled = Item(Source(source, item.source.relative), item.output, "")
                 result = _process(spooled, settings)
             else:
-                report = process_file(source, output, settings.transform, dtype=settings.dtype)
+                report = process_file(
+                    source, output, settings.transform, dtype=settings.dtype, axes=settings.axes
+                )
                 with open(output, "rb") as handle, fs.naming(fs.STDOUT):
                     shutil.copyfileobj(handle, stdout)
                     stdout.flush()
