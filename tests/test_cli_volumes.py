@@ -200,3 +200,53 @@ def test_layout_refusals_before_the_work(tmp_path):
         line = one_error_line(run("convolve", *args, "-o", tmp_path / "o.png"))
         assert needle in line, line
     assert not (tmp_path / "o.png").exists()
+
+
+def test_compare_volumes_equals_skimage_metrics_in_3d(tmp_path):
+    """The whole row over every voxel (SSIM with a 7×7×7 window), a row per channel of
+    the volume, a row per plane (2-D metrics on the plane), as skimage.metrics computes."""
+    import json
+
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    truth = rng(9).random((8, 12, 10, 2))
+    noisy = np.clip(truth + 0.05 * rng(10).standard_normal(truth.shape), 0, 1)
+    np.save(tmp_path / "t.npy", np.moveaxis(truth, -1, 0))  # stored C Z Y X
+    tifffile.imwrite(
+        tmp_path / "n.tif",
+        np.moveaxis(noisy, -1, 1).astype(np.float32),
+        imagej=True,
+        metadata={"axes": "ZCYX"},
+    )
+    result = run(
+        "compare", tmp_path / "t.npy", tmp_path / "n.tif", "--axes", "CZYX", "-m", "psnr,ssim",
+        "--per-channel", "--per-slice", "-f", "json", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [(r["channel"], r["z"]) for r in rows] == [(None, None), (0, None), (1, None)] + [
+        (None, z) for z in range(8)
+    ]
+    noisy = noisy.astype(np.float32).astype(np.float64)  # as the ImageJ TIFF stored it
+    assert rows[0]["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, noisy, data_range=1))
+    per_channel = [
+        structural_similarity(truth[..., c], noisy[..., c], data_range=1) for c in (0, 1)
+    ]
+    assert rows[0]["ssim"] == pytest.approx(np.mean(per_channel), rel=1e-10)
+    for c in (0, 1):
+        assert rows[1 + c]["ssim"] == pytest.approx(per_channel[c], rel=1e-10)
+    for z in range(8):
+        expected = structural_similarity(truth[z], noisy[z], data_range=1, channel_axis=-1)
+        assert rows[3 + z]["ssim"] == pytest.approx(expected, rel=1e-10)
+        assert rows[3 + z]["psnr"] == pytest.approx(
+            peak_signal_noise_ratio(truth[z], noisy[z], data_range=1)
+        )
+
+
+def test_compare_a_volume_with_an_image_is_refused(tmp_path):
+    tifffile.imwrite(
+        tmp_path / "s.tif", np.zeros((3, 8, 8), np.float32), imagej=True, metadata={"axes": "ZYX"}
+    )
+    np.save(tmp_path / "s.npy", np.zeros((3, 8, 8)))
+    line = one_error_line(run("compare", tmp_path / "s.tif", tmp_path / "s.npy"))
+    assert "compare a volume with a volume" in line and "--axes" in line
