@@ -548,35 +548,35 @@ def _cgroup_room() -> int | None:
     return None
 
 
-def _copies(
-    command: str, method: str | None, kernel: np.ndarray, geometry: Geometry, unknown: bool
-) -> float:
+def _copies(command: str, method: str | None, op: ConvOperator, unknown: bool) -> float:
     """The job's peak memory in image-sized arrays: :data:`COPIES`, or the method's
     footprint (an unknown method is an error)."""
     if command != "invert":
         return COPIES[command]
     footprint = get_method(method).memory
-    return footprint(diagonal=_diagonalizable(kernel, geometry, unknown), bank=kernel.ndim == 4)
-
-
-def _diagonalizable(kernel: np.ndarray, geometry: Geometry, unknown: bool) -> bool:
-    """Whether the FFT (wrap) or DCT (reflect, symmetric kernel) diagonalizes ``A``."""
-    return not unknown and basis_for(geometry, effective_kernel(kernel, geometry)) is not None
+    diagonal = not unknown and basis_for(op.geometry, op.effective) is not None
+    return footprint(diagonal=diagonal, bank=op.is_bank)
 
 
 def _whole_operator(
-    command: str, shape: tuple[int, ...], kernel: np.ndarray, geometry: Geometry, unknown: bool
+    command: str,
+    shape: tuple[int, ...],
+    kernel: np.ndarray,
+    geometry: Geometry,
+    unknown: bool,
+    spatial: int,
 ) -> ConvOperator:
     """The untiled job's operator; ``shape`` is the input's (image, or data)."""
     if command == "convolve":
-        return ConvOperator(kernel, shape, geometry)
+        return ConvOperator(kernel, shape, geometry, spatial=spatial)
     if command == "transpose":
         from deconv_cli.operators import input_shape_for
 
-        return ConvOperator(kernel, input_shape_for(kernel, shape, geometry), geometry)
+        shape = input_shape_for(kernel, shape, geometry, spatial=spatial)
+        return ConvOperator(kernel, shape, geometry, spatial=spatial)
     from deconv_cli.inversion import build_problem
 
-    return build_problem(kernel, shape, geometry, unknown_boundary=unknown).op
+    return build_problem(kernel, shape, geometry, unknown_boundary=unknown, spatial=spatial).op
 
 
 def estimate_bytes(
@@ -591,6 +591,7 @@ def estimate_bytes(
     tile: int | None = None,
     margin: int | None = None,
     mapped: bool = False,
+    spatial: int = 2,
 ) -> int:
     """The peak memory a job allocates, in bytes (an estimate from measured peaks).
 
@@ -613,6 +614,8 @@ def estimate_bytes(
         tile's window and the parameter crop).
     mapped : bool
         The tiled job's input and output are memory-mapped files: not counted.
+    spatial : {2, 3}
+        The spatial axes of ``shape`` (3: a volume, untiled).
 
     Returns
     -------
@@ -627,13 +630,14 @@ def estimate_bytes(
         ``method`` is not a registered method (for ``invert``).
     """
     kernel = np.asarray(kernel, dtype=np.float64)
-    op = _whole_operator(command, shape, kernel, geometry, unknown_boundary)
+    op = _whole_operator(command, shape, kernel, geometry, unknown_boundary, spatial)
     itemsize = np.dtype(dtype).itemsize
-    copies = _copies(command, method, kernel, geometry, unknown_boundary)
-    (h, w), (ho, wo) = op.input_shape[:2], op.output_shape[:2]
-    channels = max(math.prod(op.input_shape[2:]), math.prod(op.output_shape[2:]))
+    copies = _copies(command, method, op, unknown_boundary)
+    points = max(math.prod(op.input_shape[:spatial]), math.prod(op.output_shape[:spatial]))
+    channels = max(math.prod(op.input_shape[spatial:]), math.prod(op.output_shape[spatial:]))
     if tile is None:
-        return FIXED_BYTES + int(copies * max(h * w, ho * wo) * channels * itemsize)
+        return FIXED_BYTES + int(copies * points * channels * itemsize)
+    h, w = op.input_shape[:2]
     kh, kw = op.effective.shape[2:]
     if command == "invert":
         margin = default_margin(kernel, geometry) if margin is None else margin
