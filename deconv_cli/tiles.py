@@ -132,18 +132,38 @@ def dims(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-class _Windows:
-    """The ``valid``, zero-boundary operators of one operator's kernel bank and geometry,
-    by window shape, in the operator's array layout (spatial axes first)."""
+class Tiler:
+    """One block of ``A x`` or ``Aᵀ y`` at a time, for any operator's geometry.
+
+    Parameters
+    ----------
+    op : ConvOperator or Convolution
+        Its arrays' leading axes are spatial (1, 2 or 3), then channels.
+
+    Notes
+    -----
+    A block is ``((start, stop), ...)`` per spatial axis, in the coordinates of the
+    result. The arrays read (``x`` for :meth:`forward_block`, ``y`` for
+    :meth:`adjoint_block`) are only indexed, by tuples of slices or of ``np.ix_``
+    index arrays: anything that slices like an array will do (a memory map, a Zarr
+    array, a chunk of a Dask array embedded in the whole one's coordinates).
+    """
 
     def __init__(self, op) -> None:
         self.op = op
         self.core: Convolution = getattr(op, "core", op)  # a ConvOperator's explicit axes
-        self.ndim = self.core.ndim
+        self.ndim = d = self.core.ndim
+        self.extent = self.core.effective.shape[2:]
+        self.stride = self.core.stride
+        self.maps = [
+            index_map(op.input_shape[a], self.core.pads[a], self.core.geometry.boundary)
+            for a in range(d)
+        ]
         self.geometry = replace(self.core.geometry, mode="valid", boundary="constant", padding=None)
         self.cache: dict[tuple[int, ...], Convolution] = {}
 
     def _window(self, spatial: tuple[int, ...]) -> Convolution:
+        """The ``valid``, zero-boundary operator on a padded window of ``spatial`` shape."""
         if spatial not in self.cache:
             self.cache[spatial] = Convolution(
                 self.core.bank,
@@ -154,31 +174,60 @@ class _Windows:
             )
         return self.cache[spatial]
 
-    def forward(self, window: np.ndarray) -> np.ndarray:
-        """``V S`` of a gathered window (op layout in, op layout out)."""
-        spatial = window.shape[: self.ndim]
-        conv = self._window(spatial)
+    def forward_block(self, x, block) -> np.ndarray:
+        """``(A x)[block]``: the padded window under the block, gathered through the index
+        maps, through the ``valid`` operator (op layout in and out)."""
+        d, k, s = self.ndim, self.extent, self.stride
+        index = [
+            self.maps[a][s[a] * b0 : s[a] * (b1 - 1) + k[a]] for a, (b0, b1) in enumerate(block)
+        ]
+        window = gather(x, index, self.core.dtype)
+        conv = self._window(window.shape[:d])
         y = conv.forward(window.reshape(conv.input_shape))
-        return y.reshape(y.shape[: self.ndim] + self.op.output_shape[self.ndim :])
+        return y.reshape(y.shape[:d] + self.op.output_shape[d:])
 
-    def adjoint(self, data: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
-        """``Vᵀ Sᵀ`` of a data block onto a padded window of ``spatial`` shape."""
-        conv = self._window(spatial)
-        x = conv.adjoint(data.reshape(conv.output_shape))
-        return x.reshape(spatial + self.op.input_shape[self.ndim :])
+    def _pieces(self, axis: int, start: int, stop: int):
+        """Per run of padded positions on ``axis`` that land in the image span
+        ``[start, stop)``: the data above it, its part of that data's window adjoint,
+        and its indices in the span."""
+        k, s, index = self.extent[axis], self.stride[axis], self.maps[axis]
+        found = []
+        for p0, p1 in _runs(np.flatnonzero((index >= start) & (index < stop))):
+            i0, i1 = _covering(p0, p1, k, s, self.op.output_shape[axis])
+            if i0 >= i1:  # no tap of any output reaches these positions
+                continue
+            # the window op's image starts at padded s·i0 and is s·(i1−1−i0) + k long
+            q0, q1 = max(p0, s * i0), min(p1, s * (i1 - 1) + k)
+            found.append((slice(i0, i1), slice(q0 - s * i0, q1 - s * i0), index[q0:q1] - start))
+        return found
+
+    def adjoint_block(self, y, block) -> np.ndarray:
+        """``(Aᵀ y)[block]``: for each product of runs of padded positions landing in the
+        block, ``Vᵀ Sᵀ`` of the data above it, folded onto the block through the maps."""
+        d, k, stride = self.ndim, self.extent, self.stride
+        out = np.zeros(
+            tuple(b1 - b0 for b0, b1 in block) + self.op.input_shape[d:], dtype=self.core.dtype
+        )
+        per_axis = [self._pieces(a, b0, b1) for a, (b0, b1) in enumerate(block)]
+        for combo in itertools.product(*per_axis):
+            data = np.asarray(y[tuple(c[0] for c in combo)], dtype=self.core.dtype)
+            spatial = tuple(stride[a] * (data.shape[a] - 1) + k[a] for a in range(d))
+            conv = self._window(spatial)
+            values = conv.adjoint(data.reshape(conv.output_shape))
+            values = values.reshape(spatial + self.op.input_shape[d:])
+            _fold(out, values[tuple(c[1] for c in combo)], [c[2] for c in combo])
+        return out
 
 
-def _check_array(a: np.ndarray, shape: tuple[int, ...], what: str) -> None:
+def _check_array(a, shape: tuple[int, ...], what: str) -> None:
     if tuple(a.shape) != tuple(shape):
         raise GeometryError(
             f"the {what} has shape {dims(a.shape)}, the operator expects {dims(shape)}"
         )
 
 
-def _maps(op, core: Convolution) -> list[np.ndarray]:
-    return [
-        index_map(op.input_shape[a], core.pads[a], core.geometry.boundary) for a in range(core.ndim)
-    ]
+def _blocks(shape: tuple[int, ...], sides: tuple[int, ...]):
+    return itertools.product(*(spans(n, t) for n, t in zip(shape, sides, strict=True)))
 
 
 def tiled_forward(op, x: np.ndarray, tile: Tile, *, out: np.ndarray | None = None) -> np.ndarray:
@@ -210,18 +259,12 @@ def tiled_forward(op, x: np.ndarray, tile: Tile, *, out: np.ndarray | None = Non
     three arrays of ``∏ (s·tile + k)`` pixels (times channels) besides ``x`` and
     ``out``.
     """
-    windows = _Windows(op)
-    core, d = windows.core, windows.ndim
-    sides = tile_sides(tile, d)
+    tiler = Tiler(op)
+    sides = tile_sides(tile, tiler.ndim)
     _check_array(x, op.input_shape, "image")
-    out = output_array(out, op.output_shape, core.dtype)
-    maps = _maps(op, core)
-    k, s = core.effective.shape[2:], core.stride
-    per_axis = [spans(op.output_shape[a], sides[a]) for a in range(d)]
-    for block in itertools.product(*per_axis):
-        index = [maps[a][s[a] * b0 : s[a] * (b1 - 1) + k[a]] for a, (b0, b1) in enumerate(block)]
-        window = gather(x, index, core.dtype)
-        out[tuple(slice(b0, b1) for b0, b1 in block)] = windows.forward(window)
+    out = output_array(out, op.output_shape, tiler.core.dtype)
+    for block in _blocks(op.output_shape[: tiler.ndim], sides):
+        out[tuple(slice(b0, b1) for b0, b1 in block)] = tiler.forward_block(x, block)
     return out
 
 
@@ -257,41 +300,12 @@ def tiled_adjoint(op, y: np.ndarray, tile: Tile, *, out: np.ndarray | None = Non
     ``Vᵀ Sᵀ`` is computed from the data whose taps reach the run (a ``valid`` adjoint
     on a window) and added onto the tile through the index maps.
     """
-    windows = _Windows(op)
-    core, d = windows.core, windows.ndim
-    sides = tile_sides(tile, d)
+    tiler = Tiler(op)
+    sides = tile_sides(tile, tiler.ndim)
     _check_array(y, op.output_shape, "data")
-    out = output_array(out, op.input_shape, core.dtype)
-    k, stride = core.effective.shape[2:], core.stride
-    maps = _maps(op, core)
-
-    def pieces(axis: int, start: int, stop: int):
-        """Per run of padded positions on ``axis`` that land in the tile ``[start, stop)``:
-        the data above it, its part of that data's window adjoint, and its tile indices."""
-        ka, s, index = k[axis], stride[axis], maps[axis]
-        found = []
-        for p0, p1 in _runs(np.flatnonzero((index >= start) & (index < stop))):
-            i0, i1 = _covering(p0, p1, ka, s, op.output_shape[axis])
-            if i0 >= i1:  # no tap of any output reaches these positions
-                continue
-            # the window op's image starts at padded s·i0 and is s·(i1−1−i0) + k long
-            q0, q1 = max(p0, s * i0), min(p1, s * (i1 - 1) + ka)
-            found.append((slice(i0, i1), slice(q0 - s * i0, q1 - s * i0), index[q0:q1] - start))
-        return found
-
-    per_axis = [spans(op.input_shape[a], sides[a]) for a in range(d)]
-    axis_pieces = [[pieces(a, b0, b1) for b0, b1 in per_axis[a]] for a in range(d)]
-    for numbers in itertools.product(*(range(len(p)) for p in per_axis)):
-        block_spans = [per_axis[a][i] for a, i in enumerate(numbers)]
-        block = np.zeros(
-            tuple(b1 - b0 for b0, b1 in block_spans) + op.input_shape[d:], dtype=core.dtype
-        )
-        for combo in itertools.product(*(axis_pieces[a][i] for a, i in enumerate(numbers))):
-            data = np.asarray(y[tuple(c[0] for c in combo)], dtype=core.dtype)
-            spatial = tuple(stride[a] * (data.shape[a] - 1) + k[a] for a in range(d))
-            values = windows.adjoint(data, spatial)[tuple(c[1] for c in combo)]
-            _fold(block, values, [c[2] for c in combo])
-        out[tuple(slice(b0, b1) for b0, b1 in block_spans)] = block
+    out = output_array(out, op.input_shape, tiler.core.dtype)
+    for block in _blocks(op.input_shape[: tiler.ndim], sides):
+        out[tuple(slice(b0, b1) for b0, b1 in block)] = tiler.adjoint_block(y, block)
     return out
 
 
