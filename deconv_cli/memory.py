@@ -19,7 +19,7 @@ from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry, basis_for, effective_kernel
 from deconv_cli.restore import get_method
 from deconv_cli.tiled_invert import PILOT_SIDE, default_margin, tileable
-from deconv_cli.tiles import Tile, describe_tile, dims, kernel_ndim, tile_sides
+from deconv_cli.tiles import Tile, describe_tile, dims, tile_sides
 
 MEMINFO = Path("/proc/meminfo")
 STATUS = Path("/proc/self/status")
@@ -197,7 +197,7 @@ def estimate_bytes(
     op = _whole_operator(command, shape, kernel, geometry, unknown_boundary)
     itemsize = np.dtype(dtype).itemsize
     copies = _copies(command, method, kernel, geometry, unknown_boundary)
-    d = kernel_ndim(kernel)
+    d = op.core.ndim
     spatial, spatial_out = op.input_shape[:d], op.output_shape[:d]
     channels = max(math.prod(op.input_shape[d:]), math.prod(op.output_shape[d:]))
     if tile is None:
@@ -206,7 +206,7 @@ def estimate_bytes(
     sides = tile_sides(tile, d)
     extent = op.effective.shape[2:]
     if command == "invert":
-        margins = default_margin(kernel, geometry) if margin is None else margin
+        margins = default_margin(op) if margin is None else margin
         margins = margins if isinstance(margins, tuple) else (margins,) * d
         # the larger of a tile's window and the pilot crop's, per axis
         window = math.prod(
@@ -266,7 +266,7 @@ def check_memory(
             f"{message}; --tile works for invert only with --mode same, stride 1 and no "
             "--padding: free memory or process a smaller image"
         )
-    d = kernel_ndim(np.asarray(kernel))
+    d = job.get("spatial", 2)
     largest = max(shape[:d])
     ceiling = min(tile_sides(tile, d)) if tile is not None else largest
     suggested = SUGGESTED_TILES + ((128, 64) if d == 3 else ())

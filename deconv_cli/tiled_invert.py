@@ -20,14 +20,13 @@ from dataclasses import replace
 import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
-from deconv_cli.operators import Geometry, effective_kernel
+from deconv_cli.operators import Geometry
 from deconv_cli.restore import RestoreOptions, RestoreResult, get_method
 from deconv_cli.tiles import (
     Tile,
     describe_tile,
     dims,
     gather,
-    kernel_ndim,
     output_array,
     spans,
     tile_sides,
@@ -39,11 +38,11 @@ PILOT_SIDE = 1024
 """A tiled invert chooses its automatic parameters on a central crop of at most this side."""
 
 
-def default_margin(kernel: np.ndarray, geometry: Geometry) -> tuple[int, ...]:
-    """The default invert margin per spatial axis: :data:`MARGIN_FACTOR` effective kernel
-    extents along that axis (a PSF is often longer in z than across)."""
-    extent = effective_kernel(np.asarray(kernel, dtype=np.float64), geometry).shape[2:]
-    return tuple(MARGIN_FACTOR * k for k in extent)
+def default_margin(op) -> tuple[int, ...]:
+    """The default invert margin per spatial axis of the operator ``op``:
+    :data:`MARGIN_FACTOR` effective kernel extents along that axis (a PSF is often
+    longer in z than across)."""
+    return tuple(MARGIN_FACTOR * k for k in op.core.effective.shape[2:])
 
 
 def _margins(margin, d: int) -> tuple[int, ...]:
@@ -166,13 +165,13 @@ def tiled_invert(
     from deconv_cli.inversion import build_problem, invert
 
     check_tiled_geometry(geometry)
-    d = kernel_ndim(kernel)
-    sides = tile_sides(tile, d)
-    margins = _margins(default_margin(kernel, geometry) if margin is None else margin, d)
     dtype = np.dtype(np.float32 if blurred.dtype == np.float32 else np.float64)
     whole = build_problem(
         kernel, blurred.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
     )
+    d = whole.op.core.ndim
+    sides = tile_sides(tile, d)
+    margins = _margins(default_margin(whole.op) if margin is None else margin, d)
     out = output_array(out, whole.image_shape, dtype)
     shape = blurred.shape[:d]
     blocks = list(itertools.product(*(spans(n, t) for n, t in zip(shape, sides, strict=True))))

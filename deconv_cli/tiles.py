@@ -67,12 +67,6 @@ def tile_sides(tile: Tile, ndim: int) -> tuple[int, ...]:
     return tuple(int(t) for t in sides)
 
 
-def kernel_ndim(kernel: np.ndarray) -> int:
-    """The spatial axes of a kernel in the commands' layout: a 2-D kernel or a 4-D bank
-    ``(C_out, C_in, kh, kw)`` has 2, a volume PSF ``(kz, ky, kx)`` or a 5-D bank 3."""
-    return kernel.ndim - 2 if kernel.ndim >= 4 else kernel.ndim
-
-
 def describe_tile(tile: Tile, ndim: int = 2) -> str:
     """``64x64`` (``ndim`` equal sides) or the sides given."""
     sides = tile if isinstance(tile, tuple) else (tile,) * ndim
