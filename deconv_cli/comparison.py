@@ -22,6 +22,10 @@ Rules
 - **Thresholds.** ``{metric: limit}``: a maximum for the error metrics, a minimum
   for ``psnr`` and ``ssim``, both inclusive. A row passes when all hold; a pair
   passes when all its rows pass.
+
+Size: a little over 500 lines for one idea, the ``compare`` experiment (pairing,
+scale, rows, thresholds and the difference maps of those rows); no part of it is
+used elsewhere.
 """
 
 from __future__ import annotations
