@@ -28,7 +28,7 @@ from deconv_cli.errors import DeconvError
 from deconv_cli.operators import cost
 from deconv_cli.operators.core import Convolution
 from deconv_cli.operators.cost import fast_length
-from deconv_cli.operators.padding import border_pairs
+from deconv_cli.operators.padding import border_pairs, namespace
 from deconv_cli.operators.threads import fft_workers
 
 
@@ -44,13 +44,15 @@ def one_kernel(op) -> bool:
 
 
 def channel_first(a: np.ndarray, ndim: int) -> np.ndarray:
-    """An array of ``ndim`` spatial axes, channels last if any, as a ``C × *spatial`` view."""
-    return a[None] if a.ndim == ndim else np.moveaxis(a, -1, 0)
+    """An array of ``ndim`` spatial axes, channels last if any, as a ``C × *spatial`` view
+    (in the array's own namespace)."""
+    xp = namespace(a)
+    return xp.expand_dims(a, axis=0) if a.ndim == ndim else xp.moveaxis(a, -1, 0)
 
 
 def channel_last(a: np.ndarray, shape: tuple[int, ...], ndim: int) -> np.ndarray:
     """A ``C × *spatial`` array as a view of the layout of ``shape`` (``*spatial[, C]``)."""
-    return a[0] if len(shape) == ndim else np.moveaxis(a, 0, -1)
+    return a[0, ...] if len(shape) == ndim else namespace(a).moveaxis(a, 0, -1)
 
 
 def noise_planes(a: np.ndarray) -> np.ndarray:
