@@ -1,5 +1,9 @@
 """Tikhonov and Wiener: regularized linear inverses, closed form where diagonalizable.
 
+(Over 500 lines: the closed forms, the parameter rules and CG share one spectral
+representation of the problem, :class:`_Spectrum`; the rules are the candidate to move
+out, with ``gcv_noise_sigma``, which TV imports from here.)
+
 Both minimize ``‖A x − y‖² + ν ‖L x‖²``: Tikhonov with ``L`` the discrete Laplacian
 (``2d + 1`` points on ``d`` spatial axes: 3 in 1-D, 5 in 2-D, 7 in 3-D; the boundary
 convention of ``A``), Wiener with ``L = I`` and ``ν`` a

@@ -31,7 +31,7 @@ from deconv_cli.operators.grid import (
 )
 from deconv_cli.operators.padding import namespace
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
-from deconv_cli.restore.iterative import dot as _dot
+from deconv_cli.restore.rl_steps import blocks, clip_below, inner, predict, ratio, to_numpy, update
 
 DEFAULT_ITERATIONS = 100
 DISCREPANCY = 1.0
@@ -84,122 +84,6 @@ class _Generic:
 
 def _channel_first(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
     return (shape[-1] if len(shape) > ndim else 1,) + tuple(shape[:ndim])
-
-
-def _blocks(shape: tuple[int, ...]) -> list[tuple[int, slice]]:
-    """(channel, slabs along the first spatial axis) blocks of about 64k samples: each
-    chain of elementwise operations runs in cache. (Threads do not pay: many short numpy
-    calls contend for the GIL, and the FFTs already use the cores.)"""
-    channels, height = shape[:2]
-    step = max(1, (1 << 16) // max(math.prod(shape[2:]), 1))
-    return [
-        (c, slice(r, min(r + step, height)))
-        for c in range(channels)
-        for r in range(0, height, step)
-    ]
-
-
-def _clip_below(a: np.ndarray, floor) -> None:
-    """``a = max(a, floor)`` in place. (``np.maximum`` with a scalar runs an unvectorized
-    loop, 3x slower than ``clip`` with both bounds; numpy 2.4.)"""
-    xp = namespace(a)
-    if xp is np:
-        np.clip(a, floor, np.inf, out=a)
-    else:
-        a[...] = xp.clip(a, min=float(floor))
-
-
-# The three elementwise steps of an iteration. ``blocks`` (numpy): fused in place, block
-# by block; ``None`` (another namespace): whole-array operations of the arrays' library.
-
-
-def _per_channel(a) -> np.ndarray:
-    """A channel-first array's per-channel sums, as float64 numpy."""
-    xp = namespace(a)
-    sums = xp.sum(a, axis=tuple(range(1, a.ndim)), dtype=xp.float64)
-    return np.asarray([float(sums[c]) for c in range(a.shape[0])])
-
-
-def _numpy(a) -> np.ndarray:
-    """``a`` as a numpy array (through DLPack for another library's array)."""
-    return a if isinstance(a, np.ndarray) else np.from_dlpack(a)
-
-
-def _inner(a, b) -> float:
-    """``⟨a, b⟩`` in the arrays' namespace."""
-    xp = namespace(a)
-    return _dot(a, b) if xp is np else float(xp.sum(a * b, dtype=xp.float64))
-
-
-def _predict(blocks, p, x, x_prev, alpha: np.ndarray) -> None:
-    """``p = max(x + α (x − x_prev), 0)``, one ``α`` per channel."""
-    if blocks is None:
-        xp = namespace(x)
-        a = xp.reshape(xp.asarray(alpha, dtype=x.dtype), (-1,) + (1,) * (x.ndim - 1))
-        p[...] = xp.clip(x + a * (x - x_prev), min=0.0)
-        return
-    for c, rows in blocks:
-        pb, xb = p[c, rows], x[c, rows]
-        if alpha[c] > 0:
-            np.subtract(xb, x_prev[c, rows], out=pb)
-            pb *= x.dtype.type(alpha[c])  # a float64 scalar would compute in float64
-            pb += xb
-            _clip_below(pb, 0)
-        else:
-            pb[...] = xb
-
-
-def _ratio(blocks, scratch, ax, y, ratio, floor, need_residual: bool) -> float:
-    """``ratio = y / max(A p, floor)``; returns ``‖A p − y‖²`` (0 when not needed).
-
-    The floored ``A p`` goes to the contiguous ``scratch``: where ``ax`` is a view of a
-    grid with gaps between its rows, ufuncs on it run one inner loop per row (about
-    twice the cost at 544², see ``richardson_lucy``), so it is read once."""
-    residual2 = 0.0
-    if blocks is None:
-        if need_residual:
-            residual2 = _inner(ax - y, ax - y)
-        ratio[...] = y / namespace(y).clip(ax, min=float(floor))
-        return residual2
-    for c, rows in blocks:
-        ab, yb = ax[c, rows], y[c, rows]
-        t = scratch[: rows.stop - rows.start]
-        if need_residual:
-            np.subtract(ab, yb, out=t)
-            residual2 += _dot(t, t)
-        np.clip(ab, floor, np.inf, out=t)
-        np.divide(yb, t, out=ratio[c, rows])
-    return residual2
-
-
-def _update(blocks, scratch, x, x_prev, p, b, inv_at1, g, g_prev, steps: bool, change: bool):
-    """``x = p · b [/ Aᵀ1]`` and ``g = x − p``. Returns ``‖g‖²`` and ``⟨g, g_prev⟩`` per
-    channel (when ``steps``), and ``‖x − x_prev‖²``, ``‖x‖²`` (when ``change``)."""
-    gg, gp = np.zeros(x.shape[0]), np.zeros(x.shape[0])
-    dd = xx = 0.0
-    if blocks is None:
-        x[...] = p * b if inv_at1 is None else p * b * inv_at1
-        if steps:
-            g[...] = x - p
-            gg, gp = _per_channel(g * g), _per_channel(g * g_prev)
-        if change:
-            dd, xx = _inner(x - x_prev, x - x_prev), _inner(x, x)
-        return gg, gp, dd, xx
-    for c, rows in blocks:
-        xb, pb, gb = x[c, rows], p[c, rows], g[c, rows]
-        np.multiply(pb, b[c, rows], out=xb)
-        if inv_at1 is not None:
-            xb *= inv_at1[c, rows]
-        if steps:
-            np.subtract(xb, pb, out=gb)
-            gg[c] += _dot(gb, gb)
-            gp[c] += _dot(gb, g_prev[c, rows])
-        if change:
-            t = scratch[: rows.stop - rows.start]
-            np.subtract(xb, x_prev[c, rows], out=t)
-            dd += _dot(t, t)
-            xx += _dot(xb, xb)
-    return gg, gp, dd, xx
 
 
 def check_psf(kernel: np.ndarray) -> None:
@@ -314,7 +198,7 @@ def richardson_lucy(
     if not low or tol is not None or tv or noise_sigma is not None:
         clipped = None  # only the noise estimate (the default rule) needs it
     if low:
-        _clip_below(y, floor)
+        clip_below(y, floor)
         notes.append(
             f"{low} data values ≤ {_DATA_FLOOR:g} × max (negative or zero) were raised "
             "to that floor: Richardson-Lucy needs positive data"
@@ -354,8 +238,8 @@ def richardson_lucy(
             )
         if sigma is None:
             sigma = estimate_noise_sigma(
-                noise_planes(_numpy(observed)),
-                None if clipped is None else noise_planes(_numpy(clipped)),
+                noise_planes(to_numpy(observed)),
+                None if clipped is None else noise_planes(to_numpy(clipped)),
             )
         params["noise_sigma"] = float(sigma)
         target = DISCREPANCY * float(sigma) ** 2 * y.size
@@ -378,7 +262,7 @@ def richardson_lucy(
     g = xp.empty_like(x)
     g_prev = xp.zeros_like(x)
     ax_floor = dtype.type(_MODEL_FLOOR[dtype] * peak)
-    norm_y = math.sqrt(_inner(y, y))
+    norm_y = math.sqrt(inner(y, y))
     alpha = np.zeros(x.shape[0])
     gg_prev = np.zeros(x.shape[0])
     residual2 = float("nan")
@@ -387,7 +271,7 @@ def richardson_lucy(
     k = 0
     image_blocks = data_blocks = scratch = image_scratch = None
     if xp is np:
-        image_blocks, data_blocks = _blocks(x.shape), _blocks(y.shape)
+        image_blocks, data_blocks = blocks(x.shape), blocks(y.shape)
         scratch = np.empty((data_blocks[0][1].stop,) + y.shape[2:], dtype=dtype)
         image_scratch = np.empty((image_blocks[0][1].stop,) + x.shape[2:], dtype=dtype)
     # the prediction, computed in place where the engine's image is contiguous, else in
@@ -395,17 +279,17 @@ def richardson_lucy(
     direct = xp is not np or engine.image.flags.c_contiguous
     p = engine.image if direct else np.empty_like(x)
     for k in range(1, iterations + 1):
-        _predict(image_blocks, p, x, x_prev, alpha)
+        predict(image_blocks, p, x, x_prev, alpha)
         if not direct:
             engine.image[...] = p
         ax = engine.forward()
-        residual2 = _ratio(data_blocks, scratch, ax, y, engine.data, ax_floor, need_residual)
+        residual2 = ratio(data_blocks, scratch, ax, y, engine.data, ax_floor, need_residual)
         b = engine.adjoint()
         if tv_weight:
             b = b / _tv_denominator(p, at1, tv_weight, epsilon, held)
         x_prev, x = x, x_prev
         inv = None if tv_weight else inv_at1
-        gg, gp, dd, xx = _update(
+        gg, gp, dd, xx = update(
             image_blocks,
             image_scratch,
             x,
@@ -424,7 +308,7 @@ def richardson_lucy(
             per_channel = _PER_CHANNEL[g.ndim]
             gg = np.einsum(per_channel, g, g)
             gp = np.einsum(per_channel, g, g_prev)
-            dd, xx = _dot(x - x_prev, x - x_prev), _dot(x, x)
+            dd, xx = inner(x - x_prev, x - x_prev), inner(x, x)
         if accelerate:
             # Biggs-Andrews: α from the last two steps (the first has no predecessor)
             if k > 1:
@@ -457,7 +341,7 @@ def richardson_lucy(
         method="richardson-lucy",
         params=params,
         iterations=k,
-        residual=math.sqrt(_inner(r, r)) / max(math.sqrt(_inner(observed, observed)), 1e-300),
+        residual=math.sqrt(inner(r, r)) / max(math.sqrt(inner(observed, observed)), 1e-300),
         converged=converged if rule != "iterations" else None,
         notes=notes,
     )
@@ -559,7 +443,7 @@ def _tv_denominator(
         div[lead + (0, Ellipsis)] += d[lead + (0, Ellipsis)]
     div *= -float(weight)
     div += 1
-    _clip_below(div, _TV_DENOMINATOR_FLOOR)
+    clip_below(div, _TV_DENOMINATOR_FLOOR)
     denominator = div
     denominator *= at1
     if held is not None:
