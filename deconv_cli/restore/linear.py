@@ -85,7 +85,8 @@ def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> 
     ----------
     blurred : ndarray
         The data ``y``, shape ``op.output_shape``.
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``reg``: ``ν`` (``None``: chosen by GCV); ``iterations``/``tol``: the CG
         solver where ``A`` is not diagonalizable (default 1000 and 1e-6 on the
@@ -125,7 +126,8 @@ def wiener(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Re
     Parameters
     ----------
     blurred : ndarray
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``nsr``: the noise-to-signal power ratio (``None``: chosen from the data);
         ``noise_sigma``: the noise level for the rule of thumb used for kernel banks

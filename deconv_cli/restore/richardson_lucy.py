@@ -112,8 +112,10 @@ def richardson_lucy(
     ----------
     blurred : ndarray, shape ``op.output_shape``
         Non-negative data (values ≤ 0 are raised to a tiny positive floor).
-    op : ConvOperator
-        A non-negative kernel (a PSF), any geometry.
+    op : ConvOperator or Convolution
+        A non-negative kernel (a PSF), any geometry, 1 to 3 spatial axes (arrays
+        ``*spatial`` or ``*spatial × C``). For data of another array library: a
+        :class:`~deconv_cli.operators.Convolution` with the ``fft`` engine.
     iterations : int, optional
         Maximum iterations (default 100).
     tol : float, optional
