@@ -444,13 +444,13 @@ def test_batch_item_that_is_refused_on_reading_fails_and_the_rest_are_written(fo
 # monotonic time, comparable across processes), in the parent and in forked workers.
 LOGGED = """
 import os, sys, time
-import deconv_cli.batch as batch
-original = batch.process_item
+import deconv_cli.batch_run as batch_run
+original = batch_run.process_item
 def logged(item, settings):
     with open(os.environ["DECONV_TEST_STARTS"], "a") as log:
         log.write(f"{time.monotonic()!r} {item.source.label}\\n")
     return original(item, settings)
-batch.process_item = logged
+batch_run.process_item = logged
 from deconv_cli.cli import main
 main(sys.argv[1:], prog_name="deconv")
 """

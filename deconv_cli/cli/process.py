@@ -24,6 +24,7 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
     several, failures are reported per item, the rest go on, and the exit is 1.
     """
     from deconv_cli import batch as core
+    from deconv_cli import batch_run
     from deconv_cli.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, CommandFailed
 
     if batch.overwrite and batch.skip_existing:
@@ -46,22 +47,23 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
     settings = core.Settings(
         build(single),
         dtype=batch.dtype,
+        axes=batch.axes,
         overwrite=batch.overwrite,
         skip_existing=batch.skip_existing,
     )
     if single and batch.scheduler is None:
         item = items[0]
         if item.source.path is None or item.output is None:
-            results = [core.run_stdio(item, settings, stdin_data, sys.stdout.buffer)]
+            results = [batch_run.run_stdio(item, settings, stdin_data, sys.stdout.buffer)]
         else:
-            results = [core._process(item, settings)]
+            results = [batch_run.run_item(item, settings)]
         if not batch.quiet:
             _summary(title, kernel, results, notes, streamed=False)
         return results
-    jobs = core.available_cores() if batch.jobs == 0 else batch.jobs
-    with core.Stop() as stop:
+    jobs = batch_run.available_cores() if batch.jobs == 0 else batch.jobs
+    with batch_run.Stop() as stop:
         results = _run_with_progress(
-            core.run(
+            batch_run.run(
                 items,
                 settings,
                 jobs=jobs,
