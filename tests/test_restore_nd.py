@@ -274,3 +274,29 @@ def test_rl_computes_in_the_data_s_array_namespace(shape, flags, options):
     assert got.iterations == expected.iterations
     np.testing.assert_allclose(np.from_dlpack(got.image), expected.image, rtol=1e-9, atol=1e-12)
     assert got.residual == pytest.approx(expected.residual, rel=1e-9)
+
+
+def test_solvers_take_the_volume_conv_operator():
+    """``ConvOperator(kernel, (Z, Y, X), spatial=3)``, the commands' operator for a ZYX
+    volume, gives the same results as its ``Convolution`` (a ``Z×Y×X×1`` layout)."""
+    from deconv_cli.operators import ConvOperator
+    from deconv_cli.restore.linear import tikhonov
+
+    kernel = gaussian((0.6, 0.9, 0.9))
+    x = phantom((8, 14, 12), seed=13)
+    op = ConvOperator(kernel, x.shape, Geometry.create(boundary="nearest"), spatial=3)
+    y = op.forward(x)
+    rl = richardson_lucy(y, op, iterations=6, tol=0)
+    rl_core = richardson_lucy(y[..., None], op.core, iterations=6, tol=0)
+    assert rl.image.shape == x.shape
+    np.testing.assert_allclose(rl.image, rl_core.image[..., 0], rtol=1e-10)
+    ls = cgls(y, op, iterations=20, tol=0)
+    np.testing.assert_allclose(
+        ls.image,
+        cgls(y[..., None], op.core, iterations=20, tol=0).image[..., 0],
+        rtol=1e-8,
+        atol=1e-12,
+    )
+    reg = tikhonov(y, op, RestoreOptions(reg=0.01, tol=1e-12))
+    reg_core = tikhonov(y[..., None], op.core, RestoreOptions(reg=0.01, tol=1e-12))
+    np.testing.assert_allclose(reg.image, reg_core.image[..., 0], rtol=1e-8, atol=1e-12)
