@@ -40,13 +40,17 @@ class _Transforms:
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.shape = shape
         self.workers = fft_workers()
-        complex_dtype = np.result_type(dtype, np.complex64)
-        self.spectrum = np.empty(shape[:-1] + (shape[-1] // 2 + 1,), dtype=complex_dtype)
+        self.complex_dtype = np.result_type(dtype, np.complex64)
         try:
             from scipy.fft._pocketfft import pypocketfft
         except ImportError:  # pragma: no cover - depends on the scipy build
             pypocketfft = None
         self._pocketfft = pypocketfft
+
+    @cached_property
+    def spectrum(self) -> np.ndarray:
+        """The shared spectrum buffer, made on first use (TV keeps its own)."""
+        return np.empty(self.shape[:-1] + (self.shape[-1] // 2 + 1,), dtype=self.complex_dtype)
 
     def forward(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``rfft2(a)`` into ``out`` (default: the shared spectrum buffer), returned."""
@@ -218,7 +222,7 @@ class GridOperator(_Grid):
         kernel = op.effective[0, 0]
         spectrum = _kernel_spectrum(kernel, self.grid)
         spectrum *= 1 / (self.grid[0] * self.grid[1])  # the inverse transforms are unnormalized
-        self.kernel_spectrum = spectrum.astype(self.transforms.spectrum.dtype, copy=False)
+        self.kernel_spectrum = spectrum.astype(self.transforms.complex_dtype, copy=False)
 
     @cached_property
     def conj_spectrum(self) -> np.ndarray:

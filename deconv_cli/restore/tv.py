@@ -179,13 +179,14 @@ def tv_deconvolve(
         if tol > 0 and k > 1 and solver.settled and change <= tol:
             converged = True
             break
-    image = np.ascontiguousarray(grid.external(solver.x, free.input_shape)[frame])
+    residual = solver.final_residual() / norm_y
+    image = np.ascontiguousarray(grid.external(solver.image(), free.input_shape)[frame])
     result = RestoreResult(
         image=image,
         method="tv",
         params=params,
         iterations=k,
-        residual=solver.final_residual() / norm_y,
+        residual=residual,
         converged=converged if tol > 0 else None,
     )
     if tol > 0 and not converged:
@@ -199,8 +200,13 @@ def tv_deconvolve(
 class _HQS:
     """The splitting's state on the grid, channel-first, in the operator's dtype.
 
-    Seven grid arrays (``v``, ``C v``, the split ``t``, the scaled dual ``e``, one work
-    array) and the image ``x``; the elementwise steps run in place or in row blocks.
+    Seven grid arrays: ``v``, ``C v`` (which holds ``u`` during a step), the split ``t``
+    (two), the scaled dual ``e`` (two) and one work array; the half-spectra live in the
+    two ``t`` buffers (their rows padded to ``2 (W//2 + 1)`` samples) once ``t`` is used,
+    and the next ``v`` is written into the work array, whose buffer then swaps with
+    ``v``'s. With the kernel spectrum, the ``v``-step's divisor (half a grid) and the
+    data: about 10.5 image-sized arrays. The elementwise steps run in place or in row
+    blocks.
     """
 
     def __init__(self, grid: GridOperator, y: np.ndarray, lam: float, scale: float) -> None:
@@ -215,44 +221,55 @@ class _HQS:
         hg, wg = grid.grid
         self.fy = (4 * np.sin(np.pi * np.arange(hg) / hg) ** 2).astype(dtype)
         self.fx = (4 * np.sin(np.pi * np.arange(wg // 2 + 1) / wg) ** 2).astype(dtype)
-        self.den = np.empty(grid.kernel_spectrum.shape, dtype=dtype)
-        self.den_rho = None  # the ρ of den
-        self.tiny = dtype.type(1e-12 * float(self._power().max()))
+        # |K|² is the square of the kernel spectrum (which holds the 1/n of the inverse) × n
+        self.tiny = dtype.type(1e-12 * float(np.abs(grid.kernel_spectrum).max() * self.n) ** 2)
         self.region = grid.interior
         # the data placed on the image, blended across the rest of the grid
         self.v = _blend_fill(_placed(grid, y), shape)
         self.cv = np.empty(shape, dtype=dtype)
-        self.tx = np.empty(shape, dtype=dtype)  # t = ∇v + e, then d − e
-        self.ty = np.empty(shape, dtype=dtype)
+        # t = ∇v + e, then d − e; its buffers hold the half-spectra during the v-step
+        padded = shape[:-1] + (2 * (wg // 2 + 1),)
+        self.t_buffers = (np.empty(padded, dtype=dtype), np.empty(padded, dtype=dtype))
+        self.tx, self.ty = (b[..., :wg] for b in self.t_buffers)
+        self.spectra = tuple(b.view(grid.kernel_spectrum.dtype) for b in self.t_buffers)
         self.ex = np.zeros(shape, dtype=dtype)  # scaled duals of d = ∇v
         self.ey = np.zeros(shape, dtype=dtype)
         self.work = np.empty(shape, dtype=dtype)
-        self.spectrum2 = np.empty_like(grid.transforms.spectrum)
         relative = max(lam / scale, 1e-30)
         start = max(BETA_START, RHO_MIN / relative)
         self.beta = start / 2  # the first step doubles it
         self.beta_max = max(min(max(BETA_FACTOR / math.sqrt(relative), 16.0), 8192.0), start)
-        spectrum = grid.transforms.forward(self.v)
-        spectrum *= grid.conj_spectrum
+        spectrum = grid.transforms.forward(self.v, out=self.spectra[0])
+        _times_conjugate(spectrum, grid.kernel_spectrum, spectrum)
         grid.transforms.inverse(spectrum, self.cv)
-        self.x = self.v[self.region].copy()
 
-    def _power(self) -> np.ndarray:
-        """``|K|²`` into :attr:`den` (not kept: one grid array less, recomputed when ρ
-        changes); the kernel spectrum holds the 1/n of the unnormalized inverse."""
-        den = np.abs(self.grid.kernel_spectrum, out=self.den)
-        den *= den.dtype.type(self.n)
-        den *= den
-        return den
+    @property
+    def x(self) -> np.ndarray:
+        """The image: a view of ``v``, overwritten by the next step."""
+        return self.v[self.region]
 
-    def _denominator(self, rho: float) -> np.ndarray:
-        """``1 / (|K|² + ρ |∇|²)``, the v-step's Fourier division."""
-        den = self._power()
-        rho = self.fy.dtype.type(rho)
-        den += (rho * self.fy)[:, None]
-        den += rho * self.fx
-        np.maximum(den, self.tiny, out=den)
-        return np.reciprocal(den, out=den)
+    def _divide(self, spectrum: np.ndarray, tv_part: np.ndarray, rho: float, rows: int = 64):
+        """The ``v``-step in the Fourier domain, in row blocks (no divisor is stored):
+        ``V = (K·U + T) / (|K|² + ρ |∇|²)`` into ``spectrum`` and ``C v``'s spectrum
+        ``K̄·V`` into ``tv_part`` (``K`` the kernel spectrum, the symbol of ``Cᵀ``;
+        ``U``, ``T`` the spectra of ``u`` and of the TV part)."""
+        kernel = self.grid.kernel_spectrum
+        dtype = self.fy.dtype.type
+        n, rho = dtype(self.n), dtype(rho)
+        for top in range(0, kernel.shape[0], rows):
+            block = slice(top, top + rows)
+            k = kernel[block]
+            den = np.abs(k)
+            den *= n
+            np.square(den, out=den)
+            den += (rho * self.fy[block])[:, None]
+            den += rho * self.fx
+            np.maximum(den, self.tiny, out=den)
+            s = spectrum[..., block, :]
+            s *= k  # Cᵀu
+            s += tv_part[..., block, :]
+            s /= den
+            np.multiply(s, np.conj(k), out=tv_part[..., block, :])
 
     @property
     def settled(self) -> bool:
@@ -262,8 +279,7 @@ class _HQS:
     @property
     def residual(self) -> float:
         """``‖M C v − y‖``."""
-        r = self.cv[self.grid.observed] - self.y
-        return math.sqrt(dot(r, r))
+        return math.sqrt(_distances(self.cv[self.grid.observed], self.y)[0])
 
     def final_residual(self) -> float:
         """``‖A x − y‖`` of the current ``x`` (``C v`` is that of ``x``'s ``v``)."""
@@ -293,25 +309,43 @@ class _HQS:
         rho = self.lam * beta / self.scale
         rhs *= dtype(rho / self.n)
         t = g.transforms
-        spectrum = t.forward(self.cv)
-        spectrum *= g.kernel_spectrum  # Cᵀu
-        tv_part = t.forward(rhs, out=self.spectrum2)
-        tv_part[:, 0, 0] = 0  # exactly (∇ᵀ has no mean): rounding times a huge ρ would drift
-        spectrum += tv_part
-        if rho != self.den_rho:
-            self._denominator(rho)
-            self.den_rho = rho
+        spectrum, other = self.spectra  # t is spent: its buffers hold the spectra
+        t.forward(self.cv, out=spectrum)
+        t.forward(rhs, out=other)
+        other[:, 0, 0] = 0  # exactly (∇ᵀ has no mean): rounding times a huge ρ would drift
+        self._divide(spectrum, other, rho)
         self.beta = beta
-        spectrum *= self.den
-        np.multiply(spectrum, g.conj_spectrum, out=self.spectrum2)
-        t.inverse(spectrum, self.v)
-        t.inverse(self.spectrum2, self.cv)
+        new = t.inverse(spectrum, self.work)  # rhs is spent
+        t.inverse(other, self.cv)
         self.cv *= dtype(self.n)
-        new = self.v[r]
-        diff = np.subtract(new, self.x, out=self.work[r])
-        change = math.sqrt(dot(diff, diff) / max(dot(new, new), 1e-300))
-        np.copyto(self.x, new)
-        return change
+        change, norm = _distances(new[r], self.v[r])
+        self.v, self.work = new, self.v
+        return math.sqrt(change / max(norm, 1e-300))
+
+    def image(self) -> np.ndarray:
+        """The image (a copy), after the work buffers are released: the last call."""
+        self.tx = self.ty = self.t_buffers = self.spectra = None
+        self.ex = self.ey = self.work = self.cv = None
+        return self.x.copy()
+
+
+def _times_conjugate(a: np.ndarray, b: np.ndarray, out: np.ndarray, rows: int = 64) -> None:
+    """``out = a · conj(b)`` in row blocks (``b`` broadcast over the leading axis): the
+    conjugate is never stored whole."""
+    for top in range(0, a.shape[-2], rows):
+        block = slice(top, top + rows)
+        np.multiply(a[..., block, :], np.conj(b[block]), out=out[..., block, :])
+
+
+def _distances(a: np.ndarray, b: np.ndarray, rows: int = 64) -> tuple[float, float]:
+    """``(‖a − b‖², ‖a‖²)`` in row blocks (no image-sized temporary)."""
+    distance = norm = 0.0
+    for top in range(0, a.shape[-2], rows):
+        block = (Ellipsis, slice(top, top + rows), slice(None))
+        diff = a[block] - b[block]
+        distance += dot(diff, diff)
+        norm += dot(a[block], a[block])
+    return distance, norm
 
 
 def _split(tx, ty, ex, ey, threshold: float, rows: int = 64) -> None:
@@ -433,7 +467,7 @@ class _ADMM:
         fy = 4 * np.sin(np.pi * np.arange(grid.grid[0]) / grid.grid[0]) ** 2
         fx = 4 * np.sin(np.pi * np.arange(grid.grid[1] // 2 + 1) / grid.grid[1]) ** 2
         den = self.rho_u * np.abs(kernel) ** 2 + self.rho_d * (fy[:, None] + fx) + self.rho_v
-        complex_dtype = grid.transforms.spectrum.dtype
+        complex_dtype = grid.transforms.complex_dtype
         self.inv_den = (1 / (den * n)).astype(dtype)
         self.data_filter = (self.rho_u * kernel).astype(complex_dtype)
         self.correlation = np.conj(kernel).astype(complex_dtype)
@@ -474,6 +508,10 @@ class _ADMM:
         """``‖A x − y‖`` of the current ``x``."""
         r = self.grid.apply(self.x) - self.y
         return math.sqrt(dot(r, r))
+
+    def image(self) -> np.ndarray:
+        """The image ``x`` (the solver's own array)."""
+        return self.x
 
     def _place(self, x: np.ndarray) -> None:
         self.ev[self.region] = x
