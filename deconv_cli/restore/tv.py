@@ -4,10 +4,10 @@
 layout, the shrinkage and the automatic weight.)
 
 Solves ``min_x ½‖A x − y‖² + λ TV(x)`` with the isotropic TV of each channel (over the
-spatial axes: an image's two, a volume's three) and ``A`` the operator itself, whatever its boundary, mode, padding, stride or dilation,
-including the ``unknown`` boundary (a ``valid`` operator on an extended image). The
-automatic ``λ`` follows Morozov's discrepancy principle, computed on a central crop
-(:func:`discrepancy_lam`).
+spatial axes: an image's two, a volume's three) and ``A`` the operator itself, whatever
+its boundary, mode, padding, stride or dilation, including the ``unknown`` boundary (a
+``valid`` operator on an extended image). The automatic ``λ`` follows Morozov's
+discrepancy principle, computed on a central crop (:func:`discrepancy_lam`).
 """
 
 from __future__ import annotations
@@ -201,13 +201,14 @@ def tv_deconvolve(
 class _HQS:
     """The splitting's state on the grid, channel-first, in the operator's dtype.
 
-    Seven grid arrays: ``v``, ``C v`` (which holds ``u`` during a step), the split ``t``
-    (two), the scaled dual ``e`` (two) and one work array; the half-spectra live in the
-    two ``t`` buffers (their rows padded to ``2 (W//2 + 1)`` samples) once ``t`` is used,
+    ``3 + 2d`` grid arrays for ``d`` spatial axes (seven on an image): ``v``, ``C v``
+    (which holds ``u`` during a step), the split ``t`` and the scaled dual ``e`` (one
+    per axis) and one work array; the two half-spectra of the ``v``-step live in two of
+    the ``t`` buffers (their rows padded to ``2 (W//2 + 1)`` samples) once ``t`` is spent,
     and the next ``v`` is written into the work array, whose buffer then swaps with
-    ``v``'s. With the kernel spectrum, the ``v``-step's divisor (half a grid) and the
-    data: about 10.5 image-sized arrays. The elementwise steps run in place or in row
-    blocks.
+    ``v``'s. With the kernel's half-spectrum and the data: about 9.5 image-sized arrays
+    on an image (no divisor is stored: :meth:`_divide`). The elementwise steps run in
+    place or in row blocks.
     """
 
     def __init__(self, grid: GridOperator, y: np.ndarray, lam: float, scale: float) -> None:
