@@ -77,13 +77,17 @@ class _Transforms:
         self.shape = shape
         self.axes = tuple(range(-ndim, 0))
         self.workers = fft_workers()
-        complex_dtype = np.result_type(dtype, np.complex64)
-        self.spectrum = np.empty(shape[:-1] + (shape[-1] // 2 + 1,), dtype=complex_dtype)
+        self.complex_dtype = np.result_type(dtype, np.complex64)
         try:
             from scipy.fft._pocketfft import pypocketfft
         except ImportError:  # pragma: no cover - depends on the scipy build
             pypocketfft = None
         self._pocketfft = pypocketfft
+
+    @cached_property
+    def spectrum(self) -> np.ndarray:
+        """The shared spectrum buffer, made on first use (TV keeps its own)."""
+        return np.empty(self.shape[:-1] + (self.shape[-1] // 2 + 1,), dtype=self.complex_dtype)
 
     def forward(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``rfftn(a)`` over the spatial axes into ``out`` (default: the shared spectrum
@@ -283,7 +287,7 @@ class GridOperator(_Grid):
         self.transforms = _Transforms((self.channels,) + self.grid, self.dtype, self.ndim)
         spectrum = _kernel_spectrum(core.effective[0, 0], self.grid)
         spectrum *= 1 / math.prod(self.grid)  # the inverse transforms are unnormalized
-        self.kernel_spectrum = spectrum.astype(self.transforms.spectrum.dtype, copy=False)
+        self.kernel_spectrum = spectrum.astype(self.transforms.complex_dtype, copy=False)
 
     @cached_property
     def conj_spectrum(self) -> np.ndarray:
