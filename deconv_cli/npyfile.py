@@ -199,7 +199,7 @@ def write_npy_mapped(
 
     ``fill(allocate)`` calls ``allocate(shape, dtype)`` once, when it knows the
     result's shape, and writes the returned memory map piece by piece (e.g.
-    :func:`deconv_cli.tiles.tiled_invert` with ``out=``), so the result never needs
+    :func:`deconv_cli.tiled_invert.tiled_invert` with ``out=``), so the result never needs
     to be in memory at once. The map is of a temporary file renamed into place when
     ``fill`` returns, as :func:`atomic_write` does (and with its refusals).
 

@@ -27,11 +27,11 @@ from deconv_cli.formats import check_shape, parse_dtype
 from deconv_cli.inversion import IterationRecord, Monitor, build_problem, invert
 from deconv_cli.io import Image, write_image
 from deconv_cli.kernels import Kernel
+from deconv_cli.memory import check_memory
 from deconv_cli.noise import Noise
 from deconv_cli.npyfile import map_npy, write_npy_mapped
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
 from deconv_cli.restore import RestoreOptions, RestoreResult
-from deconv_cli.tiles import check_memory
 from deconv_cli.volumes import check_volume_format, read_volume, write_volume
 
 Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
@@ -412,7 +412,7 @@ class Invert(Transform):
                 "invert does not have; run without tiles",
                 parameter="tile",
             )
-        from deconv_cli.tiles import check_tiled_geometry
+        from deconv_cli.tiled_invert import check_tiled_geometry
 
         check_tiled_geometry(self.geometry)
 
@@ -448,7 +448,7 @@ class Invert(Transform):
         problem = self._problem(y.shape, spatial, y.dtype)
         options = replace(self.options, jpeg_tables=_jpeg_tables(image))
         if self.tile is not None:
-            from deconv_cli.tiles import tiled_invert
+            from deconv_cli.tiled_invert import tiled_invert
 
             result = tiled_invert(
                 y,

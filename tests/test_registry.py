@@ -99,7 +99,7 @@ def test_flags_are_the_commands_own():
 
 @pytest.mark.parametrize("method", [None, "magic"])
 def test_memory_estimate_refuses_an_unknown_method(method):
-    from deconv_cli.tiles import estimate_bytes
+    from deconv_cli.memory import estimate_bytes
 
     with pytest.raises(DeconvError, match=f"method: `{method}` is not one of `inverse`"):
         estimate_bytes("invert", (64, 64), np.ones((3, 3)) / 9, Geometry(), method=method)
@@ -107,7 +107,7 @@ def test_memory_estimate_refuses_an_unknown_method(method):
 
 def test_memory_estimate_reads_each_method_footprint():
     """Measured copies (a closed form where the DCT diagonalizes, else the general path)."""
-    from deconv_cli.tiles import FIXED_BYTES, estimate_bytes
+    from deconv_cli.memory import FIXED_BYTES, estimate_bytes
 
     kernel, pixels = np.ones((3, 3)) / 9, 256 * 256 * 8
     for name, method in METHODS.items():
@@ -148,7 +148,7 @@ def test_tiling_freezes_every_automatic_choice(name):
     pilot (the whole 128x128 image, below the pilot side) chose what the whole-image run
     chooses; tiles left to choose would choose otherwise."""
     from deconv_cli.inversion import build_problem, invert
-    from deconv_cli.tiles import tiled_invert
+    from deconv_cli.tiled_invert import tiled_invert
 
     y, kernel = _problem()
     method = METHODS[name]

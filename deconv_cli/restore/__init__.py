@@ -16,7 +16,7 @@ a new method, or a new option of one, is declared in one place:
 - ``stops_by_data``: the stopping rule, when the data decide the iteration count
   (a discrepancy rule): tiling then freezes the count too;
 - ``memory``: its peak memory in image-sized arrays (:class:`Footprint`), read by
-  :func:`deconv_cli.tiles.estimate_bytes`; an unknown method is an error there;
+  :func:`deconv_cli.memory.estimate_bytes`; an unknown method is an error there;
 - ``check_kernel``: refuses kernels it cannot use, before any data is read;
   ``banks``: whether it takes conv-layer kernel banks (``auto`` reads it);
 - ``roundtrip``: its place in ``deconv roundtrip``'s default table (``None``: not run
