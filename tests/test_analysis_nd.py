@@ -64,8 +64,15 @@ def assert_same(values, matrix):
         ),
         ("constant", rng(3).random((3, 2, 3)), (1, 1, 1), "dense SVD of the operator"),
         ("mirror", rng(4).random((3, 3, 3)), (2, 1, 1), "dense SVD of the operator"),
+        (
+            "reflect",
+            np.multiply.outer(np.multiply.outer([1.0, 3, 1], [1.0, 2, 1]), [0.5, 1, 0.5])
+            + np.pad([[[1.0]]], 1),  # symmetric about each axis, not separable
+            (1, 1, 1),
+            "DCT",
+        ),
     ],
-    ids=["fft", "fft-stride", "kronecker", "dense", "dense-stride"],
+    ids=["fft", "fft-stride", "kronecker", "dense", "dense-stride", "dct"],
 )
 def test_exact_paths_on_a_volume_equal_a_dense_svd(boundary, kernel, stride, path):
     geometry = Geometry.create(boundary=boundary, stride="x".join(map(str, stride)))

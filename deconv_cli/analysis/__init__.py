@@ -7,7 +7,7 @@ words. "Invertible" means what docs/conventions.md says: the nullity is 0, where
 value counts as zero when ``σ <= max(m, n) · eps · σ_max`` (numpy's ``matrix_rank``
 rule).
 
-The operator has 2 or 3 spatial axes (``op.spatial``: an image or a volume); every
+The operator has 2 or 3 spatial axes (an image or a volume); every
 path below holds on both. How the singular values are obtained, in this order (the
 first that applies; :mod:`.exact`, then :mod:`.estimates`):
 
@@ -63,6 +63,7 @@ from deconv_cli.analysis.exact import (
     float64,
     frequency_name,
     single_kernel,
+    spatial_shape,
     strides,
 )
 from deconv_cli.analysis.verdict import (
@@ -298,7 +299,7 @@ def _from_estimates(
     from deconv_cli.spectral import inverse_amplification
 
     m, n = op.shape
-    block = op.with_input_shape(op.input_shape[: op.spatial]) if channels(op) > 1 else op
+    block = op.with_input_shape(spatial_shape(op)) if channels(op) > 1 else op
     smax = sigma_max(block, seed)
     bound = sigma_min_bound(block, iterations, seed)
     g = op.geometry

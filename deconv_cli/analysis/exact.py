@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deconv_cli.operators import ConvOperator, Geometry, separable_factors
+from deconv_cli.operators.grid import convolution_of
 
 _CHUNK_ELEMENTS = 1 << 22  # complex entries of per-frequency matrices held at once
 _DENSE_BATCH = 512  # unit images per operator call when building a dense matrix
@@ -39,28 +40,35 @@ def single_kernel(op: ConvOperator) -> bool:
     return op.effective.shape[:2] == (1, 1)
 
 
+def spatial_axes(op: ConvOperator) -> int:
+    """The number of spatial axes of a :class:`ConvOperator` (or of a ``Convolution``,
+    which the solvers also pass)."""
+    return convolution_of(op).ndim
+
+
 def spatial_shape(op: ConvOperator) -> tuple[int, ...]:
     """The image's spatial lengths (``H, W`` or ``Z, H, W``)."""
-    return op.input_shape[: op.spatial]
+    return op.input_shape[: spatial_axes(op)]
 
 
 def channels(op: ConvOperator) -> int:
     """Channels sharing one kernel (the operator is block diagonal over them)."""
     if not single_kernel(op):
         return 1
-    return op.input_shape[op.spatial] if len(op.input_shape) > op.spatial else 1
+    d = spatial_axes(op)
+    return op.input_shape[d] if len(op.input_shape) > d else 1
 
 
 def strides(op: ConvOperator) -> tuple[int, ...]:
     """The stride on each spatial axis."""
-    return op.geometry.axes(op.spatial)[0]
+    return op.geometry.axes(spatial_axes(op))[0]
 
 
 def float64(op: ConvOperator) -> ConvOperator:
     """``op`` computing in float64."""
     if op.dtype == np.float64:
         return op
-    return ConvOperator(op.kernel, op.input_shape, op.geometry, spatial=op.spatial)
+    return ConvOperator(op.kernel, op.input_shape, op.geometry, spatial=spatial_axes(op))
 
 
 def exact_spectrum(op: ConvOperator, dense_limit: int, kronecker_limit: int) -> Spectrum | None:
@@ -172,7 +180,7 @@ def reads_no_padding(op: ConvOperator) -> bool:
     stride: patch-wise layers such as the Haar bank).
     """
     shape, stride = spatial_shape(op), strides(op)
-    if op.output_shape[: op.spatial] != tuple(n // s for n, s in zip(shape, stride, strict=True)):
+    if op.output_shape[: len(shape)] != tuple(n // s for n, s in zip(shape, stride, strict=True)):
         return False
     for (before, _), n, s, k in zip(op.pads, shape, stride, op.effective.shape[2:], strict=True):
         if before != 0 or s * (n // s - 1) + k - 1 > n - 1:
@@ -226,7 +234,7 @@ def kronecker_spectrum(op: ConvOperator, limit: int) -> Spectrum | None:
     """A separable kernel: ``A = A_0 ⊗ A_1 (⊗ A_2)`` in every geometry, σ = products."""
     if not single_kernel(op) or max(spatial_shape(op)) > limit:
         return None
-    kernel = op.kernel if op.kernel.ndim == op.spatial else op.kernel[0, 0]
+    kernel = op.kernel if op.kernel.ndim == len(spatial_shape(op)) else op.kernel[0, 0]
     factors = separable_factors(kernel)
     if factors is None:
         return None
@@ -246,7 +254,7 @@ def kronecker_spectrum(op: ConvOperator, limit: int) -> Spectrum | None:
 def _axis_matrix(op: ConvOperator, taps: np.ndarray, axis: int) -> np.ndarray:
     """The 1-D operator along one axis, column by column (as an ``n × 1`` image)."""
     g = op.geometry
-    stride, dilation, padding = g.axes(op.spatial)
+    stride, dilation, padding = g.axes(spatial_axes(op))
     geometry = Geometry(
         mode=g.mode,
         boundary=g.boundary,
@@ -282,7 +290,7 @@ def dense_matrix(op: ConvOperator) -> np.ndarray:
     """
     shape = spatial_shape(op)
     if single_kernel(op):
-        kernel = op.kernel if op.kernel.ndim == op.spatial else op.kernel[0, 0]
+        kernel = op.kernel if op.kernel.ndim == len(shape) else op.kernel[0, 0]
         return _block_matrix(kernel, shape, op.geometry)
     co, ci = op.kernel.shape[:2]
     blocks = [

@@ -322,6 +322,7 @@ def verdict_lines(analysis) -> list[str]:
 @click.command()
 @click.argument("image", type=click.Path(path_type=str))
 @kernel_options
+@axes_option
 @geometry_options()
 @noise_options
 @click.option(
@@ -359,6 +360,7 @@ def verdict_lines(analysis) -> list[str]:
 def roundtrip(
     image,
     kernel,
+    axes,
     geometry,
     noise,
     seed,
@@ -379,6 +381,10 @@ def roundtrip(
     same noise level. Its first row, `blurred`, scores the data itself: what
     doing nothing gives, the baseline every method must beat.
 
+    A volume (a TIFF stack, or .npy with --axes ZYX) is measured as one (SSIM
+    7×7×7); methods that take 2-D images only are not run; the montage shows the
+    central plane.
+
     Long notes go under the table as numbered footnotes. On a terminal a live
     status line shows the method running; in a log, one line per method.
 
@@ -389,20 +395,24 @@ def roundtrip(
       deconv roundtrip photo.png -k box:size=4 --boundary wrap --bits 8 -m inverse,tv
       deconv roundtrip x.png -k samples/haar_bank.npy --correlate --stride 2 --mode valid
       deconv roundtrip photo.png -k disk:radius=3 --out-dir results/ --format markdown
+      deconv roundtrip stack.tif -k gaussian:sigma=1,sigma_z=2 -m richardson-lucy,wiener
     """
     import json
 
     from deconv_cli.cli.models import operator_inputs
     from deconv_cli.cli.output import live_status
-    from deconv_cli.io import read_image
     from deconv_cli.noise import parse_noise
+    from deconv_cli.process import kernel_layout
     from deconv_cli.roundtrip import check_methods
     from deconv_cli.roundtrip import roundtrip as run_roundtrip
 
     geometry, kernel = operator_inputs(kernel, geometry)
     names = check_methods([m.strip() for m in (methods or "").split(",") if m.strip()])
     parsed_noise = parse_noise(noise)
-    data = read_image(image, max_channels=kernel.max_channels).data
+    from deconv_cli.volumes import read_volume
+
+    read = read_volume(image, axes=axes, max_channels=kernel.max_channels)
+    spatial, data = kernel_layout(kernel, read.axes, f"`{image}`"), read.data
     if montage is not None:  # refuse a bad --montage path before the work
         from deconv_cli.roundtrip import check_montage
 
@@ -422,6 +432,7 @@ def roundtrip(
             bits=bits,
             methods=names,
             on_method=step,
+            spatial=spatial,
         )
     if montage is not None:
         from deconv_cli.roundtrip import write_montage
