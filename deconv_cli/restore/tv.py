@@ -756,6 +756,7 @@ def _pilot(blurred: np.ndarray, op: ConvOperator) -> tuple[np.ndarray, ConvOpera
     memory=Footprint(40.0),
     banks=False,
     roundtrip=4,
+    volumes=False,  # its gradients and pilot crop are 2-D
 )
 def _tv_method(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     return tv_deconvolve(
