@@ -412,8 +412,10 @@ def describe_result(result: RestoreResult) -> dict[str, str]:
     return details
 
 
-def _tiles(tile: int, allocate: Allocate | None) -> str:
-    return f"{tile}x{tile} (exact{', memory-mapped' if allocate else ''})"
+def _tiles(tile, allocate: Allocate | None) -> str:
+    from deconv_cli.tiles import describe_tile
+
+    return f"{describe_tile(tile)} (exact{', memory-mapped' if allocate else ''})"
 
 
 def _shape(shape: tuple[int, ...]) -> str:

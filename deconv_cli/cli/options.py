@@ -201,7 +201,19 @@ class BatchRequest:
     jobs: int
     scheduler: str | None
     fail_fast: bool
-    tile: int | None
+    tile: int | tuple[int, ...] | None
+
+
+def _check_tile(ctx, param, value):
+    if value is None:
+        return None
+    from deconv_cli.errors import DeconvError
+    from deconv_cli.tiles import parse_tile
+
+    try:
+        return parse_tile(value)
+    except DeconvError as err:
+        raise click.BadParameter(err.detail) from None
 
 
 def processing_options(func):
@@ -267,11 +279,11 @@ def processing_options(func):
         ),
         click.option(
             "--tile",
-            type=click.IntRange(min=1),
             default=None,
-            metavar="SIZE",
-            help="Process each image in SIZE x SIZE tiles, with bounded memory "
-            "(exact for convolve/transpose).",
+            metavar="SIZE|ZxYxX",
+            callback=_check_tile,
+            help="Process each image in SIZE x SIZE tiles (a volume in SIZE³ boxes, or "
+            "ZxYxX), with bounded memory (exact for convolve/transpose).",
         ),
     )(_collect(BatchRequest, "batch")(func))
 
