@@ -71,6 +71,7 @@ class Settings:
 
     transform: object  # a process.Transform
     dtype: str | None = None
+    axes: str | None = None  # the inputs' axes as stored (--axes); None: the files' own
     overwrite: bool = False
     skip_existing: bool = False
     fft_threads: int | None = None  # set in each worker (Dask); None: leave as is

@@ -81,6 +81,7 @@ def run_item(item: Item, settings: Settings) -> ItemResult:
         settings.transform,
         dtype=settings.dtype,
         overwrite=settings.overwrite,
+        axes=settings.axes,
     )
     return ItemResult(item, "done", report)
 
@@ -106,7 +107,9 @@ def run_stdio(item: Item, settings: Settings, stdin_data: bytes, stdout: BinaryI
                 spooled = Item(Source(source, item.source.relative), item.output, "")
                 result = run_item(spooled, settings)
             else:
-                report = process_file(source, output, settings.transform, dtype=settings.dtype)
+                report = process_file(
+                    source, output, settings.transform, dtype=settings.dtype, axes=settings.axes
+                )
                 with open(output, "rb") as handle, fs.naming(fs.STDOUT):
                     shutil.copyfileobj(handle, stdout)
                     stdout.flush()

@@ -16,9 +16,13 @@ Rules
   is given, in which case float files are divided by it (so PSNR and SSIM equal
   skimage's with ``data_range`` on the raw values, and the other metrics are on the
   unit scale). Alpha channels are ignored.
-- **Rows.** One row per pair over all channels; with ``per_channel`` one more row
-  per channel of a multi-channel image. ``ignore_border`` crops that many pixels
-  from every side of both images first.
+- **Volumes.** A TIFF stack, or a ``.npy`` read with ``axes`` naming Z, is a volume:
+  its metrics are over every voxel, SSIM with a 7×7×7 window (as ``skimage.metrics``
+  computes them on 3-D arrays). Both files of a pair must be volumes, or neither.
+- **Rows.** One row per pair over all channels (and planes); with ``per_channel`` one
+  more row per channel of a multi-channel image; with ``per_slice`` one more row per
+  plane ``z`` of a volume (2-D metrics on that plane). ``ignore_border`` crops that
+  many pixels from every side of both images first (planes too, for a volume).
 - **Thresholds.** ``{metric: limit}``: a maximum for the error metrics, a minimum
   for ``psnr`` and ``ssim``, both inclusive. A row passes when all hold; a pair
   passes when all its rows pass.
@@ -69,6 +73,7 @@ class ComparisonRow:
     failures: list[str] = field(default_factory=list)
     channel: int | None = None
     error: str | None = None
+    z: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -80,6 +85,7 @@ class ComparisonRow:
         return {
             "reference": self.reference,
             "candidate": self.candidate,
+            "z": self.z,
             "channel": self.channel,
             **self.metrics,
             "passed": self.passed,
@@ -152,6 +158,8 @@ class CompareResult:
 
 def _row_label(row: ComparisonRow) -> str:
     name = Path(row.candidate or row.reference or "?").name
+    if row.z is not None:
+        name = f"{name}, z {row.z}"
     return name if row.channel is None else f"{name}, channel {row.channel}"
 
 
@@ -231,17 +239,20 @@ def _span(data: np.ndarray) -> str:
 
 
 def prepare(image: Any, data_range: float | None = None) -> np.ndarray:
-    """The values of a read image on the unit scale, as float64 H×W or H×W×C.
+    """The values of a read image on the unit scale, as float64 H×W or H×W×C, or for
+    a volume (``"Z" in image.axes``) Z×Y×X×C (C may be 1, as the metrics take volumes).
 
     ``image`` is a :class:`deconv_cli.io.Image` (``data`` already scaled to [0, 1]
     for integer files). Float data must lie in [0, 1] unless ``data_range`` is
-    given, in which case it is divided by ``data_range``. A trailing channel axis of
-    length 1 is dropped; alpha (``image.alpha``) is not used.
+    given, in which case it is divided by ``data_range``. An image's trailing channel
+    axis of length 1 is dropped; alpha (``image.alpha``) is not used.
     """
     data = np.asarray(image.data, dtype=np.float64)
-    if data.ndim == 3 and data.shape[-1] == 1:
+    if "Z" in image.axes:
+        data = data if "C" in image.axes else data[..., None]
+    elif data.ndim == 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim not in (2, 3):
+    if data.ndim not in (2, 3) and "Z" not in image.axes:
         raise InputError(f"`{image.path}`: expected an H×W or H×W×C image, got shape {data.shape}")
     if not np.all(np.isfinite(data)):
         raise InputError(f"`{image.path}` contains NaN or infinite values")
@@ -258,16 +269,19 @@ def prepare(image: Any, data_range: float | None = None) -> np.ndarray:
     return data / data_range
 
 
-def crop_border(data: np.ndarray, border: int, *, path: object = "") -> np.ndarray:
-    """``data`` without ``border`` pixels on every side."""
+def crop_border(
+    data: np.ndarray, border: int, *, path: object = "", spatial: int = 2
+) -> np.ndarray:
+    """``data`` without ``border`` pixels on every side of its ``spatial`` first axes."""
     if border == 0:
         return data
-    height, width = data.shape[:2]
-    if 2 * border >= min(height, width):
+    sides = data.shape[:spatial]
+    if 2 * border >= min(sides):
         raise InputError(
-            f"--ignore-border: `{border}` leaves nothing of the {height}×{width} image `{path}`"
+            f"--ignore-border: `{border}` leaves nothing of the {'×'.join(map(str, sides))} "
+            f"{'volume' if spatial == 3 else 'image'} `{path}`"
         )
-    return data[border:-border, border:-border]
+    return data[(slice(border, -border),) * spatial]
 
 
 def _shape_text(data: np.ndarray) -> str:
@@ -300,16 +314,25 @@ def _measure(
     names: list[str],
     thresholds: Mapping[str, float],
     labels: tuple[str, str],
+    *,
     per_channel: bool,
+    per_slice: bool,
+    volume: bool,
 ) -> list[ComparisonRow]:
-    values = compute_metrics(reference, candidate, names)
-    rows = [ComparisonRow(*labels, values, check_thresholds(values, thresholds))]
-    if per_channel and reference.ndim == 3:
-        for channel in range(reference.shape[-1]):
-            values = compute_metrics(reference[..., channel], candidate[..., channel], names)
-            rows.append(
-                ComparisonRow(*labels, values, check_thresholds(values, thresholds), channel)
-            )
+    """The pair's row, then one per channel and one per plane (of a volume) if asked."""
+
+    def row(ref, cand, **where) -> ComparisonRow:
+        values = compute_metrics(ref, cand, names)
+        return ComparisonRow(*labels, values, check_thresholds(values, thresholds), **where)
+
+    rows = [row(reference, candidate)]
+    channels = reference.shape[-1] if reference.ndim == 3 + volume else 1
+    if per_channel and channels > 1:
+        # a volume's channel keeps its axis: the metrics read 4-D arrays as Z×Y×X×C
+        pick = (lambda a, c: a[..., c : c + 1]) if volume else (lambda a, c: a[..., c])
+        rows += [row(pick(reference, c), pick(candidate, c), channel=c) for c in range(channels)]
+    if per_slice and volume:
+        rows += [row(reference[z], candidate[z], z=z) for z in range(reference.shape[0])]
     return rows
 
 
@@ -332,7 +355,8 @@ def _missing_row(pair: Pair) -> ComparisonRow:
 def difference_map(
     reference: np.ndarray, candidate: np.ndarray, diff_range: float = DIFF_RANGE
 ) -> tuple[np.ndarray, float, int]:
-    """Heat map of ``|candidate - reference|`` (the largest over channels).
+    """Heat map of ``|candidate - reference|`` (the largest over channels, and over the
+    planes of a Z×Y×X×C volume: a maximum projection along z).
 
     Returns
     -------
@@ -348,6 +372,8 @@ def difference_map(
     from deconv_cli.pictures import colourize
 
     difference = np.abs(candidate - reference)
+    if difference.ndim == 4:
+        difference = difference.max(axis=0)
     if difference.ndim == 3:
         difference = difference.max(axis=-1)
     saturated = int(np.count_nonzero(difference > diff_range))
@@ -430,6 +456,8 @@ def compare_images(
     diff: str | Path | None = None,
     diff_range: float | None = None,
     overwrite: bool = False,
+    per_slice: bool = False,
+    axes: str | None = None,
 ) -> CompareResult:
     """Compare candidates with a reference (or two directories pairwise).
 
@@ -457,6 +485,11 @@ def compare_images(
         scale, after ``data_range``); default :data:`DIFF_RANGE`.
     overwrite : bool
         Replace existing heat map files.
+    per_slice : bool
+        Add one row per plane of volumes.
+    axes : str, optional
+        The axes of the files as stored (:func:`deconv_cli.volumes.read_volume`): a
+        ``.npy`` volume needs them; TIFF stacks say their own.
 
     Returns
     -------
@@ -465,12 +498,13 @@ def compare_images(
     Raises
     ------
     InputError
-        Unreadable files, shape mismatch, float data outside [0, 1] without
-        ``data_range``, a border that leaves nothing, images too small for SSIM.
+        Unreadable files, shape mismatch (or a volume against an image), float data
+        outside [0, 1] without ``data_range``, a border that leaves nothing, images too
+        small for SSIM.
     OutputError
         A heat map would overwrite a file (without ``overwrite``) or an input.
     """
-    from deconv_cli.io import read_image
+    from deconv_cli.volumes import read_volume
 
     thresholds = dict(thresholds or {})
     for name, limit in thresholds.items():
@@ -493,12 +527,16 @@ def compare_images(
         targets = diff_targets(pairs, diff)
         _check_targets(targets, pairs, overwrite)
 
-    cache: dict[Path, np.ndarray] = {}
+    cache: dict[Path, tuple[np.ndarray, str]] = {}
 
-    def load(path: Path) -> np.ndarray:
+    def read(path: Path) -> tuple[np.ndarray, str]:
+        image = read_volume(path, axes=axes, max_channels=None)
+        return prepare(image, data_range), image.axes
+
+    def load(path: Path) -> tuple[np.ndarray, str]:
         if path not in cache:
             cache.clear()  # keeps a reference shared by many candidates, nothing more
-            cache[path] = prepare(read_image(path, max_channels=None), data_range)
+            cache[path] = read(path)
         return cache[path]
 
     results = []
@@ -506,17 +544,33 @@ def compare_images(
         if pair.reference is None or pair.candidate is None:
             results.append(PairResult(pair, [_missing_row(pair)]))
             continue
-        ref = load(pair.reference)
-        cand = prepare(read_image(pair.candidate, max_channels=None), data_range)
+        (ref, ref_axes), (cand, cand_axes) = load(pair.reference), read(pair.candidate)
+        volume = "Z" in ref_axes
+        if volume != ("Z" in cand_axes):
+            raise InputError(
+                f"reference `{pair.reference}` has axes {ref_axes}, candidate "
+                f"`{pair.candidate}` {cand_axes}: compare a volume with a volume "
+                "(a .npy volume needs --axes)"
+            )
         if ref.shape != cand.shape:
             raise InputError(
                 f"shapes differ: reference `{pair.reference}` is {_shape_text(ref)}, candidate "
                 f"`{pair.candidate}` is {_shape_text(cand)}; compare needs images of the same size"
             )
-        ref = crop_border(ref, ignore_border, path=pair.reference)
-        cand = crop_border(cand, ignore_border, path=pair.candidate)
+        spatial = 3 if volume else 2
+        ref = crop_border(ref, ignore_border, path=pair.reference, spatial=spatial)
+        cand = crop_border(cand, ignore_border, path=pair.candidate, spatial=spatial)
         labels = (str(pair.reference), str(pair.candidate))
-        rows = _measure(ref, cand, names, thresholds, labels, per_channel)
+        rows = _measure(
+            ref,
+            cand,
+            names,
+            thresholds,
+            labels,
+            per_channel=per_channel,
+            per_slice=per_slice,
+            volume=volume,
+        )
         written = None
         if target is not None:
             rgb, peak, saturated = difference_map(ref, cand, diff_range)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import DeconvError
-from deconv_cli.operators import ConvOperator, Geometry, basis_for, effective_kernel
+from deconv_cli.operators import ConvOperator, Geometry, basis_for
 from deconv_cli.restore import get_method
 from deconv_cli.tiled_invert import PILOT_SIDE, default_margin, tileable
 from deconv_cli.tiles import Tile, describe_tile, dims, tile_sides
@@ -114,35 +114,35 @@ def _cgroup_room() -> int | None:
     return None
 
 
-def _copies(
-    command: str, method: str | None, kernel: np.ndarray, geometry: Geometry, unknown: bool
-) -> float:
+def _copies(command: str, method: str | None, op: ConvOperator, unknown: bool) -> float:
     """The job's peak memory in image-sized arrays: :data:`COPIES`, or the method's
     footprint (an unknown method is an error)."""
     if command != "invert":
         return COPIES[command]
     footprint = get_method(method).memory
-    return footprint(diagonal=_diagonalizable(kernel, geometry, unknown), bank=kernel.ndim == 4)
-
-
-def _diagonalizable(kernel: np.ndarray, geometry: Geometry, unknown: bool) -> bool:
-    """Whether the FFT (wrap) or DCT (reflect, symmetric kernel) diagonalizes ``A``."""
-    return not unknown and basis_for(geometry, effective_kernel(kernel, geometry)) is not None
+    diagonal = not unknown and basis_for(op.geometry, op.effective) is not None
+    return footprint(diagonal=diagonal, bank=op.is_bank)
 
 
 def _whole_operator(
-    command: str, shape: tuple[int, ...], kernel: np.ndarray, geometry: Geometry, unknown: bool
+    command: str,
+    shape: tuple[int, ...],
+    kernel: np.ndarray,
+    geometry: Geometry,
+    unknown: bool,
+    spatial: int,
 ) -> ConvOperator:
     """The untiled job's operator; ``shape`` is the input's (image, or data)."""
     if command == "convolve":
-        return ConvOperator(kernel, shape, geometry)
+        return ConvOperator(kernel, shape, geometry, spatial=spatial)
     if command == "transpose":
         from deconv_cli.operators import input_shape_for
 
-        return ConvOperator(kernel, input_shape_for(kernel, shape, geometry), geometry)
+        shape = input_shape_for(kernel, shape, geometry, spatial=spatial)
+        return ConvOperator(kernel, shape, geometry, spatial=spatial)
     from deconv_cli.inversion import build_problem
 
-    return build_problem(kernel, shape, geometry, unknown_boundary=unknown).op
+    return build_problem(kernel, shape, geometry, unknown_boundary=unknown, spatial=spatial).op
 
 
 def estimate_bytes(
@@ -157,6 +157,7 @@ def estimate_bytes(
     tile: Tile | None = None,
     margin: int | tuple[int, ...] | None = None,
     mapped: bool = False,
+    spatial: int = 2,
 ) -> int:
     """The peak memory a job allocates, in bytes (an estimate from measured peaks).
 
@@ -180,6 +181,8 @@ def estimate_bytes(
         tile's window and the parameter crop).
     mapped : bool
         The tiled job's input and output are memory-mapped files: not counted.
+    spatial : {2, 3}
+        The spatial axes of ``shape`` (3: a volume).
 
     Returns
     -------
@@ -194,14 +197,14 @@ def estimate_bytes(
         ``method`` is not a registered method (for ``invert``).
     """
     kernel = np.asarray(kernel, dtype=np.float64)
-    op = _whole_operator(command, shape, kernel, geometry, unknown_boundary)
+    op = _whole_operator(command, shape, kernel, geometry, unknown_boundary, spatial)
     itemsize = np.dtype(dtype).itemsize
-    copies = _copies(command, method, kernel, geometry, unknown_boundary)
-    d = op.core.ndim
-    spatial, spatial_out = op.input_shape[:d], op.output_shape[:d]
+    copies = _copies(command, method, op, unknown_boundary)
+    d = spatial
+    lengths, lengths_out = op.input_shape[:d], op.output_shape[:d]
     channels = max(math.prod(op.input_shape[d:]), math.prod(op.output_shape[d:]))
     if tile is None:
-        voxels = max(math.prod(spatial), math.prod(spatial_out))
+        voxels = max(math.prod(lengths), math.prod(lengths_out))
         return FIXED_BYTES + int(copies * voxels * channels * itemsize)
     sides = tile_sides(tile, d)
     extent = op.effective.shape[2:]
@@ -211,7 +214,7 @@ def estimate_bytes(
         # the larger of a tile's window and the pilot crop's, per axis
         window = math.prod(
             max(min(t, n), min(PILOT_SIDE, n)) + 2 * m + k
-            for t, n, m, k in zip(sides, spatial, margins, extent, strict=True)
+            for t, n, m, k in zip(sides, lengths, margins, extent, strict=True)
         )
     else:
         stride = geometry.axes(d)[0] if command == "convolve" else (1,) * d

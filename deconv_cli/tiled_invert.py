@@ -105,6 +105,7 @@ def tiled_invert(
     out: np.ndarray | None = None,
     source_dtype: np.dtype | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    spatial: int = 2,
 ) -> RestoreResult:
     """Solve ``A x ≈ y`` tile by tile, each tile on a window with a margin.
 
@@ -136,6 +137,8 @@ def tiled_invert(
         The stored pixel type, for the quantization note of ``inverse``.
     on_tile : callable, optional
         ``on_tile(done, total)`` after each tile.
+    spatial : {2, 3}
+        The data's spatial axes (3: a volume, tiled in boxes).
 
     Returns
     -------
@@ -167,7 +170,12 @@ def tiled_invert(
     check_tiled_geometry(geometry)
     dtype = np.dtype(np.float32 if blurred.dtype == np.float32 else np.float64)
     whole = build_problem(
-        kernel, blurred.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
+        kernel,
+        blurred.shape,
+        geometry,
+        unknown_boundary=unknown_boundary,
+        dtype=dtype,
+        spatial=spatial,
     )
     d = whole.op.core.ndim
     sides = tile_sides(tile, d)
@@ -206,7 +214,12 @@ def tiled_invert(
             # auto's own estimate, kept so that the method it picks gets it on every tile
             opts = replace(opts, noise_sigma=estimate_noise_sigma(data))
         problem = build_problem(
-            kernel, data.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
+            kernel,
+            data.shape,
+            geometry,
+            unknown_boundary=unknown_boundary,
+            dtype=dtype,
+            spatial=spatial,
         )
         result = invert(data, problem, chosen, opts, source_dtype=note_dtype)
         flat = data.reshape(-1)

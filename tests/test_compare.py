@@ -119,6 +119,7 @@ class FakeImage:
             path,
             None,
         )
+        self.axes = "YXC"[: np.ndim(data)]
 
 
 def test_prepare_float_outside_unit_range_needs_data_range():

@@ -29,8 +29,9 @@ def scene(name: str, size: int) -> np.ndarray:
 
 
 def crop_case(name, kernel_spec, sigma, size=96, seed=0):
-    """A crop of a larger blurred scene (the ``unknown`` boundary): truth, data, kernel."""
-    kernel = load_kernel(kernel_spec).array
+    """A crop of a larger blurred scene (the ``unknown`` boundary): truth, data, kernel
+    (a spec or an array)."""
+    kernel = load_kernel(kernel_spec).array if isinstance(kernel_spec, str) else kernel_spec
     kh, kw = kernel.shape
     big = scene(name, size + 2 * max(kh, kw))
     top, left = max(kh, kw), max(kh, kw)
@@ -213,3 +214,21 @@ def test_jpeg_data_the_default_beats_the_jpeg(name, spec, quality):
     result = invert(y.astype(np.float32), problem, "auto", RestoreOptions())
     assert "noise model" in result.params["lam_rule"]
     assert psnr(truth, result.image) > psnr(truth, y)
+
+
+@pytest.mark.parametrize("spec", ["box", "gaussian"])
+def test_unnormalized_flat_kernel_restores(spec):
+    """A kernel file used as stored (a 15×15 box of ones, or a wide gaussian with peak 1,
+    summing to ~200): the data carry its gain, the result must not (it blew up to values
+    of ±10⁵ when the splitting's weights assumed a kernel summing to 1)."""
+    axis = np.arange(15) - 7
+    if spec == "box":
+        flat = np.ones((15, 15))
+    else:
+        flat = np.exp(-(axis[:, None] ** 2 + axis**2) / (2 * 10.0**2))
+    kernel = flat / flat.sum()
+    truth, y, _ = crop_case("camera", kernel, 0.005, size=64, seed=1)
+    problem = build_problem(flat, y.shape, Geometry.create(), unknown_boundary=True)
+    result = invert((y * flat.sum()).astype(np.float32), problem, "auto", RestoreOptions())
+    assert -0.5 < result.image.min() and result.image.max() < 1.5
+    assert psnr(truth, result.image) > psnr(truth, y) + 0.5

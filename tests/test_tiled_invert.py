@@ -281,7 +281,7 @@ def no_whole_reads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the whole image was read into memory")
 
-    monkeypatch.setattr(deconv_cli.process, "read_image", refuse)
+    monkeypatch.setattr(deconv_cli.process, "read_volume", refuse)
 
 
 @pytest.mark.parametrize("command", ["convolve", "transpose"])

@@ -20,7 +20,7 @@ def operator_inputs(kernel_request, geometry_request):
     from deconv_cli.operators import parse_pair
 
     geometry = geometry_request.create()
-    kernel = kernel_request.load()
+    kernel = kernel_request.load(volume=True)  # a 3-D kernel takes volumes (--axes)
     layer = kernel.layer
     if layer is None or not layer.has_geometry:
         return geometry, kernel

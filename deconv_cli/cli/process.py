@@ -47,6 +47,7 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
     settings = core.Settings(
         build(single),
         dtype=batch.dtype,
+        axes=batch.axes,
         overwrite=batch.overwrite,
         skip_existing=batch.skip_existing,
     )

@@ -18,7 +18,8 @@ import numpy as np
 
 from deconv_cli.analysis import null_space
 from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
-from deconv_cli.operators import ConvOperator
+from deconv_cli.operators import Convolution, ConvOperator
+from deconv_cli.operators.grid import convolution_of, one_kernel
 from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
 from deconv_cli.spectral import (
     Diagonal,
@@ -177,7 +178,7 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
         params={"solver": _solver_name(diagonal), "rcond": rcond, "truncated": dropped},
         residual=relative_residual(op, x, y),
     )
-    total = diagonal.shape[0] * diagonal.shape[1]
+    total = math.prod(diagonal.shape)
     kept_amplification = math.sqrt(float(np.sum(weights[keep] / magnitude[keep] ** 2)) / total)
     result.params["noise_amplification"] = float(f"{kept_amplification:.3g}")
     if dropped:
@@ -200,7 +201,7 @@ def _eigenvalues64(diagonal: Diagonal) -> np.ndarray:
 
 
 def _channels(op: ConvOperator) -> int:
-    return op.input_shape[2] if len(op.input_shape) == 3 and not op.is_bank else 1
+    return convolution_of(op).input_shape[-1] if one_kernel(op) else 1
 
 
 def _solver_name(diagonal: Diagonal) -> str:
@@ -234,7 +235,11 @@ def _least_squares(
     tol = 1e-14 if options.tol is None else float(options.tol)
     if not tol >= 0:
         raise DeconvError(f"`{options.tol}` must be 0 or positive", parameter="tol")
-    op64 = op if op.dtype == np.float64 else ConvOperator(op.kernel, op.input_shape, op.geometry)
+    if op.dtype == np.float64:
+        op64 = op
+    else:  # the same operator in float64 (its layout flattens as the core's)
+        core = convolution_of(op)
+        op64 = Convolution(core.bank, core.input_shape, core.geometry, groups=core.groups)
     a = op64.as_linear_operator()
     stand_in = approximate(op64) if precondition else None
     if stand_in is not None:

@@ -15,7 +15,14 @@ import numpy as np
 from deconv_cli.errors import DeconvError
 from deconv_cli.noise_model import estimate_noise_sigma
 from deconv_cli.operators import ConvOperator, diagonal_basis
-from deconv_cli.operators.grid import GridOperator, grid_operator
+from deconv_cli.operators.grid import (
+    channel_first,
+    channel_last,
+    convolution_of,
+    grid_operator,
+    noise_planes,
+    one_kernel,
+)
 from deconv_cli.restore import RestoreOptions, RestoreResult, register
 from deconv_cli.restore.iterative import dot as _dot
 
@@ -49,11 +56,15 @@ class _Generic:
 
     def __init__(self, op: ConvOperator) -> None:
         self.op = op
-        self.image = np.zeros(_channel_first(op.input_shape), dtype=op.dtype)
-        self.data = np.zeros(_channel_first(op.output_shape), dtype=op.dtype)
+        self.ndim = convolution_of(op).ndim
+        self.image = np.zeros(_channel_first(op.input_shape, self.ndim), dtype=op.dtype)
+        self.data = np.zeros(_channel_first(op.output_shape, self.ndim), dtype=op.dtype)
 
-    internal = staticmethod(GridOperator.internal)
-    external = staticmethod(GridOperator.external)
+    def internal(self, a: np.ndarray) -> np.ndarray:
+        return channel_first(a, self.ndim)
+
+    def external(self, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return channel_last(a, shape, self.ndim)
 
     def forward(self) -> np.ndarray:
         return self.internal(self.op.forward(self.external(self.image, self.op.input_shape)))
@@ -62,16 +73,16 @@ class _Generic:
         return self.internal(self.op.adjoint(self.external(self.data, self.op.output_shape)))
 
 
-def _channel_first(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    return (shape[2] if len(shape) == 3 else 1, shape[0], shape[1])
+def _channel_first(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    return (shape[-1] if len(shape) > ndim else 1,) + tuple(shape[:ndim])
 
 
-def _blocks(shape: tuple[int, int, int]) -> list[tuple[int, slice]]:
-    """(channel, rows) blocks of about 64k samples: each chain of elementwise operations
-    runs in cache. (Threads do not pay: many short numpy calls contend for the GIL,
-    and the FFTs already use the cores.)"""
-    channels, height, width = shape
-    step = max(1, (1 << 16) // max(width, 1))
+def _blocks(shape: tuple[int, ...]) -> list[tuple[int, slice]]:
+    """(channel, slabs along the first spatial axis) blocks of about 64k samples: each
+    chain of elementwise operations runs in cache. (Threads do not pay: many short numpy
+    calls contend for the GIL, and the FFTs already use the cores.)"""
+    channels, height = shape[:2]
+    step = max(1, (1 << 16) // max(math.prod(shape[2:]), 1))
     return [
         (c, slice(r, min(r + step, height)))
         for c in range(channels)
@@ -237,7 +248,7 @@ def richardson_lucy(
     notes: list[str] = []
     params: dict[str, object] = {"iterations": iterations, "accelerate": accelerate}
 
-    engine = _Generic(op) if op.is_bank else grid_operator(op)
+    engine = grid_operator(op) if one_kernel(op) else _Generic(op)
     observed = engine.internal(data)
     y = np.array(observed, dtype=dtype, order="C")
     floor = dtype.type(_DATA_FLOOR * peak)
@@ -276,10 +287,15 @@ def richardson_lucy(
     target = None
     if rule == "discrepancy":
         sigma = noise_sigma
+        if sigma is None and y.ndim < 3:
+            raise DeconvError(
+                "the noise estimate needs 2 or 3 spatial axes; give the noise level or a "
+                "tolerance for a 1-D signal",
+                parameter="noise_sigma",
+            )
         if sigma is None:
             sigma = estimate_noise_sigma(
-                np.moveaxis(observed, 0, -1),
-                None if clipped is None else np.moveaxis(clipped, 0, -1),
+                noise_planes(observed), None if clipped is None else noise_planes(clipped)
             )
         params["noise_sigma"] = float(sigma)
         target = DISCREPANCY * float(sigma) ** 2 * y.size
@@ -310,8 +326,8 @@ def richardson_lucy(
     converged = False
     k = 0
     image_blocks, data_blocks = _blocks(x.shape), _blocks(y.shape)
-    scratch = np.empty((data_blocks[0][1].stop, y.shape[2]), dtype=dtype)
-    image_scratch = np.empty((image_blocks[0][1].stop, x.shape[2]), dtype=dtype)
+    scratch = np.empty((data_blocks[0][1].stop,) + y.shape[2:], dtype=dtype)
+    image_scratch = np.empty((image_blocks[0][1].stop,) + x.shape[2:], dtype=dtype)
     # the prediction, computed in place where the engine's image is contiguous, else in
     # a contiguous buffer copied into the grid once (see _ratio)
     direct = engine.image.flags.c_contiguous
@@ -343,8 +359,9 @@ def richardson_lucy(
         if held is not None:
             x.reshape(-1)[held] = hold_values  # pixels no datum sees keep their start
             np.subtract(x, p, out=g)
-            gg = np.einsum("cij,cij->c", g, g)
-            gp = np.einsum("cij,cij->c", g, g_prev)
+            per_channel = _PER_CHANNEL[g.ndim]
+            gg = np.einsum(per_channel, g, g)
+            gp = np.einsum(per_channel, g, g_prev)
             dd, xx = _dot(x - x_prev, x - x_prev), _dot(x, x)
         if accelerate:
             # Biggs-Andrews: α from the last two steps (the first has no predecessor)
@@ -393,7 +410,7 @@ def _adjoint_of_ones(op: ConvOperator, engine) -> tuple[np.ndarray, np.ndarray |
     ``1`` is a basis vector and ``Aᵀ1 = A1 = Σk`` (a read-only broadcast); else one adjoint.
     """
     dtype = op.dtype
-    shape = _channel_first(op.input_shape)
+    shape = _channel_first(op.input_shape, convolution_of(op).ndim)
     if diagonal_basis(op) is not None:
         return np.broadcast_to(np.array(op.effective.sum(), dtype=dtype), shape), None
     engine.data[...] = 1
@@ -409,17 +426,21 @@ def _adjoint_of_ones(op: ConvOperator, engine) -> tuple[np.ndarray, np.ndarray |
 def _start(y: np.ndarray, at1: np.ndarray, floor: float) -> np.ndarray:
     """A flat image of the data's flux: ``c`` with ``Σ A(c·1) = Σ y``, per channel (one
     value for a kernel bank, whose channels mix)."""
+    spatial = tuple(range(1, y.ndim))
     if y.shape[0] == at1.shape[0]:
-        flux = y.sum(axis=(1, 2), dtype=np.float64) / np.maximum(
-            at1.sum(axis=(1, 2), dtype=np.float64), 1e-300
+        flux = y.sum(axis=spatial, dtype=np.float64) / np.maximum(
+            at1.sum(axis=spatial, dtype=np.float64), 1e-300
         )
     else:
         flux = np.full(
             at1.shape[0], y.sum(dtype=np.float64) / max(at1.sum(dtype=np.float64), 1e-300)
         )
     start = np.empty(at1.shape, dtype=y.dtype)
-    start[...] = np.maximum(flux, floor)[:, None, None]
+    start[...] = np.maximum(flux, floor).reshape((-1,) + (1,) * len(spatial))
     return start
+
+
+_PER_CHANNEL = {n: f"c{'ijkl'[: n - 1]},c{'ijkl'[: n - 1]}->c" for n in range(2, 6)}
 
 
 def _tv_denominator(
@@ -432,17 +453,32 @@ def _tv_denominator(
     an unscaled term swamps the pixels few data see (the rim of an ``unknown``
     boundary), and the multiplicative update there diverges.
     """
-    dx = np.zeros_like(x)
-    dy = np.zeros_like(x)
-    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
-    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
-    norm = np.sqrt(dx * dx + dy * dy + x.dtype.type(epsilon**2))
-    dx /= norm
-    dy /= norm
-    div = dx.copy()
-    div[..., :, 1:] -= dx[..., :, :-1]
-    div[..., 1:, :] += dy[..., 1:, :] - dy[..., :-1, :]
-    div[..., 0, :] += dy[..., 0, :]
+    # forward differences along each spatial axis, the last first (zero at the far end)
+    diffs = []
+    for axis in reversed(range(1, x.ndim)):
+        d = np.zeros_like(x)
+        lead, rest = (slice(None),) * axis, (Ellipsis,)
+        d[lead + (slice(None, -1),) + rest] = (
+            x[lead + (slice(1, None),) + rest] - x[lead + (slice(None, -1),) + rest]
+        )
+        diffs.append((axis, d))
+    squares = diffs[0][1] * diffs[0][1]
+    for _, d in diffs[1:]:
+        squares += d * d
+    norm = np.sqrt(squares + x.dtype.type(epsilon**2))
+    for _, d in diffs:
+        d /= norm
+    # minus the adjoint of the differences (Neumann): div = Σ_axis d[i] − d[i − 1]
+    axis, d = diffs[0]
+    div = d.copy()
+    lead = (slice(None),) * axis
+    div[lead + (slice(1, None), Ellipsis)] -= d[lead + (slice(None, -1), Ellipsis)]
+    for axis, d in diffs[1:]:
+        lead = (slice(None),) * axis
+        div[lead + (slice(1, None), Ellipsis)] += (
+            d[lead + (slice(1, None), Ellipsis)] - d[lead + (slice(None, -1), Ellipsis)]
+        )
+        div[lead + (0, Ellipsis)] += d[lead + (0, Ellipsis)]
     div *= -x.dtype.type(weight)
     div += 1
     denominator = np.maximum(div, _TV_DENOMINATOR_FLOOR, out=div)

@@ -155,11 +155,17 @@ def tv_deconvolve(
     free, frame = (op, (slice(None), slice(None))) if exact else _free_operator(op)
     grid = GridOperator(free)
     y = np.ascontiguousarray(grid.internal(np.asarray(blurred, dtype=op.dtype)))
+    # the solvers see A/g and y/g (the same minimizer with λ/g²): their weights and
+    # schedule assume an image on the data's scale
+    gain = kernel_gain(op)
+    if gain != 1:
+        grid.kernel_spectrum *= grid.kernel_spectrum.real.dtype.type(1 / gain)
+        y = y / y.dtype.type(gain)
     if exact:
-        solver = _ADMM(grid, y, lam, data_scale(y), (1.0, 1.0, 1.0))
+        solver = _ADMM(grid, y, lam / gain**2, data_scale(y), (1.0, 1.0, 1.0))
         params["solver"] = f"ADMM (image padded by `{op.geometry.boundary}`)"
     else:
-        solver = _HQS(grid, y, lam, data_scale(y))
+        solver = _HQS(grid, y, lam / gain**2, data_scale(y))
         params["solver"] = "half-quadratic splitting"
     norm_y = max(math.sqrt(dot(y, y)), np.finfo(float).tiny)
     converged = False
@@ -341,6 +347,12 @@ def _split(tx, ty, ex, ey, threshold: float, rows: int = 64) -> None:
             keep *= 2
             keep -= 1
             t *= keep
+
+
+def kernel_gain(op: ConvOperator) -> float:
+    """``g = Σ|k|``, the kernel's largest gain (``‖A‖ ≤ g``, equal for a kernel ≥ 0 on a
+    periodic grid): 1 for a blur that keeps the mean."""
+    return float(np.abs(op.effective).sum()) or 1.0
 
 
 def _free_operator(op: ConvOperator) -> tuple[ConvOperator, tuple[slice, slice]]:
@@ -562,11 +574,11 @@ def discrepancy_lam(
     The residual grows with λ; it is solved for on a central crop of at most
     :data:`PILOT` pixels a side, modelled as a crop of a larger blurred scene (the
     ``unknown`` boundary: exact for any boundary of the whole), by bracketing in
-    factors of 4 from ``10 σ²/s`` and interpolating ``log ‖r‖²`` linearly in
-    ``log λ``, every solve a full run of :func:`tv_deconvolve`. Where no crop
-    model exists (strides) the whole problem is solved instead. Where a 4× smaller
-    λ lowers ``log ‖r‖²`` by less than :data:`FLOOR_DROP`, the residual is at its
-    floor and the larger λ is kept.
+    factors of 4 from ``10 σ² g/s`` (``g`` the kernel gain, :func:`kernel_gain`) and
+    interpolating ``log ‖r‖²`` linearly in ``log λ``, every solve a full run of
+    :func:`tv_deconvolve`. Where no crop model exists (strides) the whole problem is
+    solved instead. Where a 4× smaller λ lowers ``log ‖r‖²`` by less than
+    :data:`FLOOR_DROP`, the residual is at its floor and the larger λ is kept.
 
     σ is ``noise_sigma``; or, where a JPEG or 8-bit floor dominates the data's noise, the
     noise model's level (:func:`deconv_cli.noise_model.floor_noise`: such an error is
@@ -600,7 +612,7 @@ def discrepancy_lam(
         r = pilot.forward(x) - y
         return math.log(max(float(np.vdot(r, r)), 1e-300) / target)
 
-    lam = 10 * sigma**2 / scale
+    lam = 10 * sigma**2 * kernel_gain(pilot) / scale
     value = log_ratio(lam)
     step = 4.0 if value < 0 else 0.25
     for _ in range(8):
