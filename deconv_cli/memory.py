@@ -166,7 +166,7 @@ def estimate_bytes(
     command : {"convolve", "transpose", "invert"}
     shape : tuple of int
         The input's shape: the image for ``convolve``, the data otherwise; a volume's
-        spatial axes first (as many as the kernel's), then channels.
+        spatial axes first (``spatial`` of them), then channels.
     kernel, geometry
         As for the command.
     method : str, optional
