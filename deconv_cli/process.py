@@ -154,9 +154,7 @@ def process_file(
     start = time.perf_counter()
     inputs = inputs or (path,)
     in_order = axes is None or axes == "".join(a for a in "ZYXC" if a in axes)
-    mapped = _mapped(path, output, transform, dtype) if in_order else None
-    if mapped is not None and axes is not None and len(axes) != mapped.ndim:
-        mapped = None  # read_volume says what is wrong
+    mapped = _mapped(path, output, transform, dtype, axes) if in_order else None
     if mapped is not None:
         image = Image(mapped, None, mapped.dtype, Path(path), axes=axes or "")
         transform.check_layout(image)
@@ -194,12 +192,15 @@ def process_file(
     )
 
 
-def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray | None:
+def _mapped(
+    path, output, transform: Transform, dtype: str | None, axes: str | None = None
+) -> np.ndarray | None:
     """The memory map of ``path`` when the job can run between memory maps, else None."""
     npy = [Path(p).suffix.lower() == ".npy" for p in (path, output)]
     if not (all(npy) and transform.mappable()):
         return None
-    array = map_npy(path, max_channels=transform.kernel.max_channels)  # None: needs scaling
+    # None: needs scaling
+    array = map_npy(path, max_channels=transform.kernel.max_channels, axes=axes)
     if array is None or not array.dtype.isnative:
         return None
     requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
