@@ -18,7 +18,7 @@ import numpy as np
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry, basis_for
 from deconv_cli.restore import get_method
-from deconv_cli.tiled_invert import PILOT_SIDE, default_margin, tileable
+from deconv_cli.tiled_invert import default_margin, pilot_shape, tileable
 from deconv_cli.tiles import Tile, describe_tile, dims, tile_sides
 
 MEMINFO = Path("/proc/meminfo")
@@ -213,8 +213,10 @@ def estimate_bytes(
         margins = margins if isinstance(margins, tuple) else (margins,) * d
         # the larger of a tile's window and the pilot crop's, per axis
         window = math.prod(
-            max(min(t, n), min(PILOT_SIDE, n)) + 2 * m + k
-            for t, n, m, k in zip(sides, lengths, margins, extent, strict=True)
+            max(min(t, n), p) + 2 * m + k
+            for t, n, p, m, k in zip(
+                sides, lengths, pilot_shape(lengths), margins, extent, strict=True
+            )
         )
     else:
         stride = geometry.axes(d)[0] if command == "convolve" else (1,) * d

@@ -34,8 +34,9 @@ from deconv_cli.tiles import (
 
 MARGIN_FACTOR = 3
 """The default invert margin in effective kernel extents (see :func:`default_margin`)."""
-PILOT_SIDE = 1024
-"""A tiled invert chooses its automatic parameters on a central crop of at most this side."""
+PILOT_VOXELS = 1024 * 1024
+"""A tiled invert chooses its automatic parameters on a central crop of at most this many
+pixels or voxels (1024 × 1024 in 2-D; a cube of 101 voxels a side in 3-D)."""
 
 
 def default_margin(op) -> tuple[int, ...]:
@@ -90,6 +91,19 @@ def _central(n: int, side: int) -> tuple[int, int]:
     """The central ``[start, stop)`` of length ``min(side, n)`` in ``range(n)``."""
     start = max(0, (n - side) // 2)
     return start, min(n, start + side)
+
+
+def pilot_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The pilot crop's lengths: ``min(n, s)`` per axis, ``s`` the largest side whose
+    crop holds at most :data:`PILOT_VOXELS` points."""
+    low, high = 1, max(shape)
+    while low < high:  # the largest s with prod(min(n, s)) <= PILOT_VOXELS
+        side = (low + high + 1) // 2
+        if math.prod(min(n, side) for n in shape) <= PILOT_VOXELS:
+            low = side
+        else:
+            high = side - 1
+    return tuple(min(n, low) for n in shape)
 
 
 def tiled_invert(
@@ -150,7 +164,7 @@ def tiled_invert(
 
     Notes
     -----
-    The method first runs on the central crop of ``PILOT_SIDE`` per axis (the whole
+    The method first runs on the central crop of :func:`pilot_shape` (the whole
     image when smaller), with its margin: the *pilot*. Its automatic choices
     (Tikhonov's GCV ``reg``, Wiener's ``nsr``, TV's ``lam``, the noise level, the
     method ``auto`` picks, and the iteration count where a discrepancy rule stops
@@ -227,7 +241,10 @@ def tiled_invert(
         return result, core, data_energy
 
     pilot, _, _ = solve(
-        tuple(_central(n, PILOT_SIDE) for n in shape), method, options, source_dtype
+        tuple(_central(n, p) for n, p in zip(shape, pilot_shape(shape), strict=True)),
+        method,
+        options,
+        source_dtype,
     )
     fixed = get_method(pilot.method).freeze(options, pilot)
     iterations, converged = [], []
