@@ -263,8 +263,9 @@ def check_memory(
     name = f"{command} --method {method}" if method else command
     message = (
         f"{name} on a {dims(shape)} {np.dtype(job.get('dtype', np.float64)).name} image "
-        f"needs about {_gb(need)} of memory"
-        f"{f' with --tile {describe_tile(tile)}' if tile else ''}, {_gb(room)} is available"
+        f"needs about {describe_bytes(need)} of memory"
+        f"{f' with --tile {describe_tile(tile)}' if tile else ''}, "
+        f"{describe_bytes(room)} is available"
     )
     if command == "invert" and not tileable(geometry):
         raise DeconvError(
@@ -280,7 +281,7 @@ def check_memory(
     for size in sizes:
         tiled = estimate_bytes(command, shape, kernel, geometry, tile=size, **job)
         if tiled <= room:
-            raise DeconvError(f"{message}; use --tile {size} (about {_gb(tiled)})")
+            raise DeconvError(f"{message}; use --tile {size} (about {describe_bytes(tiled)})")
     if not mapped:
         for size in [tile] * (tile is not None) + sizes:
             job["mapped"] = True
@@ -289,9 +290,9 @@ def check_memory(
                 raise DeconvError(
                     f"{message}; use --tile {_tile_flag(size)} with float .npy input and "
                     "output, which "
-                    f"are then memory-mapped (about {_gb(tiled)})"
+                    f"are then memory-mapped (about {describe_bytes(tiled)})"
                 )
-    smaller = f"; even --tile {sizes[-1]} needs about {_gb(tiled)}" if sizes else ""
+    smaller = f"; even --tile {sizes[-1]} needs about {describe_bytes(tiled)}" if sizes else ""
     raise DeconvError(f"{message}{smaller}: free memory or process a smaller image")
 
 
@@ -299,5 +300,6 @@ def _tile_flag(tile: Tile) -> str:
     return describe_tile(tile) if isinstance(tile, tuple) else str(tile)
 
 
-def _gb(nbytes: float) -> str:
+def describe_bytes(nbytes: float) -> str:
+    """``1.2 GB`` or ``250 MB``."""
     return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.0f} MB"
