@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 
-def run_zarr(batch, transform, *, title: str) -> bool:
-    """Run ``transform`` (a Convolve or Transpose) on a Zarr input, if ``batch`` has one.
+def run_zarr(batch, build, *, title: str) -> bool:
+    """Run ``build(True)``'s transform (a Convolve or Transpose) on a Zarr input, if
+    ``batch`` has one (the transform is built only then).
 
     Returns False (nothing done) when no input is a Zarr store. One Zarr input and one
     output directory; ``--scheduler`` as for batches.
@@ -17,6 +18,7 @@ def run_zarr(batch, transform, *, title: str) -> bool:
 
     if not any(is_zarr(p) for p in batch.inputs):
         return False
+    transform = build(True)
     if len(batch.inputs) != 1 or not isinstance(transform, (Convolve, Transpose)):
         raise DeconvError(
             "a Zarr stack is processed alone, by convolve or transpose (chunk by chunk)"

@@ -33,7 +33,7 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
         raise DeconvError("--jobs sets the workers of --scheduler local; a cluster has its own")
     from deconv_cli.cli.chunked import run_zarr
 
-    if run_zarr(batch, build(True), title=title):
+    if run_zarr(batch, build, title=title):
         return []
     sources = core.collect(batch.inputs, recursive=batch.recursive)
     stdin_data = b""
