@@ -98,21 +98,27 @@ class Transform(ABC):
 
     def check_layout(self, image: Image) -> int:
         """The spatial axes of ``image`` (2 or 3), refused before the work when the
-        kernel has more or the tiles do not take them."""
-        spatial = spatial_axes(image.axes)
+        kernel has more, or the command takes 2-D images only."""
+        spatial = kernel_layout(self.kernel, image.axes, f"`{image.path}`")
         if spatial == 3 and not self.volumes:
             raise GeometryError(
                 f"`{image.path}` is a volume (axes {image.axes}); this command takes 2-D images",
                 parameter="axes",
             )
-        if self.kernel.is_volume and spatial == 2:
-            shape = "x".join(map(str, self.kernel.array.shape))
-            raise GeometryError(
-                f"kernel `{self.kernel.description}` is a 3-D volume kernel ({shape}) but "
-                f"`{image.path}` is a 2-D image (axes {image.axes}); give a volume: a TIFF "
-                "stack, or a .npy with --axes ZYX"
-            )
         return spatial
+
+
+def kernel_layout(kernel: Kernel, axes: str, what: str) -> int:
+    """The spatial axes of data with ``axes`` (2 or 3); a 3-D volume kernel on a 2-D
+    image is refused (``what`` names the data)."""
+    spatial = spatial_axes(axes)
+    if kernel.is_volume and spatial == 2:
+        shape = "x".join(map(str, kernel.array.shape))
+        raise GeometryError(
+            f"kernel `{kernel.description}` is a 3-D volume kernel ({shape}) but {what} is "
+            f"2-D (axes {axes}); give a volume: a TIFF stack, or a .npy with --axes ZYX"
+        )
+    return spatial
 
 
 def spatial_axes(axes: str) -> int:
@@ -426,6 +432,19 @@ class Invert(Transform):
     def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
         return self._problem(shape, spatial).image_shape
 
+    def check_layout(self, image: Image) -> int:
+        from deconv_cli.restore import get_method, methods
+
+        spatial = super().check_layout(image)
+        if spatial == 3 and not get_method(self.method).volumes:
+            others = ", ".join(m.name for m in methods().values() if m.volumes)
+            raise GeometryError(
+                f"`{self.method}` takes 2-D images, and `{image.path}` is a volume (axes "
+                f"{image.axes}); on volumes use {others}",
+                parameter="method",
+            )
+        return spatial
+
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         spatial = spatial_axes(image.axes)
         check_memory(
@@ -465,8 +484,9 @@ class Invert(Transform):
             return Outcome(result.image, problem.op, describe_result(result), result)
         if self.reference is not None and self.reference.shape != problem.image_shape:
             raise GeometryError(
-                f"--reference has shape {_shape(self.reference.shape)}, the recovered image "
-                f"{_shape(problem.image_shape)}"
+                f"has shape {_shape(self.reference.shape)}, the recovered image "
+                f"{_shape(problem.image_shape)}",
+                parameter="reference",
             )
         # Without a reference, history or progress display, no callback: iterative
         # methods then skip the per-iteration residual.

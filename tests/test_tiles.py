@@ -200,7 +200,7 @@ def test_write_npy_mapped_is_atomic(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_npy_mapped(target, lambda allocate: allocate((3, 3), np.float64).fill(2.0))
     np.testing.assert_array_equal(np.load(target), np.full((3, 3), 2.0))
-    with pytest.raises(OutputError, match="exists; use --overwrite"):
+    with pytest.raises(OutputError, match="exists; use `overwrite=True`"):
         write_npy_mapped(target, lambda allocate: allocate((3, 3), np.float64))
 
 

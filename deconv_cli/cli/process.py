@@ -91,11 +91,12 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
 
 
 def _name_flag(result) -> None:
-    """A failed item's message names the flag where the library named its parameter."""
-    from deconv_cli.cli import flag
+    """A failed item's message names flags where the library named its parameters."""
+    from deconv_cli.cli import flag, said
 
     if result.parameter and result.message.startswith(f"{result.parameter}: "):
         result.message = flag(result.parameter) + result.message[len(result.parameter) :]
+    result.message = said(result.message)
 
 
 def _run_with_progress(results, total, title, *, quiet):
