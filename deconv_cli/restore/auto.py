@@ -58,7 +58,7 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     options=("noise_sigma", "iterations", "tol"),
     automatic=("noise_sigma",),
     iterative=True,  # it may pick tv or cgls: their iterations show progress
-    memory=Footprint(40.0, bank=17.0),  # tv's, least squares' for kernel banks
+    memory=Footprint(28.0, bank=17.0),  # tv's, least squares' for kernel banks
 )
 def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """Run the method :func:`choose` picks; the result's notes say which and why.
