@@ -315,7 +315,7 @@ def test_the_default_method_on_a_volume_and_tv_refused(tmp_path):
     args = [tmp_path / "y.npy", "--axes", "ZYX", "-k", "gaussian:sigma=0.6,sigma_z=0.5"]
     result = run("invert", *args, "-o", tmp_path / "x.npy")
     assert result.exit_code == 0, result.output
-    assert "auto picked wiener" in result.output and "a volume (tv is 2-D)" in result.output
+    assert "auto picked tikhonov" in result.output and "a volume (tv is 2-D)" in result.output
     line = one_error_line(run("invert", *args, "-m", "tv", "-o", tmp_path / "t.npy"))
     assert "--method: `tv` takes 2-D images" in line and "richardson-lucy" in line
     assert not (tmp_path / "t.npy").exists()
