@@ -342,3 +342,23 @@ def test_roundtrip_on_a_volume(tmp_path):
         assert rows[name]["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, x, data_range=1))
         assert rows[name]["ssim"] == pytest.approx(structural_similarity(truth, x, data_range=1))
     assert (tmp_path / "out" / "montage.png").exists()
+
+
+def test_a_batch_of_volumes(tmp_path):
+    """Several stacks into a folder, in two worker processes: each equals scipy.ndimage."""
+    stacks = [rng(20 + i).random((5, 9, 8)).astype(np.float32) for i in range(3)]
+    for i, stack in enumerate(stacks):
+        tifffile.imwrite(tmp_path / f"s{i}.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    result = run(
+        "convolve", *(tmp_path / f"s{i}.tif" for i in range(3)), "--axes", "ZYX", "-k",
+        "box:size=3", "-o", tmp_path / "out", "--jobs", "2", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for i, stack in enumerate(stacks):
+        with tifffile.TiffFile(tmp_path / "out" / f"s{i}.tif") as tif:
+            assert tif.series[0].axes == "ZYX"
+            y = tif.series[0].asarray()
+        expected = ndimage.convolve(
+            stack.astype(np.float64), np.ones((1, 3, 3)) / 9, mode="reflect"
+        )
+        np.testing.assert_allclose(y, expected, atol=1e-6)
