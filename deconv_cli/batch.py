@@ -18,7 +18,7 @@ from pathlib import Path
 from deconv_cli import formats, fs
 from deconv_cli.config import Config
 from deconv_cli.config import current as current_config
-from deconv_cli.errors import DeconvError, InputError, OutputError
+from deconv_cli.errors import DeconvError, InputError, OutputError, mention
 
 STDIO = "-"
 NAME_FIELDS = ("stem", "ext")
@@ -61,7 +61,7 @@ class ItemResult:
     item: Item
     status: str
     report: object | None = None  # a process.ItemReport when done
-    message: str = ""
+    message: str = ""  # parameters in it are marked (errors.mention; errors.spoken says them)
     parameter: str | None = None  # the parameter a failure's message names first
 
 
@@ -106,7 +106,8 @@ def collect(specs: Sequence[str], *, recursive: bool = False) -> list[Source]:
         if path.is_dir():
             found = _images_in(path, recursive)
             if not found:
-                hint = "" if recursive else " (add --recursive to descend into subdirectories)"
+                add = mention("recursive", True)
+                hint = "" if recursive else f" (add {add} to descend into subdirectories)"
                 raise InputError(
                     f"`{path}`: no image files ({', '.join(formats.READ_EXTENSIONS)}){hint}"
                 )
@@ -148,29 +149,32 @@ def check_name(template: str) -> str:
         parts = list(string.Formatter().parse(template))
     except ValueError as err:
         raise DeconvError(
-            f"--name: `{template}` is not a valid template ({err!s}); {fields}"
+            f"`{template}` is not a valid template ({err!s}); {fields}", parameter="name"
         ) from err
     for _, field, spec, conversion in parts:
         if field is not None and (field not in NAME_FIELDS or spec or conversion):
             whole = field + ("!" + conversion if conversion else "") + (":" + spec if spec else "")
             raise DeconvError(
-                f"--name: `{{{whole}}}` in `{template}` is not allowed; {fields}, "
-                "with no format specs, conversions or attributes"
+                f"`{{{whole}}}` in `{template}` is not allowed; {fields}, "
+                "with no format specs, conversions or attributes",
+                parameter="name",
             )
     example = template.format(stem="a", ext=".png")
     if not example or "/" in template or os.sep in template or example in (".", ".."):
-        raise DeconvError(f"--name: `{template}` must give a file name, without directories")
+        raise DeconvError(
+            f"`{template}` must give a file name, without directories", parameter="name"
+        )
     return template
 
 
 def output_extension(fmt: str | None) -> str | None:
-    """The extension for ``--format`` (``None`` when not given)."""
+    """The extension for the output format ``fmt`` (``None`` when not given)."""
     if fmt is None:
         return None
     key = fmt.lower().lstrip(".")
     if key not in formats.FORMAT_NAMES:
         names = ", ".join(sorted(formats.FORMAT_NAMES))
-        raise DeconvError(f"--format: `{fmt}` is not one of {names}")
+        raise DeconvError(f"`{fmt}` is not one of {names}", parameter="fmt")
     return formats.FORMAT_NAMES[key]
 
 
@@ -207,33 +211,45 @@ def plan(
     as_dir = name is not None or output.endswith(("/", os.sep)) or target.is_dir()
     if output == STDIO:
         if len(sources) != 1:
-            raise OutputError(f"-o -: standard output takes one input, not {len(sources)}")
+            raise OutputError(
+                f"`-`: standard output takes one input, not {len(sources)}", parameter="output"
+            )
         if name is not None:
-            raise OutputError("--name names files in an output directory, not standard output")
+            raise OutputError(
+                f"`{name}` names files in an output directory, not standard output",
+                parameter="name",
+            )
         source = sources[0]
         ext = forced or _kept_extension(
-            source, stdin_head, "-o -: give --format (png, tif, npy, ...) for standard output"
+            source,
+            stdin_head,
+            f"{mention('output', '-')}: give {mention('fmt')} (png, tif, npy, ...) for "
+            "standard output",
         )
         check_format(Path(f"-o -{ext}"), dtype)
         return [Item(source, None, ext)]
     if not as_dir and len(sources) > 1:
         if target.exists() or target.suffix.lower() in WRITE_EXTENSIONS:
             raise OutputError(
-                f"-o `{target}` is a file but {len(sources)} inputs were given; "
-                "give a directory for several inputs"
+                f"`{target}` is a file but {len(sources)} inputs were given; "
+                "give a directory for several inputs",
+                parameter="output",
             )
         as_dir = True
     if not as_dir:
         ext = target.suffix.lower()
         if forced is not None and ext != forced:
-            raise OutputError(f"-o `{target}` names a `{ext}` file but --format says `{fmt}`")
+            raise OutputError(
+                f"`{target}` names a `{ext}` file but {mention('fmt')} says `{fmt}`",
+                parameter="output",
+            )
         items = [Item(sources[0], target, ext)]
     else:
-        fs.check_directory(target, create=True, what="-o")  # each item's file: _process
+        fs.check_directory(target, create=True, what="output")  # each item's file: run_item
         items = []
         for source in sources:
             ext = forced or _kept_extension(
-                source, stdin_head, f"`{source.label}`: unknown format; give --format"
+                source, stdin_head, f"`{source.label}`: unknown format; give {mention('fmt')}"
             )
             stem = source.relative.name[: -len(source.relative.suffix) or None]
             file_name = template.format(stem=stem, ext=ext)
@@ -241,8 +257,9 @@ def plan(
     for item in items:
         if name is not None and item.output.suffix.lower() not in WRITE_EXTENSIONS:
             raise OutputError(
-                f"--name `{name}` gives `{item.output.name}`, which has no output format's "
-                "extension; end the template with {ext} or .png, .tif, .npy, ..."
+                f"`{name}` gives `{item.output.name}`, which has no output format's "
+                "extension; end the template with {ext} or .png, .tif, .npy, ...",
+                parameter="name",
             )
         check_format(item.output, dtype)
     _check_plan(items)
@@ -262,7 +279,7 @@ def _kept_extension(source: Source, stdin_head: bytes, unknown: str) -> str:
     if fmt is not None and not fmt.writable:
         raise OutputError(
             f"`{source.label}` is {fmt.name}, which deconv reads but does not write; "
-            "give --format (png, tif, npy, ...)"
+            f"give {mention('fmt')} (png, tif, npy, ...)"
         )
     return ext
 
@@ -276,12 +293,12 @@ def _check_plan(items: Sequence[Item]) -> None:
         if key in inputs:
             raise OutputError(
                 f"`{item.output}` is an input; refusing to write over it "
-                "(choose another -o or a --name template)"
+                f"(choose another {mention('output')} or a {mention('name')} template)"
             )
         if key in owners:
             raise OutputError(
                 f"inputs `{owners[key].source.label}` and `{item.source.label}` would both be "
-                f"written to `{item.output}`; use a --name template or separate runs"
+                f"written to `{item.output}`; use a {mention('name')} template or separate runs"
             )
         owners[key] = item
 

@@ -28,10 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
-from deconv_cli import fs
+from deconv_cli import atomic, fs
 from deconv_cli.batch import Item, ItemResult, Settings, Source, sniff
 from deconv_cli.config import use as use_config
-from deconv_cli.errors import DeconvError, InputError, OutputError, signal_exit_code
+from deconv_cli.errors import DeconvError, InputError, OutputError, mention, signal_exit_code
 
 POLL = 0.2  # seconds between checks for a stop request while items run
 
@@ -50,9 +50,11 @@ def process_item(item: Item, settings: Settings) -> ItemResult:
         with use_config(settings.config):
             return run_item(item, settings)
     except DeconvError as err:
-        return ItemResult(item, "failed", message=str(err), parameter=err.parameter)
+        message = f"{err.parameter}: {err.detail}" if err.parameter else err.detail
+        return ItemResult(item, "failed", message=message, parameter=err.parameter)
     except MemoryError:
-        return ItemResult(item, "failed", message="not enough memory for this image (try --tile)")
+        message = f"not enough memory for this image (try {mention('tile')})"
+        return ItemResult(item, "failed", message=message)
     except OSError as err:  # the machine's answer (a full disk...), not a bug
         return ItemResult(item, "failed", message=fs.message(err))
     except Exception as err:  # a bug must not stop the other items; its type is reported
@@ -69,7 +71,8 @@ def run_item(item: Item, settings: Settings) -> ItemResult:
         if not settings.overwrite:
             raise OutputError(
                 f"`{item.output}` (the output for `{item.source.label}`) exists; "
-                "use --overwrite, or --skip-existing to resume a batch"
+                f"use {mention('overwrite', True)}, or {mention('skip_existing', True)} to "
+                "resume a batch"
             )
     # Before this item's work: a directory, pipe or device in the way, a directory that
     # cannot take the file (whether it exists was settled above).
@@ -283,7 +286,7 @@ def _drive(items, submit, wait_first, window: int, fail_fast: bool, stop: Stop):
 
 KILLED_WORKER = (
     "a worker process of the batch was killed (by a signal, e.g. by the out-of-memory "
-    "killer: try fewer --jobs, or --tile)"
+    f"killer: try fewer {mention('jobs')}, or {mention('tile')})"
 )
 
 
@@ -295,8 +298,8 @@ def _worker_init(threads: int, stop) -> None:
 
     FFT threads are set for the process; BLAS/OpenMP pools, loaded already, are limited
     through threadpoolctl. Ctrl-C (sent to the whole process group) is
-    handled by the parent; SIGTERM (the pool ending a broken batch) ends the worker
-    silently, removing the file it was writing.
+    handled by the parent; SIGTERM (the pool ending a broken batch, or a second signal
+    to the batch) ends the worker silently, removing the file it was writing.
     """
     global _STOP
     _STOP = stop
@@ -311,17 +314,21 @@ def _worker_init(threads: int, stop) -> None:
 
 
 def _end_worker(signum, frame) -> None:
-    raise SystemExit(signal_exit_code(signum))
+    """SIGTERM in a worker: remove the file being written and end at once.
+
+    Not by raising SystemExit: a signal landing while the worker runs a ``__del__`` or a
+    weakref callback (the import machinery's module locks have one) has its exception
+    printed as "Exception ignored" and lost, and the worker ran on.
+    """
+    atomic.remove_partial_files()
+    os._exit(signal_exit_code(signum))
 
 
 def _unless_stopped(item: Item, settings: Settings) -> ItemResult | None:
     """:func:`process_item` in a worker process, unless the batch was asked to stop."""
     if _STOP.is_set():
         return None
-    try:
-        return process_item(item, settings)
-    except SystemExit as end:  # SIGTERM: the file being written is removed; end now
-        os._exit(end.code)
+    return process_item(item, settings)
 
 
 def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
@@ -357,13 +364,16 @@ def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
             raise
 
 
-def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop: Stop):
+@contextlib.contextmanager
+def dask_client(scheduler: str, jobs: int):
+    """A Dask client: on a local cluster started here (``"local"``: ``jobs`` worker
+    processes, or one per core), or connected to the scheduler at an address."""
     try:
-        from dask.distributed import Client, LocalCluster, wait
+        from dask.distributed import Client, LocalCluster
     except ImportError as err:
         raise DeconvError(
-            "--scheduler needs Dask: pip install 'deconv-cli[dask]' "
-            "(or: pip install 'dask[distributed]')"
+            "needs Dask: pip install 'deconv-cli[dask]' (or: pip install 'dask[distributed]')",
+            parameter="scheduler",
         ) from err
     with contextlib.ExitStack() as stack:
         if scheduler == "local":
@@ -382,8 +392,16 @@ def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop:
                 client = stack.enter_context(Client(scheduler, timeout="10s"))
             except (OSError, TimeoutError, ValueError) as err:
                 raise DeconvError(
-                    f"--scheduler: cannot connect to the Dask scheduler at `{scheduler}`: {err}"
+                    f"cannot connect to the Dask scheduler at `{scheduler}`: {err}",
+                    parameter="scheduler",
                 ) from err
+        yield client
+
+
+def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop: Stop):
+    with dask_client(scheduler, jobs) as client:
+        from dask.distributed import wait
+
         single = replace(settings, fft_threads=1)  # one task per worker thread
         slots = sum(client.nthreads().values()) or 1
         yield from _drive(

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from deconv_cli import fs
-from deconv_cli.errors import InputError, OutputError
+from deconv_cli.errors import InputError, OutputError, mention
 from deconv_cli.formats import READ_EXTENSIONS, WRITE_EXTENSIONS
 from deconv_cli.metrics import METRICS, compute_metrics, resolve_metrics
 
@@ -262,8 +262,8 @@ def prepare(image: Any, data_range: float | None = None) -> np.ndarray:
         if data.min() < 0.0 or data.max() > 1.0:
             raise InputError(
                 f"`{image.path}`: float data spans {_span(data)}, outside [0, 1]; give "
-                "`--data-range R` (the width of its scale, e.g. 255), or `--data-range 1` "
-                "to measure it on the unit scale as it is"
+                f"{mention('data_range', 'R')} (the width of its scale, e.g. 255), or "
+                f"{mention('data_range', 1)} to measure it on the unit scale as it is"
             )
         return data
     return data / data_range
@@ -278,8 +278,9 @@ def crop_border(
     sides = data.shape[:spatial]
     if 2 * border >= min(sides):
         raise InputError(
-            f"--ignore-border: `{border}` leaves nothing of the {'×'.join(map(str, sides))} "
-            f"{'volume' if spatial == 3 else 'image'} `{path}`"
+            f"`{border}` leaves nothing of the {'×'.join(map(str, sides))} "
+            f"{'volume' if spatial == 3 else 'image'} `{path}`",
+            parameter="ignore_border",
         )
     return data[(slice(border, -border),) * spatial]
 
@@ -397,10 +398,14 @@ def diff_targets(pairs: Sequence[Pair], diff: str | Path) -> list[Path | None]:
     if not as_directory:
         if diff.suffix.lower() not in WRITE_EXTENSIONS:
             allowed = ", ".join(f"`{e}`" for e in WRITE_EXTENSIONS)
-            raise OutputError(f"--diff: `{diff}` has an unknown image extension; use {allowed}")
+            raise OutputError(
+                f"`{diff}` has an unknown image extension; use {allowed}", parameter="diff"
+            )
         return [diff if pair.reference and pair.candidate else None for pair in pairs]
     if diff.exists() and not diff.is_dir():
-        raise OutputError(f"--diff: `{diff}` is a file, but {len(complete)} pairs need a directory")
+        raise OutputError(
+            f"`{diff}` is a file, but {len(complete)} pairs need a directory", parameter="diff"
+        )
     targets: list[Path | None] = []
     used: set[str] = set()
     for pair in pairs:
@@ -422,10 +427,13 @@ def _check_targets(targets: Sequence[Path | None], pairs: Sequence[Pair], overwr
         if target is None:
             continue
         if target.resolve() in inputs:
-            raise OutputError(f"--diff: `{target}` is an input; choose another path")
+            raise OutputError(f"`{target}` is an input; choose another path", parameter="diff")
         if target.exists() and not overwrite:
-            raise OutputError(f"--diff: `{target}` exists; use --overwrite to replace it")
-        fs.check_directory(target.parent, create=True, what="--diff")
+            raise OutputError(
+                f"`{target}` exists; use {mention('overwrite', True)} to replace it",
+                parameter="diff",
+            )
+        fs.check_directory(target.parent, create=True, what="diff")
 
 
 def _write_diff(
@@ -436,7 +444,7 @@ def _write_diff(
     from deconv_cli.pictures import with_colour_bar
 
     picture = with_colour_bar(rgb, "0", f"{diff_range:.3g}", "|difference|")
-    fs.make_directory(path.parent, what="--diff")
+    fs.make_directory(path.parent, what="diff")
     # write_image takes values on the [0, 1] scale; rint(k / 255 · 255) gives k back exactly.
     write_image(path, picture / 255.0, dtype="uint8", overwrite=overwrite, inputs=inputs)
 
@@ -514,12 +522,12 @@ def compare_images(
             raise InputError(f"the threshold for `{name}`: `{limit}` is not a number")
     names = resolve_metrics(list(metrics or METRICS) + list(thresholds))
     if data_range is not None and not (math.isfinite(data_range) and data_range > 0):
-        raise InputError(f"--data-range: `{data_range}` must be a positive number")
+        raise InputError(f"`{data_range}` must be a positive number", parameter="data_range")
     if ignore_border < 0:
-        raise InputError(f"--ignore-border: `{ignore_border}` must be 0 or more")
+        raise InputError(f"`{ignore_border}` must be 0 or more", parameter="ignore_border")
     diff_range = DIFF_RANGE if diff_range is None else diff_range
     if not (math.isfinite(diff_range) and diff_range > 0):
-        raise InputError(f"--diff-range: `{diff_range}` must be a positive number")
+        raise InputError(f"`{diff_range}` must be a positive number", parameter="diff_range")
 
     pairs = pair_inputs(reference, candidates)
     targets: Sequence[Path | None] = [None] * len(pairs)

@@ -259,9 +259,9 @@ def parse_dtype(name: str | np.dtype | None) -> np.dtype | None:
     try:
         text = np.dtype(name).name if not isinstance(name, str) else name.strip().lower()
     except TypeError as err:
-        raise choice_error(OutputError, "--dtype", name, OUTPUT_DTYPES) from err
+        raise choice_error(OutputError, "dtype", name, OUTPUT_DTYPES) from err
     if text not in OUTPUT_DTYPES:
-        raise choice_error(OutputError, "--dtype", name, OUTPUT_DTYPES)
+        raise choice_error(OutputError, "dtype", name, OUTPUT_DTYPES)
     return np.dtype(text)
 
 

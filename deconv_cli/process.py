@@ -98,16 +98,12 @@ class Transform(ABC):
 
     def check_layout(self, image: Image) -> int:
         """The spatial axes of ``image`` (2 or 3), refused before the work when the
-        kernel has more, or the command or its tiles take 2-D images only."""
+        kernel has more, or the command takes 2-D images only."""
         spatial = kernel_layout(self.kernel, image.axes, f"`{image.path}`")
         if spatial == 3 and not self.volumes:
             raise GeometryError(
                 f"`{image.path}` is a volume (axes {image.axes}); this command takes 2-D images",
                 parameter="axes",
-            )
-        if self.tile is not None and spatial == 3:
-            raise GeometryError(
-                "tiles are 2-D in this version; process the volume whole", parameter="tile"
             )
         return spatial
 
@@ -157,14 +153,17 @@ def process_file(
 
     ``axes`` are the input's as stored (``--axes``; :func:`deconv_cli.volumes.read_volume`).
     A tiled job from a float ``.npy`` file to a ``.npy`` file (with no other
-    ``--dtype`` nor ``axes``) runs between memory maps of the two files, so that
-    neither the image nor the result is ever in memory at once (:func:`_mapped`).
+    ``--dtype``, and ``axes`` as stored in ``Z, Y, X, C`` order) runs between memory
+    maps of the two files, so that neither the image nor the result is ever in memory
+    at once (:func:`_mapped`).
     """
     start = time.perf_counter()
     inputs = inputs or (path,)
-    mapped = None if axes is not None else _mapped(path, output, transform, dtype)
+    in_order = axes is None or axes == "".join(a for a in "ZYXC" if a in axes)
+    mapped = _mapped(path, output, transform, dtype, axes) if in_order else None
     if mapped is not None:
-        image = Image(mapped, None, mapped.dtype, Path(path))
+        image = Image(mapped, None, mapped.dtype, Path(path), axes=axes or "")
+        transform.check_layout(image)
         outcomes = []
 
         def fill(allocate: Allocate) -> None:
@@ -199,12 +198,15 @@ def process_file(
     )
 
 
-def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray | None:
+def _mapped(
+    path, output, transform: Transform, dtype: str | None, axes: str | None = None
+) -> np.ndarray | None:
     """The memory map of ``path`` when the job can run between memory maps, else None."""
     npy = [Path(p).suffix.lower() == ".npy" for p in (path, output)]
     if not (all(npy) and transform.mappable()):
         return None
-    array = map_npy(path, max_channels=transform.kernel.max_channels)  # None: needs scaling
+    # None: needs scaling
+    array = map_npy(path, max_channels=transform.kernel.max_channels, axes=axes)
     if array is None or not array.dtype.isnative:
         return None
     requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
@@ -475,14 +477,16 @@ class Invert(Transform):
                 out=allocate(problem.image_shape, problem.op.dtype) if allocate else None,
                 source_dtype=image.source_dtype,
                 on_tile=self.on_tile,
+                spatial=spatial,
             )
             if self.clip:
                 np.clip(result.image, 0, 1, out=result.image)
             return Outcome(result.image, problem.op, describe_result(result), result)
         if self.reference is not None and self.reference.shape != problem.image_shape:
             raise GeometryError(
-                f"--reference has shape {_shape(self.reference.shape)}, the recovered image "
-                f"{_shape(problem.image_shape)}"
+                f"has shape {_shape(self.reference.shape)}, the recovered image "
+                f"{_shape(problem.image_shape)}",
+                parameter="reference",
             )
         # Without a reference, history or progress display, no callback: iterative
         # methods then skip the per-iteration residual.
@@ -522,8 +526,10 @@ def describe_result(result: RestoreResult) -> dict[str, str]:
     return details
 
 
-def _tiles(tile: int, allocate: Allocate | None) -> str:
-    return f"{tile}x{tile} (exact{', memory-mapped' if allocate else ''})"
+def _tiles(tile, allocate: Allocate | None) -> str:
+    from deconv_cli.tiles import describe_tile
+
+    return f"{describe_tile(tile)} (exact{', memory-mapped' if allocate else ''})"
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 
 from deconv_cli import fs
 from deconv_cli.analysis import Analysis, analyze, jsonable
-from deconv_cli.errors import DeconvError, NotInvertibleError, OutputError
+from deconv_cli.errors import DeconvError, NotInvertibleError, OutputError, mention
 from deconv_cli.noise import Noise, NoiseStep
 from deconv_cli.operators import ConvOperator, Geometry
 
@@ -122,7 +122,7 @@ def degrade(
     steps = noise.steps if noise is not None else ()
     if bits is not None:
         if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 32:
-            raise DeconvError(f"--bits: `{bits}` must be a whole number from 1 to 32")
+            raise DeconvError(f"`{bits}` must be a whole number from 1 to 32", parameter="bits")
         steps += (NoiseStep("quantize", int(bits)),)
     if not steps:
         return clean, None, "none (float64 data)"
@@ -316,13 +316,14 @@ def output_names(methods: Sequence[str]) -> list[str]:
 def check_out_dir(directory: str | Path, methods: Sequence[str], *, overwrite: bool) -> None:
     """Fail before any work when ``directory`` is a file or holds outputs not to be replaced."""
     directory = Path(directory)
-    fs.check_directory(directory, create=True, what="--out-dir")
+    fs.check_directory(directory, create=True, what="out_dir")
     if overwrite:
         return
     for name in output_names(methods):
         if (directory / name).exists():
             raise OutputError(
-                f"--out-dir: `{directory / name}` exists; use --overwrite to replace it"
+                f"`{directory / name}` exists; use {mention('overwrite', True)} to replace it",
+                parameter="out_dir",
             )
 
 
@@ -335,7 +336,8 @@ def check_montage(
 
     if out_dir is not None and Path(path).resolve() == (Path(out_dir) / "montage.png").resolve():
         raise OutputError(
-            f"--montage: `{path}` is the montage --out-dir writes; give one or the other"
+            f"`{path}` is the montage {mention('out_dir')} writes; give one or the other",
+            parameter="montage",
         )
     check_target(path, overwrite=overwrite, inputs=inputs)
 
@@ -348,7 +350,7 @@ def save_outputs(
     from deconv_cli.io import write_image
 
     directory = Path(directory)
-    fs.make_directory(directory, what="--out-dir")
+    fs.make_directory(directory, what="out_dir")
     written = [
         write_image(directory / f"{row.method}.npy", row.image, overwrite=overwrite).path
         for row in result.rows

@@ -180,7 +180,7 @@ def _check_history(path, batch) -> None:
         raise DeconvError(f"--history `{path}` is an input of this command; give another file")
     if same(path, batch.output):
         raise DeconvError(f"--history `{path}` is also the output (-o); give another file")
-    fs.check_writable_file(path, overwrite=batch.overwrite, what="--history")
+    fs.check_writable_file(path, overwrite=batch.overwrite, what="history")
 
 
 def _read_reference(path, axes):

@@ -134,7 +134,7 @@ def analyze_model_command(model: str, shape: str | None, fmt: str, quiet: bool) 
 
     from deconv_cli.cli.output import live_status
     from deconv_cli.errors import DeconvError
-    from deconv_cli.models_analysis import ModelAnalysis, analyze_layer, layer_plan
+    from deconv_cli.models_analysis import analyze_plan, layer_plan
 
     if shape is None:
         raise DeconvError("analyze MODEL needs the network input: --shape HxWxC (e.g. 224x224x3)")
@@ -144,12 +144,8 @@ def analyze_model_command(model: str, shape: str | None, fmt: str, quiet: bool) 
     if len(dims) != 3:
         raise DeconvError(f"--shape: `{shape}` must be HxWxC for a MODEL (e.g. 224x224x3)")
     plan = layer_plan(model, dims)
-    rows = []
     with live_status(len(plan), quiet=quiet, label="analyze") as step:
-        for layer, shapes in plan:
-            step(layer.name)
-            rows.append(analyze_layer(layer, shapes))
-    result = ModelAnalysis(rows)
+        result = analyze_plan(plan, on_layer=step)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
         return

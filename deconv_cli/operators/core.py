@@ -132,11 +132,15 @@ class Convolution(LinearMap):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``A x``: pad, correlate (valid), subsample."""
         x = self._check(x, self.input_shape, "image")
+        if self._engine.folds_padding:
+            return self._engine.forward(x)
         return self._engine.forward(padding.pad(x, self.pads, self.geometry.boundary))
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         """``Aᵀ y``: zero-upsample, full convolution, fold the padding back."""
         y = self._check(y, self.output_shape, "data")
+        if self._engine.folds_padding:
+            return self._engine.adjoint(y)
         return padding.fold(self._engine.adjoint(y), self.pads, self.geometry.boundary)
 
     def _check(self, a, shape: tuple[int, ...], what: str):
@@ -166,15 +170,20 @@ class ConvOperator(LinearMap):
     ----------
     kernel : ndarray
         A kernel applied to each channel alike (2-D, or 3-D on a volume) or a
-        conv-layer bank ``(C_out, C_in, *k)``, as stored: a convolution kernel unless
-        ``geometry.correlate``. A 2-D kernel (or bank) on a volume blurs each plane
-        (:func:`~deconv_cli.operators.geometry.as_bank`).
+        conv-layer bank ``(C_out, C_in/groups, *k)``, as stored: a convolution kernel
+        unless ``geometry.correlate``. A 2-D kernel (or bank) on a volume blurs each
+        plane (:func:`~deconv_cli.operators.geometry.as_bank`).
     input_shape : tuple of int
         ``spatial`` lengths (``(H, W)``, ``(Z, H, W)``), then optionally channels.
     geometry : Geometry
     spatial : {2, 3}
         The number of spatial axes of the image: 2 for images, 3 for volumes. Given
         by the caller (the ``--axes`` or the file's), never read from array shapes.
+    groups : int, optional
+        A bank's groups, as a conv layer's (:class:`Convolution`): ``C`` and
+        ``C_out`` split into ``groups`` blocks, each output block reading only its
+        input block (``groups = C``: depthwise). 1 for a kernel applied to each
+        channel alike.
     dtype : numpy dtype, optional
         ``float64`` (default) or ``float32``: the precision of the computation.
     engine : {"auto", "direct", "taps", "separable", "fft"}
@@ -195,6 +204,7 @@ class ConvOperator(LinearMap):
         geometry: Geometry = _DEFAULT,
         *,
         spatial: int = 2,
+        groups: int = 1,
         dtype=np.float64,
         engine: str = "auto",
     ) -> None:
@@ -211,13 +221,15 @@ class ConvOperator(LinearMap):
         _, dilation, _ = geometry.axes(spatial)
         self.effective = effective_taps(bank, dilation, geometry.correlate)
         channels = self.input_shape[spatial] if len(self.input_shape) > spatial else 1
+        self.groups = groups
         if self.is_bank:
-            co, ci = bank.shape[:2]
-            if channels != ci:
+            co, ci = bank.shape[0], bank.shape[1] * groups
+            if channels != ci and groups == 1:
                 raise GeometryError(
                     f"the kernel bank takes {ci} input channels but the image has {channels}"
                 )
-            groups = 1
+        elif groups != 1:
+            raise GeometryError(f"groups: `{groups}` is for a kernel bank; a 2-D kernel has 1")
         else:
             bank, groups = np.broadcast_to(bank, (channels,) + bank.shape[1:]), channels
         self.core = Convolution(
@@ -268,6 +280,7 @@ class ConvOperator(LinearMap):
             input_shape,
             self.geometry,
             spatial=self.spatial,
+            groups=self.groups,
             dtype=self.dtype,
             engine=self.engine,
         )

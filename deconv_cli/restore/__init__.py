@@ -210,7 +210,8 @@ def data_scale(y: np.ndarray) -> float:
 
 def check_options(options: RestoreOptions, data: np.ndarray) -> None:
     """Refuse any option of ``options`` outside its :data:`OPTIONS` range (the relative
-    limits against the scale of ``data``)."""
+    limits against the scale of ``data``): the check of every inversion the commands
+    and :func:`deconv_cli.invert` run, before the work."""
     scale = None
     for option in OPTIONS.values():
         value = getattr(options, option.name)
@@ -219,6 +220,25 @@ def check_options(options: RestoreOptions, data: np.ndarray) -> None:
         if option.relative and scale is None:
             scale = data_scale(data)
         option.check(value, scale if option.relative else 1.0)
+
+
+def check(name: str, value) -> None:
+    """Refuse ``value`` for the option ``name`` where a method function uses it.
+
+    The methods' own check, for a caller of their functions (``richardson_lucy(y, op,
+    tv=...)``): the :data:`OPTIONS` range, the limits relative to the data's scale
+    left to :func:`check_options`, with one difference on purpose: an option whose range is
+    open at 0 (``reg``, ``nsr``, ``lam``, ``tv``, ``rcond``, ``noise_sigma``) accepts 0
+    here, which turns its term off (no regularization, no truncation, no noise) and
+    gives the unregularized solution to compare with. The command line and
+    :func:`deconv_cli.invert` refuse 0 (:func:`check_options`): there a weight of 0 is a
+    slip, and ``None`` already means "choose it from the data". ``None`` (the default)
+    is always accepted.
+    """
+    option = OPTIONS[name]
+    if value is None or (value == 0 and option.low == 0 and option.low_open):
+        return
+    option.check(value, None if option.relative else 1.0)
 
 
 @dataclass

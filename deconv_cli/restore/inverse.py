@@ -20,7 +20,7 @@ from deconv_cli.analysis import null_space
 from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
 from deconv_cli.operators import Convolution, ConvOperator
 from deconv_cli.operators.grid import convolution_of, one_kernel
-from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
 from deconv_cli.spectral import (
     Diagonal,
     amplification_note,
@@ -82,7 +82,8 @@ def inverse(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> R
     ----------
     blurred : ndarray
         The data ``y``, shape ``op.output_shape``.
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``iterations`` and ``tol`` bound the least-squares path (LSQR; default
         5000 iterations, tolerance 1e-14 on LSQR's ``atol``/``btol``);
@@ -139,7 +140,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
     Parameters
     ----------
     blurred : ndarray
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``rcond``: singular values ``σ <= rcond · σ_max`` are treated as zero
         (default ``max(m, n) · eps``, the rank tolerance, so ``pinv`` equals
@@ -155,9 +157,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
     condition number of the part of ``A`` explored exceeds that).
     """
     y = check_data(blurred, op)
+    check("rcond", options.rcond)
     rcond = float(rank_tolerance(op) if options.rcond is None else options.rcond)
-    if not 0 <= rcond < 1:
-        raise DeconvError(f"`{options.rcond}` must be in [0, 1)", parameter="rcond")
     diagonal = diagonalize(op)
     if diagonal is None:
         result = _least_squares(op, y, options, precondition=False, rcond=rcond)
@@ -229,12 +230,10 @@ def _least_squares(
     """LSQR in float64 on ``A`` (or ``A R⁻¹``); ``conlim = 1/rcond`` (none when ``None``)."""
     from scipy.sparse.linalg import LinearOperator, lsqr
 
+    check("iterations", options.iterations)
+    check("tol", options.tol)
     iterations = DEFAULT_LSQR_ITERATIONS if options.iterations is None else options.iterations
-    if iterations < 1:
-        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
     tol = 1e-14 if options.tol is None else float(options.tol)
-    if not tol >= 0:
-        raise DeconvError(f"`{options.tol}` must be 0 or positive", parameter="tol")
     if op.dtype == np.float64:
         op64 = op
     else:  # the same operator in float64 (its layout flattens as the core's)

@@ -16,10 +16,9 @@ import math
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator
 from deconv_cli.operators.grid import grid_operator, one_kernel
-from deconv_cli.restore import RestoreOptions, RestoreResult, register
+from deconv_cli.restore import RestoreOptions, RestoreResult, check, register
 
 DEFAULT_ITERATIONS = 200
 
@@ -58,15 +57,9 @@ class _Stop:
     """
 
     def __init__(self, op, iterations, tol, noise_sigma) -> None:
+        for name, value in (("iterations", iterations), ("tol", tol), ("noise_sigma", noise_sigma)):
+            check(name, value)
         self.iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
-        if self.iterations < 1:
-            raise DeconvError(f"`{self.iterations}` must be at least 1", parameter="iterations")
-        if tol is not None and not tol >= 0:
-            raise DeconvError(
-                f"`{tol}` must be 0 (run every iteration) or positive", parameter="tol"
-            )
-        if noise_sigma is not None and not noise_sigma >= 0:
-            raise DeconvError(f"`{noise_sigma}` must be non-negative", parameter="noise_sigma")
         self.discrepancy = None
         if tol is None and noise_sigma is not None:
             self.discrepancy = float(noise_sigma) ** 2 * math.prod(op.output_shape)
@@ -140,7 +133,8 @@ def cgls(
     Parameters
     ----------
     blurred : ndarray, shape ``op.output_shape``
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     iterations : int, optional
         Maximum iterations (default 200).
     tol : float, optional

@@ -1,5 +1,9 @@
 """Tikhonov and Wiener: regularized linear inverses, closed form where diagonalizable.
 
+(Over 500 lines: the closed forms, the parameter rules and CG share one spectral
+representation of the problem, :class:`_Spectrum`; the rules are the candidate to move
+out, with ``gcv_noise_sigma``, which TV imports from here.)
+
 Both minimize ``‖A x − y‖² + ν ‖L x‖²``: Tikhonov with ``L`` the discrete Laplacian
 (``2d + 1`` points on ``d`` spatial axes: 3 in 1-D, 5 in 2-D, 7 in 3-D; the boundary
 convention of ``A``), Wiener with ``L = I`` and ``ν`` a
@@ -30,10 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
 from deconv_cli.operators import Convolution, ConvOperator, Geometry, is_symmetric_kernel
 from deconv_cli.operators.grid import channel_first, convolution_of, noise_planes, one_kernel
-from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
 from deconv_cli.restore.inverse import check_data
 from deconv_cli.spectral import Diagonal, approximate, diagonalize, same_mode
 
@@ -81,7 +84,8 @@ def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> 
     ----------
     blurred : ndarray
         The data ``y``, shape ``op.output_shape``.
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``reg``: ``ν`` (``None``: chosen by GCV); ``iterations``/``tol``: the CG
         solver where ``A`` is not diagonalizable (default 1000 and 1e-6 on the
@@ -121,7 +125,8 @@ def wiener(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Re
     Parameters
     ----------
     blurred : ndarray
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``nsr``: the noise-to-signal power ratio (``None``: chosen from the data);
         ``noise_sigma``: the noise level for the rule of thumb used for kernel banks
@@ -153,9 +158,7 @@ def _solve(
 ) -> RestoreResult:
     y = check_data(blurred, op)
     given = options.reg if kind == "tikhonov" else options.nsr
-    if given is not None and not (math.isfinite(given) and given >= 0):
-        parameter = "reg" if kind == "tikhonov" else "nsr"
-        raise DeconvError(f"`{given}` must be a finite number >= 0", parameter=parameter)
+    check("reg" if kind == "tikhonov" else "nsr", given)
     diagonal = diagonalize(op)
     params: dict[str, object] = {}
     notes: list[str] = []
@@ -661,14 +664,10 @@ def _preconditioner(op: ConvOperator, kind: str, weight: float):
 
 def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: RestoreOptions):
     """CG from ``x₀ = 0`` on ``(AᵀA + ν LᵀL) x = Aᵀy``, DCT-preconditioned where that helps."""
+    check("iterations", options.iterations)
+    check("tol", options.tol)
     iterations = DEFAULT_ITERATIONS if options.iterations is None else int(options.iterations)
-    if iterations < 1:
-        raise DeconvError(f"`{options.iterations}` must be at least 1", parameter="iterations")
     tol = DEFAULT_TOL[op.dtype] if options.tol is None else float(options.tol)
-    if not tol >= 0:
-        raise DeconvError(
-            f"`{options.tol}` must be 0 (run every iteration) or positive", parameter="tol"
-        )
     laplacian = _laplacian_operator(op) if kind == "tikhonov" else None
 
     def normal(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
