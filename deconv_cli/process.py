@@ -439,7 +439,7 @@ class Invert(Transform):
         if spatial == 3 and not get_method(self.method).volumes:
             others = ", ".join(m.name for m in methods().values() if m.volumes)
             raise GeometryError(
-                f"`{self.method}` takes 2-D images, and `{image.path}` is a volume (axes "
+                f"`{self.method}` does not take volumes yet, and `{image.path}` is one (axes "
                 f"{image.axes}); on volumes use {others}",
                 parameter="method",
             )

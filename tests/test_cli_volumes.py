@@ -315,9 +315,11 @@ def test_the_default_method_on_a_volume_and_tv_refused(tmp_path):
     args = [tmp_path / "y.npy", "--axes", "ZYX", "-k", "gaussian:sigma=0.6,sigma_z=0.5"]
     result = run("invert", *args, "-o", tmp_path / "x.npy")
     assert result.exit_code == 0, result.output
-    assert "auto picked tikhonov" in result.output and "a volume (tv is 2-D)" in result.output
+    assert (
+        "auto picked tikhonov" in result.output and "tv does not take volumes yet" in result.output
+    )
     line = one_error_line(run("invert", *args, "-m", "tv", "-o", tmp_path / "t.npy"))
-    assert "--method: `tv` takes 2-D images" in line and "richardson-lucy" in line
+    assert "--method: `tv` does not take volumes yet" in line and "richardson-lucy" in line
     assert not (tmp_path / "t.npy").exists()
 
 
@@ -335,7 +337,7 @@ def test_roundtrip_on_a_volume(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = {row["method"]: row for row in json.loads(result.stdout)["rows"]}
-    assert rows["tv"]["note"] == "not run: it takes 2-D images"
+    assert rows["tv"]["note"] == "not run: it does not take volumes"
     for name in ("blurred", "wiener"):
         x = np.load(tmp_path / "out" / f"{name}.npy")
         assert x.shape == truth.shape
