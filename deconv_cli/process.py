@@ -9,6 +9,10 @@ The layout is explicit: an image read with its axes (:func:`deconv_cli.volumes.r
 spatial axes, and the operator is built with that many (``ConvOperator(...,
 spatial=)``). A volume's result is written with its axes and voxel size
 (:func:`deconv_cli.volumes.write_volume`; a stride changes the voxel size).
+
+Above ~500 lines because the three transforms and the one file-processing path they
+share (read with axes, check before the work, write with alpha or voxel size) are one
+idea; a transform in another module would import its reading and writing back.
 """
 
 from __future__ import annotations
@@ -439,7 +443,7 @@ class Invert(Transform):
         if spatial == 3 and not get_method(self.method).volumes:
             others = ", ".join(m.name for m in methods().values() if m.volumes)
             raise GeometryError(
-                f"`{self.method}` takes 2-D images, and `{image.path}` is a volume (axes "
+                f"`{self.method}` does not take volumes yet, and `{image.path}` is one (axes "
                 f"{image.axes}); on volumes use {others}",
                 parameter="method",
             )

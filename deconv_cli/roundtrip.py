@@ -216,7 +216,7 @@ def roundtrip(
         if on_method is not None:
             on_method(name)
         if spatial == 3 and not get_method(name).volumes:
-            rows.append(RoundtripRow(name, note="not run: it takes 2-D images"))
+            rows.append(RoundtripRow(name, note="not run: it does not take volumes"))
             continue
         if name == "inverse" and not analysis.invertible:
             rows.append(RoundtripRow(name, note=f"not run: A is not invertible: {_why(analysis)}"))
