@@ -267,7 +267,7 @@ def analyze(
     """
     sigma_noise, source = noise_level(noise_sigma, bits)
     source = noise_source or source
-    op = _float64(op)
+    op = _exact_form(op)
     m, n = op.shape
     rtol = max(m, n) * _EPS
     spectrum = _exact_spectrum(op, dense_limit, kronecker_limit)
@@ -294,7 +294,7 @@ def null_space(
         One sentence: which frequencies vanish, which dimensions or channels force
         the null space, or which theorem applies.
     """
-    op = _float64(op)
+    op = _exact_form(op)
     m, n = op.shape
     rtol = max(m, n) * _EPS
     spectrum = _exact_spectrum(op, dense_limit, kronecker_limit)
@@ -342,10 +342,22 @@ VALID_THEOREM = (
 # -- exact paths -----------------------------------------------------------------------
 
 
-def _float64(op: ConvOperator) -> ConvOperator:
-    if op.dtype == np.float64:
+def _exact_form(op: ConvOperator) -> ConvOperator:
+    """``op`` in float64 with an ungrouped bank: the paths below read a bank's
+    ``(C_out, C_in)`` pairs, so a grouped bank becomes its block-diagonal one, zero
+    between groups (output block ``j`` reads input block ``j`` only)."""
+    if op.dtype == np.float64 and op.groups == 1:
         return op
-    return ConvOperator(op.kernel, op.input_shape, op.geometry)
+    kernel = op.kernel
+    if op.groups > 1:
+        co, cig = kernel.shape[:2]
+        cog = co // op.groups
+        kernel = np.zeros((co, cig * op.groups) + kernel.shape[2:])
+        for j in range(op.groups):
+            kernel[j * cog : (j + 1) * cog, j * cig : (j + 1) * cig] = op.kernel[
+                j * cog : (j + 1) * cog
+            ]
+    return ConvOperator(kernel, op.input_shape, op.geometry)
 
 
 def single_kernel(op: ConvOperator) -> bool:

@@ -145,6 +145,7 @@ def roundtrip(
     bits: int | None = None,
     methods: Sequence[str] | None = None,
     on_method: Callable[[str], None] | None = None,
+    groups: int = 1,
 ) -> Roundtrip:
     """Blur ``image`` (+ noise, + quantization), recover it every way, measure each result.
 
@@ -153,7 +154,7 @@ def roundtrip(
     image : (H, W) or (H, W, C) ndarray
         The sharp image ``x`` on the [0, 1] scale (computed in float64).
     kernel : ndarray
-        A 2-D kernel or a ``(C_out, C_in, kh, kw)`` bank, as stored.
+        A 2-D kernel or a ``(C_out, C_in/groups, kh, kw)`` bank, as stored.
     geometry : Geometry
     noise : Noise, optional
         Added to ``A x`` with ``np.random.default_rng(seed)``.
@@ -163,6 +164,8 @@ def roundtrip(
         Registered inversion methods (default: those the registry marks for roundtrip).
     on_method : callable, optional
         Called with each method's name before it runs (for progress output).
+    groups : int
+        A grouped bank's groups (:class:`~deconv_cli.operators.ConvOperator`'s).
 
     Returns
     -------
@@ -176,11 +179,12 @@ def roundtrip(
 
     names = check_methods(methods)
     x = np.asarray(image, dtype=np.float64)
-    if np.ndim(kernel) == 4 and np.shape(kernel)[1] == 1 and x.ndim == 3 and x.shape[2] == 1:
+    single = np.ndim(kernel) == 4 and np.shape(kernel)[1] * groups == 1
+    if single and x.ndim == 3 and x.shape[2] == 1:
         # A bank's size-one channel axis is dropped (so the inverse problem recovers H×W):
         # measure against the same H×W.
         x = x[:, :, 0]
-    op = ConvOperator(kernel, x.shape, geometry)
+    op = ConvOperator(kernel, x.shape, geometry, groups=groups)
     y, sigma, description = degrade(op, x, noise=noise, seed=seed, bits=bits)
     if sigma is None:
         analysis = analyze(
@@ -198,7 +202,7 @@ def roundtrip(
     rows.append(
         _scored(RoundtripRow("transpose", note=note), x, transposed, time.perf_counter() - start)
     )
-    problem = build_problem(kernel, y.shape, geometry, output_shape=x.shape[:2])
+    problem = build_problem(kernel, y.shape, geometry, output_shape=x.shape[:2], groups=groups)
     for name in names:
         if on_method is not None:
             on_method(name)

@@ -105,6 +105,7 @@ def tiled_invert(
     out: np.ndarray | None = None,
     source_dtype: np.dtype | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    groups: int = 1,
 ) -> RestoreResult:
     """Solve ``A x ≈ y`` tile by tile, each tile on a window with a margin.
 
@@ -136,6 +137,8 @@ def tiled_invert(
         The stored pixel type, for the quantization note of ``inverse``.
     on_tile : callable, optional
         ``on_tile(done, total)`` after each tile.
+    groups : int
+        A grouped bank's groups (:class:`~deconv_cli.operators.ConvOperator`'s).
 
     Returns
     -------
@@ -167,8 +170,9 @@ def tiled_invert(
     check_tiled_geometry(geometry)
     dtype = np.dtype(np.float32 if blurred.dtype == np.float32 else np.float64)
     whole = build_problem(
-        kernel, blurred.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
-    )
+        kernel, blurred.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype,
+        groups=groups,
+    )  # fmt: skip
     d = whole.op.core.ndim
     sides = tile_sides(tile, d)
     margins = _margins(default_margin(whole.op) if margin is None else margin, d)
@@ -206,8 +210,9 @@ def tiled_invert(
             # auto's own estimate, kept so that the method it picks gets it on every tile
             opts = replace(opts, noise_sigma=estimate_noise_sigma(data))
         problem = build_problem(
-            kernel, data.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
-        )
+            kernel, data.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype,
+            groups=groups,
+        )  # fmt: skip
         result = invert(data, problem, chosen, opts, source_dtype=note_dtype)
         flat = data.reshape(-1)
         data_energy = float(np.einsum("i,i->", flat, flat, dtype=np.float64))

@@ -56,8 +56,9 @@ def _image_shape(image, shape, kernel) -> tuple[tuple[int, ...], int | None]:
         bits = np.iinfo(dtype).bits if dtype.kind == "u" else None
         return read.data.shape, bits
     dims = _parse_shape(shape)
-    if kernel.is_bank and len(dims) == 2 and kernel.array.shape[1] > 1:
-        dims = dims + (kernel.array.shape[1],)
+    channels = kernel.array.shape[1] * kernel.groups  # a bank's input channels
+    if kernel.is_bank and len(dims) == 2 and channels > 1:
+        dims = dims + (channels,)
     return dims, None
 
 
@@ -229,7 +230,6 @@ def analyze(
     from deconv_cli.analysis import analyze as run_analysis
     from deconv_cli.cli.models import analyze_model_command, given_flags, operator_inputs
     from deconv_cli.errors import DeconvError
-    from deconv_cli.operators import ConvOperator
 
     if image is not None and image.lower().endswith(".onnx") and kernel.kernel_spec is None:
         geometry_flags = ("mode", "boundary", "correlate", "stride", "dilation", "padding")
@@ -250,7 +250,7 @@ def analyze(
         from deconv_cli.fs import check_target
 
         check_target(spectrum, overwrite=overwrite, inputs=(image,) if image else ())
-    op = ConvOperator(kernel.array, input_shape, geometry)
+    op = kernel.operator(input_shape, geometry)
     source = None
     if noise_sigma is None and bits is None and image_bits is not None:
         bits, source = image_bits, f"{image_bits}-bit quantization (the image's)"
@@ -400,6 +400,7 @@ def roundtrip(
             bits=bits,
             methods=names,
             on_method=step,
+            groups=kernel.groups,
         )
     if montage is not None:
         from deconv_cli.roundtrip import write_montage

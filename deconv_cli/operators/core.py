@@ -300,16 +300,17 @@ def input_shape_for(
     requested: tuple[int, ...] | None = None,
     *,
     spatial: int = 2,
+    groups: int = 1,
 ) -> tuple[int, ...]:
     """The image shape whose forward image has ``output_shape`` (image layout, on
-    ``spatial`` axes).
+    ``spatial`` axes; a bank's ``groups`` as :class:`ConvOperator`'s).
 
     A stride ``s`` maps ``s`` consecutive input lengths to one output length; the
     smallest is chosen (as ``conv_transpose2d`` does) unless ``requested`` (one
     length per spatial axis) names another valid one.
     """
     eff = effective_kernel(kernel, geometry, spatial)
-    co, ci = eff.shape[:2]
+    co, ci = eff.shape[0], eff.shape[1] * groups
     stride, _, explicit = geometry.axes(spatial)
     if requested is not None and len(requested) != spatial:
         raise GeometryError(
