@@ -140,7 +140,7 @@ def analyze_model_command(model: str, shape: str | None, fmt: str, quiet: bool) 
         raise DeconvError("analyze MODEL needs the network input: --shape HxWxC (e.g. 224x224x3)")
     from deconv_cli.cli.analyze import _parse_shape
 
-    dims = _parse_shape(shape)
+    dims, _ = _parse_shape(shape, None)
     if len(dims) != 3:
         raise DeconvError(f"--shape: `{shape}` must be HxWxC for a MODEL (e.g. 224x224x3)")
     plan = layer_plan(model, dims)
