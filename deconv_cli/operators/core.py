@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deconv_cli.errors import GeometryError
+from deconv_cli.errors import GeometryError, mention
 from deconv_cli.operators import padding
 from deconv_cli.operators.engines import make_engine
 from deconv_cli.operators.geometry import (
@@ -118,7 +118,8 @@ class Convolution(LinearMap):
                 f"the kernel ({_dims(k)} after dilation) is larger than the "
                 f"{'padded ' if geometry.mode != 'valid' or geometry.padding else ''}image "
                 f"({_dims(self.padded_shape)}): "
-                f"`{geometry.mode}` mode has no output; use a smaller kernel or --mode same/full"
+                f"`{geometry.mode}` mode has no output; use a smaller kernel, "
+                f"{mention('mode', 'same')} or {mention('mode', 'full')}"
             )
         out = tuple(-(-n // s) for n, s in zip(self.stride1_shape, self.stride, strict=True))
         self.output_shape = out + (co,)
