@@ -301,7 +301,7 @@ class Convolve(Transform):
         return self.tile is not None and self.noise is None  # noise is drawn for the whole image
 
     def _operator(self, shape: tuple[int, ...], spatial: int, dtype=np.float64) -> ConvOperator:
-        return ConvOperator(self.kernel.array, shape, self.geometry, spatial=spatial, dtype=dtype)
+        return self.kernel.operator(shape, self.geometry, spatial=spatial, dtype=dtype)
 
     def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
         return self._operator(shape, spatial).output_shape
@@ -317,6 +317,7 @@ class Convolve(Transform):
             tile=self.tile,
             mapped=allocate is not None,
             spatial=spatial,
+            groups=self.kernel.groups,
         )
         op = self._operator(x.shape, spatial, x.dtype)
         details = {}
@@ -345,8 +346,9 @@ class Transpose(Transform):
 
     def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
         return input_shape_for(
-            self.kernel.array, shape, self.geometry, self.output_shape, spatial=spatial
-        )
+            self.kernel.array, shape, self.geometry, self.output_shape, spatial=spatial,
+            groups=self.kernel.groups,
+        )  # fmt: skip
 
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         spatial = spatial_axes(image.axes)
@@ -359,13 +361,10 @@ class Transpose(Transform):
             tile=self.tile,
             mapped=allocate is not None,
             spatial=spatial,
+            groups=self.kernel.groups,
         )
-        op = ConvOperator(
-            self.kernel.array,
-            self.result_shape(y.shape, spatial),
-            self.geometry,
-            spatial=spatial,
-            dtype=y.dtype,
+        op = self.kernel.operator(
+            self.result_shape(y.shape, spatial), self.geometry, spatial=spatial, dtype=y.dtype
         )
         if self.tile is None:
             return Outcome(op.adjoint(y), op)
@@ -431,6 +430,7 @@ class Invert(Transform):
             output_shape=self.output_shape,
             dtype=dtype,
             spatial=spatial,
+            groups=self.kernel.groups,
         )
 
     def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
@@ -463,6 +463,7 @@ class Invert(Transform):
             margin=self.tile_margin,
             mapped=allocate is not None,
             spatial=spatial,
+            groups=self.kernel.groups,
         )
         problem = self._problem(y.shape, spatial, y.dtype)
         options = replace(self.options, jpeg_tables=_jpeg_tables(image))
@@ -482,6 +483,7 @@ class Invert(Transform):
                 source_dtype=image.source_dtype,
                 on_tile=self.on_tile,
                 spatial=spatial,
+                groups=self.kernel.groups,
             )
             if self.clip:
                 np.clip(result.image, 0, 1, out=result.image)
