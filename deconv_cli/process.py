@@ -436,19 +436,6 @@ class Invert(Transform):
     def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
         return self._problem(shape, spatial).image_shape
 
-    def check_layout(self, image: Image) -> int:
-        from deconv_cli.restore import get_method, methods
-
-        spatial = super().check_layout(image)
-        if spatial == 3 and not get_method(self.method).volumes:
-            others = ", ".join(m.name for m in methods().values() if m.volumes)
-            raise GeometryError(
-                f"`{self.method}` does not take volumes yet, and `{image.path}` is one (axes "
-                f"{image.axes}); on volumes use {others}",
-                parameter="method",
-            )
-        return spatial
-
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         spatial = spatial_axes(image.axes)
         check_memory(

@@ -180,7 +180,7 @@ def roundtrip(
         row, then one row per method, in the order given.
     """
     from deconv_cli.inversion import build_problem, invert
-    from deconv_cli.restore import RestoreOptions, get_method
+    from deconv_cli.restore import RestoreOptions
 
     names = check_methods(methods)
     x = np.asarray(image, dtype=np.float64)
@@ -220,9 +220,6 @@ def roundtrip(
     for name in names:
         if on_method is not None:
             on_method(name)
-        if spatial == 3 and not get_method(name).volumes:
-            rows.append(RoundtripRow(name, note="not run: it does not take volumes"))
-            continue
         if name == "inverse" and not analysis.invertible:
             rows.append(RoundtripRow(name, note=f"not run: A is not invertible: {_why(analysis)}"))
             continue

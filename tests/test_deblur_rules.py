@@ -143,11 +143,19 @@ VOLUME_KERNEL = np.exp(
 )
 
 
+@pytest.mark.parametrize("rows", [None, 2], ids=["whole", "blocks"])
 @pytest.mark.parametrize("spatial", [2, 3], ids=["image", "volume"])
-def test_splitting_reaches_the_tv_minimizer(spatial):
+def test_splitting_reaches_the_tv_minimizer(spatial, rows, monkeypatch):
     """On a tiny unknown-boundary problem the result's TV objective, computed with dense
     matrices, equals the minimum an independent solver (Chambolle-Pock) reaches: an
-    image, and a volume (isotropic TV over its three axes)."""
+    image, and a volume (isotropic TV over its three axes); also when the Fourier
+    division and the shrinkage run in blocks of 2 along the first spatial axis (a
+    3-D grid once mixed up its first and second axes there)."""
+    if rows is not None:
+        from deconv_cli.restore import tv
+
+        for function in (tv._times_conjugate, tv._HQS._divide, tv._split, tv._distances):
+            monkeypatch.setattr(function, "__defaults__", (rows,))
     rng = np.random.default_rng(3)
     if spatial == 2:
         kernel = load_kernel("motion:length=5,angle=30").array

@@ -261,8 +261,9 @@ class _HQS:
         dtype = first.dtype.type
         n, rho = dtype(self.n), dtype(rho)
         tail = rho * sum(others)  # the symbols of the axes after the first, broadcast
+        lead = (slice(None),) * (spectrum.ndim - kernel.ndim)  # the channel axis
         for top in range(0, kernel.shape[0], rows):
-            block = slice(top, top + rows)
+            block = slice(top, top + rows)  # along the first spatial axis
             k = kernel[block]
             den = np.abs(k)
             den *= n
@@ -270,11 +271,11 @@ class _HQS:
             den += rho * first[block]
             den += tail
             np.maximum(den, self.tiny, out=den)
-            s = spectrum[..., block, :]
+            s = spectrum[lead + (block,)]
             s *= k  # Cᵀu
-            s += tv_part[..., block, :]
+            s += tv_part[lead + (block,)]
             s /= den
-            np.multiply(s, np.conj(k), out=tv_part[..., block, :])
+            np.multiply(s, np.conj(k), out=tv_part[lead + (block,)])
 
     @property
     def settled(self) -> bool:
@@ -335,11 +336,12 @@ class _HQS:
 
 
 def _times_conjugate(a: np.ndarray, b: np.ndarray, out: np.ndarray, rows: int = 64) -> None:
-    """``out = a · conj(b)`` in row blocks (``b`` broadcast over the leading axis): the
-    conjugate is never stored whole."""
-    for top in range(0, a.shape[-2], rows):
+    """``out = a · conj(b)`` in blocks of ``rows`` along the first spatial axis (``b``
+    broadcast over ``a``'s leading axes): the conjugate is never stored whole."""
+    lead = (slice(None),) * (a.ndim - b.ndim)
+    for top in range(0, b.shape[0], rows):
         block = slice(top, top + rows)
-        np.multiply(a[..., block, :], np.conj(b[block]), out=out[..., block, :])
+        np.multiply(a[lead + (block,)], np.conj(b[block]), out=out[lead + (block,)])
 
 
 def _distances(a: np.ndarray, b: np.ndarray, rows: int = 64) -> tuple[float, float]:
@@ -769,9 +771,6 @@ def _pilot(blurred: np.ndarray, op: ConvOperator) -> tuple[np.ndarray, ConvOpera
     memory=Footprint(28.0),
     banks=False,
     roundtrip=4,
-    # not on volumes yet: on 32x80x80 with a 15x15x15 PSF its kernel spectrum and the
-    # grid disagree (a ValueError in _times_conjugate); 16³ and 20x30x40 run
-    volumes=False,
 )
 def _tv_method(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     return tv_deconvolve(
