@@ -19,8 +19,12 @@ flat, zero boundary as ``scipy.signal.fftconvolve(mode="same")`` gives; its kern
 scored the same way.
 
 Parametric: ``--family gaussian|disk|motion`` on gaussian σ 1.5–3, disk r 2–5,
-motion length 9–25 at seeded angles: the parameters found against the truth, and the
-error ratio.
+motion length 9–25 at seeded angles (held out), and with ``--full`` σ 1.2–4, r 2.5–6,
+length 11–21 on the development images: the parameters found against the truth
+(:data:`PARAMETER_TARGETS`), and the error ratio.
+
+Halves: the estimates were tuned on the :data:`DEVELOPMENT` images; the summaries are
+given for them and for the held-out ones apart.
 
 Run: ``python benchmarks/bench_blind.py`` (the quick subset, for ``make bench``),
 ``--full`` (every case), ``--method M`` (another non-blind method for the ratio).
