@@ -12,7 +12,7 @@ Sections (run all, or name some):
               the central 1024x1024 crop against the untiled run's (the whole image's).
 ``calibrate`` Peak memory of untiled jobs (process_file, .npy in and out) per command and
               method: a fixed part plus copies of the image, fitted on two sizes, to
-              calibrate ``tiles.estimate_bytes``.
+              calibrate ``memory.estimate_bytes``.
 ``memory``    Peak memory and time of a wiener invert, 4096x4096 and 8192x8192 float32:
               the ``deconv`` command untiled, with ``--tile 1024`` to .npy (input and
               output memory-mapped) and with ``--tile 1024`` to a float32 .tif (in memory).
@@ -43,7 +43,8 @@ from deconv_cli.inversion import build_problem, invert
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.restore import RestoreOptions
-from deconv_cli.tiles import tiled_adjoint, tiled_forward, tiled_invert
+from deconv_cli.tiled_invert import tiled_invert
+from deconv_cli.tiles import tiled_adjoint, tiled_forward
 
 # -- exact ---------------------------------------------------------------------------
 

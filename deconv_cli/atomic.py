@@ -41,6 +41,7 @@ def _new_file_mode(path: Path) -> int:
 TEMP_PREFIX = ".deconv-"
 _TEMP_NAME = re.compile(r"\.deconv-(?P<pid>[0-9]+)-(?P<host>[A-Za-z0-9._-]+)-[a-z0-9_]{8}(\.\w+)?")
 _cleaned: set[str] = set()
+_partial: set[Path] = set()  # the temporary files this process is writing now
 
 
 def _host() -> str:
@@ -130,6 +131,14 @@ def _temporary_name(directory: Path, suffix: str) -> Path:
     return directory / f"{TEMP_PREFIX}{os.getpid()}-{_host()}-{random}{suffix}"
 
 
+def remove_partial_files() -> None:
+    """Remove the temporary files this process is writing: the last act of a process
+    ending at once (``os._exit``), which runs no ``except`` clause."""
+    for tmp in list(_partial):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def _create(tmp: Path) -> bool:
     """Create ``tmp`` (mode 0600), or return False when the name is taken."""
     try:
@@ -180,9 +189,12 @@ def atomic_write(
     # The name is known before the file exists, so that a signal landing at any moment
     # (just after the creation included) finds the cleanup below in place.
     tmp, created = _temporary_name(directory, path.suffix), False
+    _partial.add(tmp)
     try:
         while not _create(tmp):
+            _partial.discard(tmp)
             tmp = _temporary_name(directory, path.suffix)
+            _partial.add(tmp)
         created = True
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -193,7 +205,9 @@ def atomic_write(
         os.chmod(tmp, _new_file_mode(path))
         fs.check_guard(path)
         os.replace(tmp, path)
+        _partial.discard(tmp)
     except BaseException as err:
+        _partial.discard(tmp)
         with contextlib.suppress(OSError):
             tmp.unlink()  # ours even if `created` was not set yet: the name holds our pid
         if isinstance(err, (DeconvError, MemoryError)) or not isinstance(err, Exception):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -84,6 +85,7 @@ class Blind(Transform):
     overwrite: bool = False
     on_progress: Callable[[str], None] | None = None
     tile: int | None = None
+    volumes: ClassVar[bool] = False
 
     @property
     def kernel(self):
@@ -92,7 +94,7 @@ class Blind(Transform):
 
         return load_kernel("identity")
 
-    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
         from deconv_cli.blind import check_bound
 
         check_bound(self.bound or automatic_bound(shape), shape)

@@ -16,12 +16,20 @@ Rules
   is given, in which case float files are divided by it (so PSNR and SSIM equal
   skimage's with ``data_range`` on the raw values, and the other metrics are on the
   unit scale). Alpha channels are ignored.
-- **Rows.** One row per pair over all channels; with ``per_channel`` one more row
-  per channel of a multi-channel image. ``ignore_border`` crops that many pixels
-  from every side of both images first.
+- **Volumes.** A TIFF stack, or a ``.npy`` read with ``axes`` naming Z, is a volume:
+  its metrics are over every voxel, SSIM with a 7×7×7 window (as ``skimage.metrics``
+  computes them on 3-D arrays). Both files of a pair must be volumes, or neither.
+- **Rows.** One row per pair over all channels (and planes); with ``per_channel`` one
+  more row per channel of a multi-channel image; with ``per_slice`` one more row per
+  plane ``z`` of a volume (2-D metrics on that plane). ``ignore_border`` crops that
+  many pixels from every side of both images first (planes too, for a volume).
 - **Thresholds.** ``{metric: limit}``: a maximum for the error metrics, a minimum
   for ``psnr`` and ``ssim``, both inclusive. A row passes when all hold; a pair
   passes when all its rows pass.
+
+Size: a little over 500 lines for one idea, the ``compare`` experiment (pairing,
+scale, rows, thresholds and the difference maps of those rows); no part of it is
+used elsewhere.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from deconv_cli import fs
-from deconv_cli.errors import InputError, OutputError
+from deconv_cli.errors import InputError, OutputError, mention
 from deconv_cli.formats import READ_EXTENSIONS, WRITE_EXTENSIONS
 from deconv_cli.metrics import METRICS, compute_metrics, resolve_metrics
 
@@ -65,6 +73,7 @@ class ComparisonRow:
     failures: list[str] = field(default_factory=list)
     channel: int | None = None
     error: str | None = None
+    z: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -76,6 +85,7 @@ class ComparisonRow:
         return {
             "reference": self.reference,
             "candidate": self.candidate,
+            "z": self.z,
             "channel": self.channel,
             **self.metrics,
             "passed": self.passed,
@@ -148,6 +158,8 @@ class CompareResult:
 
 def _row_label(row: ComparisonRow) -> str:
     name = Path(row.candidate or row.reference or "?").name
+    if row.z is not None:
+        name = f"{name}, z {row.z}"
     return name if row.channel is None else f"{name}, channel {row.channel}"
 
 
@@ -227,17 +239,20 @@ def _span(data: np.ndarray) -> str:
 
 
 def prepare(image: Any, data_range: float | None = None) -> np.ndarray:
-    """The values of a read image on the unit scale, as float64 H×W or H×W×C.
+    """The values of a read image on the unit scale, as float64 H×W or H×W×C, or for
+    a volume (``"Z" in image.axes``) Z×Y×X×C (C may be 1, as the metrics take volumes).
 
     ``image`` is a :class:`deconv_cli.io.Image` (``data`` already scaled to [0, 1]
     for integer files). Float data must lie in [0, 1] unless ``data_range`` is
-    given, in which case it is divided by ``data_range``. A trailing channel axis of
-    length 1 is dropped; alpha (``image.alpha``) is not used.
+    given, in which case it is divided by ``data_range``. An image's trailing channel
+    axis of length 1 is dropped; alpha (``image.alpha``) is not used.
     """
     data = np.asarray(image.data, dtype=np.float64)
-    if data.ndim == 3 and data.shape[-1] == 1:
+    if "Z" in image.axes:
+        data = data if "C" in image.axes else data[..., None]
+    elif data.ndim == 3 and data.shape[-1] == 1:
         data = data[..., 0]
-    if data.ndim not in (2, 3):
+    if data.ndim not in (2, 3) and "Z" not in image.axes:
         raise InputError(f"`{image.path}`: expected an H×W or H×W×C image, got shape {data.shape}")
     if not np.all(np.isfinite(data)):
         raise InputError(f"`{image.path}` contains NaN or infinite values")
@@ -247,23 +262,27 @@ def prepare(image: Any, data_range: float | None = None) -> np.ndarray:
         if data.min() < 0.0 or data.max() > 1.0:
             raise InputError(
                 f"`{image.path}`: float data spans {_span(data)}, outside [0, 1]; give "
-                "`--data-range R` (the width of its scale, e.g. 255), or `--data-range 1` "
-                "to measure it on the unit scale as it is"
+                f"{mention('data_range', 'R')} (the width of its scale, e.g. 255), or "
+                f"{mention('data_range', 1)} to measure it on the unit scale as it is"
             )
         return data
     return data / data_range
 
 
-def crop_border(data: np.ndarray, border: int, *, path: object = "") -> np.ndarray:
-    """``data`` without ``border`` pixels on every side."""
+def crop_border(
+    data: np.ndarray, border: int, *, path: object = "", spatial: int = 2
+) -> np.ndarray:
+    """``data`` without ``border`` pixels on every side of its ``spatial`` first axes."""
     if border == 0:
         return data
-    height, width = data.shape[:2]
-    if 2 * border >= min(height, width):
+    sides = data.shape[:spatial]
+    if 2 * border >= min(sides):
         raise InputError(
-            f"--ignore-border: `{border}` leaves nothing of the {height}×{width} image `{path}`"
+            f"`{border}` leaves nothing of the {'×'.join(map(str, sides))} "
+            f"{'volume' if spatial == 3 else 'image'} `{path}`",
+            parameter="ignore_border",
         )
-    return data[border:-border, border:-border]
+    return data[(slice(border, -border),) * spatial]
 
 
 def _shape_text(data: np.ndarray) -> str:
@@ -296,16 +315,25 @@ def _measure(
     names: list[str],
     thresholds: Mapping[str, float],
     labels: tuple[str, str],
+    *,
     per_channel: bool,
+    per_slice: bool,
+    volume: bool,
 ) -> list[ComparisonRow]:
-    values = compute_metrics(reference, candidate, names)
-    rows = [ComparisonRow(*labels, values, check_thresholds(values, thresholds))]
-    if per_channel and reference.ndim == 3:
-        for channel in range(reference.shape[-1]):
-            values = compute_metrics(reference[..., channel], candidate[..., channel], names)
-            rows.append(
-                ComparisonRow(*labels, values, check_thresholds(values, thresholds), channel)
-            )
+    """The pair's row, then one per channel and one per plane (of a volume) if asked."""
+
+    def row(ref, cand, **where) -> ComparisonRow:
+        values = compute_metrics(ref, cand, names)
+        return ComparisonRow(*labels, values, check_thresholds(values, thresholds), **where)
+
+    rows = [row(reference, candidate)]
+    channels = reference.shape[-1] if reference.ndim == 3 + volume else 1
+    if per_channel and channels > 1:
+        # a volume's channel keeps its axis: the metrics read 4-D arrays as Z×Y×X×C
+        pick = (lambda a, c: a[..., c : c + 1]) if volume else (lambda a, c: a[..., c])
+        rows += [row(pick(reference, c), pick(candidate, c), channel=c) for c in range(channels)]
+    if per_slice and volume:
+        rows += [row(reference[z], candidate[z], z=z) for z in range(reference.shape[0])]
     return rows
 
 
@@ -328,7 +356,8 @@ def _missing_row(pair: Pair) -> ComparisonRow:
 def difference_map(
     reference: np.ndarray, candidate: np.ndarray, diff_range: float = DIFF_RANGE
 ) -> tuple[np.ndarray, float, int]:
-    """Heat map of ``|candidate - reference|`` (the largest over channels).
+    """Heat map of ``|candidate - reference|`` (the largest over channels, and over the
+    planes of a Z×Y×X×C volume: a maximum projection along z).
 
     Returns
     -------
@@ -344,6 +373,8 @@ def difference_map(
     from deconv_cli.pictures import colourize
 
     difference = np.abs(candidate - reference)
+    if difference.ndim == 4:
+        difference = difference.max(axis=0)
     if difference.ndim == 3:
         difference = difference.max(axis=-1)
     saturated = int(np.count_nonzero(difference > diff_range))
@@ -367,10 +398,14 @@ def diff_targets(pairs: Sequence[Pair], diff: str | Path) -> list[Path | None]:
     if not as_directory:
         if diff.suffix.lower() not in WRITE_EXTENSIONS:
             allowed = ", ".join(f"`{e}`" for e in WRITE_EXTENSIONS)
-            raise OutputError(f"--diff: `{diff}` has an unknown image extension; use {allowed}")
+            raise OutputError(
+                f"`{diff}` has an unknown image extension; use {allowed}", parameter="diff"
+            )
         return [diff if pair.reference and pair.candidate else None for pair in pairs]
     if diff.exists() and not diff.is_dir():
-        raise OutputError(f"--diff: `{diff}` is a file, but {len(complete)} pairs need a directory")
+        raise OutputError(
+            f"`{diff}` is a file, but {len(complete)} pairs need a directory", parameter="diff"
+        )
     targets: list[Path | None] = []
     used: set[str] = set()
     for pair in pairs:
@@ -392,10 +427,13 @@ def _check_targets(targets: Sequence[Path | None], pairs: Sequence[Pair], overwr
         if target is None:
             continue
         if target.resolve() in inputs:
-            raise OutputError(f"--diff: `{target}` is an input; choose another path")
+            raise OutputError(f"`{target}` is an input; choose another path", parameter="diff")
         if target.exists() and not overwrite:
-            raise OutputError(f"--diff: `{target}` exists; use --overwrite to replace it")
-        fs.check_directory(target.parent, create=True, what="--diff")
+            raise OutputError(
+                f"`{target}` exists; use {mention('overwrite', True)} to replace it",
+                parameter="diff",
+            )
+        fs.check_directory(target.parent, create=True, what="diff")
 
 
 def _write_diff(
@@ -406,7 +444,7 @@ def _write_diff(
     from deconv_cli.pictures import with_colour_bar
 
     picture = with_colour_bar(rgb, "0", f"{diff_range:.3g}", "|difference|")
-    fs.make_directory(path.parent, what="--diff")
+    fs.make_directory(path.parent, what="diff")
     # write_image takes values on the [0, 1] scale; rint(k / 255 · 255) gives k back exactly.
     write_image(path, picture / 255.0, dtype="uint8", overwrite=overwrite, inputs=inputs)
 
@@ -426,6 +464,8 @@ def compare_images(
     diff: str | Path | None = None,
     diff_range: float | None = None,
     overwrite: bool = False,
+    per_slice: bool = False,
+    axes: str | None = None,
 ) -> CompareResult:
     """Compare candidates with a reference (or two directories pairwise).
 
@@ -453,6 +493,11 @@ def compare_images(
         scale, after ``data_range``); default :data:`DIFF_RANGE`.
     overwrite : bool
         Replace existing heat map files.
+    per_slice : bool
+        Add one row per plane of volumes.
+    axes : str, optional
+        The axes of the files as stored (:func:`deconv_cli.volumes.read_volume`): a
+        ``.npy`` volume needs them; TIFF stacks say their own.
 
     Returns
     -------
@@ -461,12 +506,13 @@ def compare_images(
     Raises
     ------
     InputError
-        Unreadable files, shape mismatch, float data outside [0, 1] without
-        ``data_range``, a border that leaves nothing, images too small for SSIM.
+        Unreadable files, shape mismatch (or a volume against an image), float data
+        outside [0, 1] without ``data_range``, a border that leaves nothing, images too
+        small for SSIM.
     OutputError
         A heat map would overwrite a file (without ``overwrite``) or an input.
     """
-    from deconv_cli.io import read_image
+    from deconv_cli.volumes import read_volume
 
     thresholds = dict(thresholds or {})
     for name, limit in thresholds.items():
@@ -476,12 +522,12 @@ def compare_images(
             raise InputError(f"the threshold for `{name}`: `{limit}` is not a number")
     names = resolve_metrics(list(metrics or METRICS) + list(thresholds))
     if data_range is not None and not (math.isfinite(data_range) and data_range > 0):
-        raise InputError(f"--data-range: `{data_range}` must be a positive number")
+        raise InputError(f"`{data_range}` must be a positive number", parameter="data_range")
     if ignore_border < 0:
-        raise InputError(f"--ignore-border: `{ignore_border}` must be 0 or more")
+        raise InputError(f"`{ignore_border}` must be 0 or more", parameter="ignore_border")
     diff_range = DIFF_RANGE if diff_range is None else diff_range
     if not (math.isfinite(diff_range) and diff_range > 0):
-        raise InputError(f"--diff-range: `{diff_range}` must be a positive number")
+        raise InputError(f"`{diff_range}` must be a positive number", parameter="diff_range")
 
     pairs = pair_inputs(reference, candidates)
     targets: Sequence[Path | None] = [None] * len(pairs)
@@ -489,12 +535,16 @@ def compare_images(
         targets = diff_targets(pairs, diff)
         _check_targets(targets, pairs, overwrite)
 
-    cache: dict[Path, np.ndarray] = {}
+    cache: dict[Path, tuple[np.ndarray, str]] = {}
 
-    def load(path: Path) -> np.ndarray:
+    def read(path: Path) -> tuple[np.ndarray, str]:
+        image = read_volume(path, axes=axes, max_channels=None)
+        return prepare(image, data_range), image.axes
+
+    def load(path: Path) -> tuple[np.ndarray, str]:
         if path not in cache:
             cache.clear()  # keeps a reference shared by many candidates, nothing more
-            cache[path] = prepare(read_image(path, max_channels=None), data_range)
+            cache[path] = read(path)
         return cache[path]
 
     results = []
@@ -502,17 +552,33 @@ def compare_images(
         if pair.reference is None or pair.candidate is None:
             results.append(PairResult(pair, [_missing_row(pair)]))
             continue
-        ref = load(pair.reference)
-        cand = prepare(read_image(pair.candidate, max_channels=None), data_range)
+        (ref, ref_axes), (cand, cand_axes) = load(pair.reference), read(pair.candidate)
+        volume = "Z" in ref_axes
+        if volume != ("Z" in cand_axes):
+            raise InputError(
+                f"reference `{pair.reference}` has axes {ref_axes}, candidate "
+                f"`{pair.candidate}` {cand_axes}: compare a volume with a volume "
+                "(a .npy volume needs --axes)"
+            )
         if ref.shape != cand.shape:
             raise InputError(
                 f"shapes differ: reference `{pair.reference}` is {_shape_text(ref)}, candidate "
                 f"`{pair.candidate}` is {_shape_text(cand)}; compare needs images of the same size"
             )
-        ref = crop_border(ref, ignore_border, path=pair.reference)
-        cand = crop_border(cand, ignore_border, path=pair.candidate)
+        spatial = 3 if volume else 2
+        ref = crop_border(ref, ignore_border, path=pair.reference, spatial=spatial)
+        cand = crop_border(cand, ignore_border, path=pair.candidate, spatial=spatial)
         labels = (str(pair.reference), str(pair.candidate))
-        rows = _measure(ref, cand, names, thresholds, labels, per_channel)
+        rows = _measure(
+            ref,
+            cand,
+            names,
+            thresholds,
+            labels,
+            per_channel=per_channel,
+            per_slice=per_slice,
+            volume=volume,
+        )
         written = None
         if target is not None:
             rgb, peak, saturated = difference_map(ref, cand, diff_range)

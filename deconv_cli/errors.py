@@ -22,9 +22,11 @@ The core raises :class:`DeconvError` subclasses (they are ``ValueError`` s, so
 library callers can catch them generically); commands that report a failed outcome
 raise :class:`CommandFailed`. Only the CLI turns them into exit codes
 (:class:`deconv_cli.cli.DeconvGroup`). The other exits are the signal handlers'
-``SystemExit(signal_exit_code(signum))`` (a signal must unwind every handler, in the
-main process as in a batch's workers) and the closed-pipe exit at the last flush of
-standard output (:mod:`deconv_cli.cli.streams`), both with the codes defined here.
+``SystemExit(signal_exit_code(signum))`` in the main process (a signal must unwind
+every handler), ``os._exit(signal_exit_code(signum))`` in a batch's workers once the
+file being written is removed (:func:`deconv_cli.batch_run._end_worker`), and the
+closed-pipe exit at the last flush of standard output (:mod:`deconv_cli.cli.streams`),
+all with the codes defined here.
 """
 
 from __future__ import annotations
@@ -37,18 +39,51 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool killed by SIGPIPE
 
 
+_MENTION = "\x1f"  # brackets a parameter named inside a message (a unit separator)
+
+
+def mention(parameter: str, value: object = None) -> str:
+    """Name ``parameter`` (set to ``value``) inside a message, as its reader knows it.
+
+    The library says `` `parameter` `` or `` `parameter=value` ``; the command line says
+    the flag that sets it, ``--flag`` or ``--flag value`` (``value=True``: the bare
+    flag). :func:`spoken` says the message one way or the other.
+    """
+    text = parameter if value is None else f"{parameter}={value}"
+    return f"{_MENTION}{text}{_MENTION}"
+
+
+def spoken(text: str, say=None) -> str:
+    """``text`` with each :func:`mention` said by ``say(parameter, value)``.
+
+    ``value`` is ``None`` when the mention has none (a string otherwise). By default
+    a mention is said as the library says it: `` `parameter` `` or `` `parameter=value` ``.
+    """
+    parts = text.split(_MENTION)
+    for i in range(1, len(parts), 2):
+        name, eq, value = parts[i].partition("=")
+        if say is None:
+            parts[i] = f"`{parts[i]}`"
+        else:
+            parts[i] = say(name, value if eq else None)
+    return "".join(parts)
+
+
 class DeconvError(ValueError):
     """Bad usage or bad input; the message is one line naming the problem.
 
     ``parameter`` names the argument at fault (a keyword of the library: ``iterations``,
     ``padding``); the message then reads ``parameter: detail``, and the command line
-    shows the parameter as its flag (``--iterations: detail``).
+    shows the parameter as its flag (``--iterations: detail``). Other parameters named
+    in ``detail`` (a hint: "use `overwrite`") are written with :func:`mention`: the
+    command line says them as flags too (``use --overwrite``). ``detail`` keeps the
+    mentions marked; ``str(err)`` says them as the library does.
     """
 
     exit_code = EXIT_USAGE
 
     def __init__(self, detail: str, *, parameter: str | None = None) -> None:
-        super().__init__(f"{parameter}: {detail}" if parameter else detail)
+        super().__init__(spoken(f"{parameter}: {detail}" if parameter else detail))
         self.detail = detail
         self.parameter = parameter
 

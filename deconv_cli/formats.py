@@ -183,26 +183,31 @@ def check_image_shape(
 ) -> None:
     """Refuse shapes that are not H×W or H×W×C, empty, or above the pixel limit.
 
-    A 3-D ``.npy`` with more than ``max_channels`` last is ambiguous (a stack? channels
-    first?) and refused naming ``--axes``; an image format says which axis holds channels.
+    These are the 2-D rules, for files read without axes: a ``.npy`` whose shape
+    they do not settle (3-D with more than ``max_channels`` last: a stack? channels
+    first?; 4-D or more) is refused naming ``--axes``, never guessed; an image format
+    says which axis holds channels.
     """
     shape = tuple(int(n) for n in shape)
+    npy = path.suffix.lower() == ".npy"
     wanted = "images must be H×W or H×W×C (channels last)"
     if len(shape) not in (2, 3):
         extra = "; save one image per file" if len(shape) > 3 else ""
+        if npy and len(shape) > 3:
+            extra = "; give --axes for a volume (e.g. --axes ZYXC)"
         raise InputError(f"`{path}` has {len(shape)}-D shape {shape_text(shape)}; {wanted}{extra}")
     if 0 in shape:
         raise InputError(f"`{path}` is empty (shape {shape_text(shape)})")
     if len(shape) == 3 and max_channels is not None and shape[2] > max_channels:
-        if path.suffix.lower() != ".npy":
+        if not npy:
             raise InputError(
                 f"`{path}` has {shape[2]} channels (shape {shape_text(shape)}); images have "
                 f"at most {max_channels}"
             )
         raise InputError(
             f"`{path}`: a 3-D array of shape {shape_text(shape)} is ambiguous: an image is "
-            f"H×W×C with at most {max_channels} channels, last; a stack or a channels-first "
-            "array would need --axes, which this version does not have"
+            f"H×W×C with at most {max_channels} channels, last; give --axes "
+            "(ZYX for a stack, CYX for channels first, YXC for more channels)"
         )
     pixels = shape[0] * shape[1]
     if pixels > limit:
@@ -254,9 +259,9 @@ def parse_dtype(name: str | np.dtype | None) -> np.dtype | None:
     try:
         text = np.dtype(name).name if not isinstance(name, str) else name.strip().lower()
     except TypeError as err:
-        raise choice_error(OutputError, "--dtype", name, OUTPUT_DTYPES) from err
+        raise choice_error(OutputError, "dtype", name, OUTPUT_DTYPES) from err
     if text not in OUTPUT_DTYPES:
-        raise choice_error(OutputError, "--dtype", name, OUTPUT_DTYPES)
+        raise choice_error(OutputError, "dtype", name, OUTPUT_DTYPES)
     return np.dtype(text)
 
 

@@ -28,7 +28,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from deconv_cli.errors import DeconvError, InputError, OutputError
+from deconv_cli.errors import DeconvError, InputError, OutputError, mention
 
 
 class Stream(str):
@@ -124,11 +124,10 @@ def probe(
     Raises
     ------
     DeconvError
-        Of class ``cls``, its message starting with ``what`` (an option's name):
+        Of class ``cls``, naming the parameter ``what`` (the argument the path came from):
         a name too long, a parent that is a file, a symbolic link loop among the
         parents (or, with ``follow``, at ``path``), a parent that cannot be searched.
     """
-    prefix = f"{what}: " if what else ""
     try:
         return os.stat(path) if follow else os.lstat(path)
     except FileNotFoundError:
@@ -137,11 +136,12 @@ def probe(
         blocking = _blocking_file(Path(path))
         if blocking is not None:
             raise cls(
-                f"{prefix}{shown(path)}: {shown(blocking)} is a file, not a directory"
+                f"{shown(path)}: {shown(blocking)} is a file, not a directory",
+                parameter=what or None,
             ) from err
-        raise cls(prefix + message(err, path)) from err
+        raise cls(message(err, path), parameter=what or None) from err
     except OSError as err:
-        raise cls(prefix + message(err, path)) from err
+        raise cls(message(err, path), parameter=what or None) from err
 
 
 def _blocking_file(path: Path) -> Path | None:
@@ -164,7 +164,7 @@ def check_directory(directory: str | os.PathLike, *, create: bool = False, what:
         The directory (and its missing parents) will be created: it may be missing,
         then its nearest existing parent is checked instead.
     what : str, optional
-        The option it came from (``--history``), to start the message with.
+        The parameter it came from (``history``), which the message names.
 
     Raises
     ------
@@ -173,7 +173,6 @@ def check_directory(directory: str | os.PathLike, *, create: bool = False, what:
         or a symbolic link loop, not writable (permissions, a read-only file
         system) or on a full file system.
     """
-    prefix = f"{what}: " if what else ""
     directory = Path(directory)
     existing = directory
     while True:
@@ -182,25 +181,25 @@ def check_directory(directory: str | os.PathLike, *, create: bool = False, what:
             break
         except FileNotFoundError:
             if not create and existing == directory:
-                raise OutputError(f"{prefix}directory {shown(directory)} does not exist") from None
+                raise _error(what, f"directory {shown(directory)} does not exist") from None
             if existing.parent == existing:
                 raise
             existing = existing.parent
         except OSError as err:
             blocked = err.errno == errno.ENOTDIR and _blocking_file(existing)
             if blocked:
-                raise OutputError(f"{prefix}{shown(blocked)} is a file, not a directory") from err
-            raise OutputError(prefix + message(err, directory)) from err
+                raise _error(what, f"{shown(blocked)} is a file, not a directory") from err
+            raise _error(what, message(err, directory)) from err
     if not stat.S_ISDIR(info.st_mode):
-        raise OutputError(f"{prefix}{shown(existing)} is a file, not a directory")
+        raise _error(what, f"{shown(existing)} is a file, not a directory")
     if create and existing != directory:
-        _check_name_lengths(directory, existing, prefix)
+        _check_name_lengths(directory, existing, what)
     if not os.access(existing, os.W_OK | os.X_OK):
         code = errno.EROFS if _read_only(existing) else errno.EACCES
-        raise OutputError(prefix + message(OSError(code, os.strerror(code)), existing))
+        raise _error(what, message(OSError(code, os.strerror(code)), existing))
     if _full(existing):
         code = errno.ENOSPC
-        raise OutputError(prefix + message(OSError(code, os.strerror(code)), existing))
+        raise _error(what, message(OSError(code, os.strerror(code)), existing))
 
 
 def make_directory(directory: str | os.PathLike, *, what: str = "") -> None:
@@ -215,10 +214,10 @@ def make_directory(directory: str | os.PathLike, *, what: str = "") -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
     except OSError as err:
         check_directory(directory, create=True, what=what)  # says why in the user's terms
-        raise OutputError((f"{what}: " if what else "") + message(err, directory)) from err
+        raise _error(what, message(err, directory)) from err
 
 
-def _check_name_lengths(directory: Path, existing: Path, prefix: str) -> None:
+def _check_name_lengths(directory: Path, existing: Path, what: str) -> None:
     """The names of the directories to create must each fit the file system's limit."""
     try:
         limit = os.pathconf(existing, "PC_NAME_MAX")
@@ -227,7 +226,7 @@ def _check_name_lengths(directory: Path, existing: Path, prefix: str) -> None:
     for part in directory.relative_to(existing).parts:
         if len(os.fsencode(part)) > limit:
             code = errno.ENAMETOOLONG
-            raise OutputError(prefix + message(OSError(code, os.strerror(code)), directory))
+            raise _error(what, message(OSError(code, os.strerror(code)), directory))
 
 
 def _read_only(directory: Path) -> bool:
@@ -261,32 +260,37 @@ def check_writable_file(
         exists without ``overwrite``, or is not a regular file (a pipe, a device, a
         socket: replacing one with a regular file would break what uses it).
     """
-    prefix = f"{what}: " if what else ""
     path = Path(path)
     info = probe(path, what=what)
     if info is not None:
         if stat.S_ISLNK(info.st_mode):
-            info = _follow(path, prefix)
+            info = _follow(path, what)
         if info is not None and stat.S_ISDIR(info.st_mode):
-            raise OutputError(f"{prefix}{shown(path)} is a directory; give a file name")
+            raise _error(what, f"{shown(path)} is a directory; give a file name")
         if info is not None and not stat.S_ISREG(info.st_mode):
-            raise OutputError(
-                f"{prefix}{shown(path)} is not a regular file (a pipe, device or socket); "
-                "deconv writes files only (choose another output)"
+            raise _error(
+                what,
+                f"{shown(path)} is not a regular file (a pipe, device or socket); "
+                "deconv writes files only (choose another output)",
             )
         if not overwrite:
-            raise OutputError(f"{prefix}{shown(path)} exists; use --overwrite")
+            raise _error(what, f"{shown(path)} exists; use {mention('overwrite', True)}")
     check_directory(path.parent, create=create, what=what)
 
 
-def _follow(path: Path, prefix: str) -> os.stat_result | None:
+def _follow(path: Path, what: str) -> os.stat_result | None:
     """``stat`` through a symbolic link; None for a dangling one (it is replaced)."""
     try:
         return os.stat(path)
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise OutputError(prefix + message(err, path)) from err
+        raise _error(what, message(err, path)) from err
+
+
+def _error(what: str, detail: str) -> OutputError:
+    """An :class:`OutputError` naming the parameter ``what`` (none when empty)."""
+    return OutputError(detail, parameter=what or None)
 
 
 # --------------------------------------------------------------------------- a command's files

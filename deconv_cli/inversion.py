@@ -17,7 +17,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
-from deconv_cli.operators import ConvOperator, Geometry, effective_kernel, input_shape_for
+from deconv_cli.operators import (
+    ConvOperator,
+    Geometry,
+    as_bank,
+    effective_kernel,
+    input_shape_for,
+)
 from deconv_cli.restore import RestoreOptions, RestoreResult, check_options, get_method
 
 UNKNOWN = "unknown"
@@ -28,7 +34,7 @@ class Problem:
     """The operator to invert and the frame of its solution that is returned."""
 
     op: ConvOperator
-    frame: tuple[slice, slice]  # where the observed image lies in the solution
+    frame: tuple[slice, ...]  # where the observed image lies in the solution, per spatial axis
 
     def crop(self, x: np.ndarray) -> np.ndarray:
         return x[self.frame]
@@ -37,8 +43,8 @@ class Problem:
     def image_shape(self) -> tuple[int, ...]:
         """The shape of the returned (cropped) solution."""
         full = self.op.input_shape
-        rows, cols = range(full[0])[self.frame[0]], range(full[1])[self.frame[1]]
-        return (len(rows), len(cols)) + full[2:]
+        spatial = tuple(len(range(n)[f]) for n, f in zip(full, self.frame, strict=False))
+        return spatial + full[len(self.frame) :]
 
 
 def build_problem(
@@ -47,39 +53,41 @@ def build_problem(
     geometry: Geometry,
     *,
     unknown_boundary: bool = False,
-    output_shape: tuple[int, int] | None = None,
+    output_shape: tuple[int, ...] | None = None,
     dtype=np.float64,
+    spatial: int = 2,
 ) -> Problem:
-    """The operator whose forward image has ``observed_shape``.
+    """The operator whose forward image has ``observed_shape`` (``spatial`` axes, then
+    channels).
 
     ``unknown_boundary`` extends the unknown image by the kernel's extent and
     observes only the ``valid`` part of its blur (``geometry.mode`` must be ``same``,
     with no stride or padding: the observed image *is* the frame).
     """
     if unknown_boundary:
-        if geometry.mode != "same" or geometry.padding or geometry.stride != (1, 1):
+        if geometry.mode != "same" or geometry.padding or set(geometry.stride) != {1}:
             raise GeometryError(
                 "`unknown` models a crop of a larger blurred scene: it takes mode `same` "
                 "(the default), no padding and no stride",
                 parameter="boundary",
             )
-        kh, kw = effective_kernel(kernel, geometry).shape[2:]
-        extended = (observed_shape[0] + kh - 1, observed_shape[1] + kw - 1)
-        channels = observed_shape[2:]
-        if kernel.ndim == 4:
+        if as_bank(kernel, spatial)[1]:
             raise GeometryError(
-                "`unknown` is for 2-D blur kernels, not kernel banks", parameter="boundary"
+                "`unknown` is for blur kernels, not kernel banks", parameter="boundary"
             )
+        k = effective_kernel(kernel, geometry, spatial).shape[2:]
+        extended = tuple(n + m - 1 for n, m in zip(observed_shape, k, strict=False))
         valid = replace(geometry, mode="valid", boundary="constant")
-        op = ConvOperator(kernel, extended + channels, valid, dtype=dtype)
+        op = ConvOperator(
+            kernel, extended + observed_shape[spatial:], valid, spatial=spatial, dtype=dtype
+        )
         # the frame of the "same" convention: the kernel centre's offset
-        top = kh // 2 if geometry.correlate else (kh - 1) // 2
-        left = kw // 2 if geometry.correlate else (kw - 1) // 2
-        frame = (slice(top, top + observed_shape[0]), slice(left, left + observed_shape[1]))
+        starts = [m // 2 if geometry.correlate else (m - 1) // 2 for m in k]
+        frame = tuple(slice(a, a + n) for a, n in zip(starts, observed_shape, strict=False))
         return Problem(op, frame)
-    shape = input_shape_for(kernel, observed_shape, geometry, output_shape)
-    op = ConvOperator(kernel, shape, geometry, dtype=dtype)
-    return Problem(op, (slice(None), slice(None)))
+    shape = input_shape_for(kernel, observed_shape, geometry, output_shape, spatial=spatial)
+    op = ConvOperator(kernel, shape, geometry, spatial=spatial, dtype=dtype)
+    return Problem(op, (slice(None),) * spatial)
 
 
 @dataclass
@@ -116,7 +124,10 @@ class Monitor:
         if self.reference is not None:
             from deconv_cli.metrics import compute_metrics
 
-            values = compute_metrics(self.reference, self.problem.crop(x), ["psnr", "ssim"])
+            reference, estimate = self.reference, self.problem.crop(x)
+            if self.problem.op.spatial == 3 and estimate.ndim == 3:  # the metrics' Z×Y×X×C
+                reference, estimate = reference[..., None], estimate[..., None]
+            values = compute_metrics(reference, estimate, ["psnr", "ssim"])
             psnr, ssim = values["psnr"], values["ssim"]
         record = IterationRecord(
             iteration, float(residual), psnr, ssim, time.perf_counter() - self.start

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.errors import InputError, choice_error
+from deconv_cli.errors import InputError, choice_error, mention
 
 MetricFunction = Callable[[np.ndarray, np.ndarray, float], float]
 
@@ -150,7 +150,7 @@ def ssim(reference: np.ndarray, candidate: np.ndarray, data_range: float = 1.0) 
     if min(spatial) < 7:
         raise InputError(
             f"ssim needs images of at least 7×7 pixels (its window), got {_shape(spatial)}; "
-            "leave ssim out with `--metrics`"
+            f"leave ssim out with {mention('metrics')}"
         )
     channel_axis = -1 if reference.ndim >= 3 else None
     return float(

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import KernelError
-from deconv_cli.kernels import _did_you_mean, _first_line
+from deconv_cli.kernel_families import did_you_mean
+from deconv_cli.kernels import _first_line
 
 MODEL_SUFFIXES = (".safetensors", ".onnx", ".pt", ".pth")
 LAYER_KINDS = ("Conv", "ConvTranspose")
@@ -180,7 +181,7 @@ def load_layer(path: Path, name: str) -> Layer:
                 )
             return layer
     names = [layer.name for layer in layers if layer.weight.ndim == 4]
-    hint = _did_you_mean(name, names)
+    hint = did_you_mean(name, names)
     shown = ", ".join(f"`{n}`" for n in names[:8]) + (" ..." if len(names) > 8 else "")
     raise KernelError(
         f"`{path}` has no conv weight or layer `{name}`;{hint} it has {shown or 'none'} "

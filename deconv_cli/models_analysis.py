@@ -129,8 +129,15 @@ def analyze_model(
     -------
     ModelAnalysis
     """
+    return analyze_plan(layer_plan(path, shape), on_layer=on_layer)
+
+
+def analyze_plan(
+    plan: list[tuple[Layer, tuple]], *, on_layer: Callable[[str], None] | None = None
+) -> ModelAnalysis:
+    """:func:`analyze_model` of a :func:`layer_plan` (whose length sizes a progress bar)."""
     rows = []
-    for layer, shapes in layer_plan(path, shape):
+    for layer, shapes in plan:
         if on_layer is not None:
             on_layer(layer.name)
         rows.append(analyze_layer(layer, shapes))
@@ -170,7 +177,9 @@ def _inferred_shapes(path: Path, shape: tuple[int, int, int]) -> dict[str, tuple
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as err:  # onnx raises InferenceError and others
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DeconvError(f"--shape {h}x{w}x{c} does not fit `{path}`: {message}") from None
+        raise DeconvError(
+            f"`{h}x{w}x{c}` does not fit `{path}`: {message}", parameter="shape"
+        ) from None
     known = {}
     for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         d = value.type.tensor_type.shape.dim

@@ -72,9 +72,10 @@ class NoiseStep:
             top = float(mean.max(initial=0.0))
             if not top < _MAX_POISSON_MEAN:
                 raise DeconvError(
-                    f"--noise: `{self.describe()}`: the brightest pixel would count {top:.3g} "
+                    f"`{self.describe()}`: the brightest pixel would count {top:.3g} "
                     f"photons, more than Poisson noise can be drawn for ({_MAX_POISSON_MEAN:.0e}); "
-                    "give a smaller peak"
+                    "give a smaller peak",
+                    parameter="noise",
                 )
             return (rng.poisson(mean) / self.value).astype(y.dtype, copy=False)
         if self.kind == "quantize":
@@ -91,8 +92,9 @@ def _jpeg(y: np.ndarray, quality: int, spec: str) -> np.ndarray:
     grey = y.ndim == 2 or (y.ndim == 3 and y.shape[2] == 1)
     if not grey and not (y.ndim == 3 and y.shape[2] == 3):
         raise DeconvError(
-            f"--noise: `{spec}`: JPEG holds grey (H×W) or RGB (H×W×3) data, not shape "
-            f"{'×'.join(map(str, y.shape))}"
+            f"`{spec}`: JPEG holds grey (H×W) or RGB (H×W×3) data, not shape "
+            f"{'×'.join(map(str, y.shape))}",
+            parameter="noise",
         )
     pixels = np.clip(np.rint((y.reshape(y.shape[:2]) if grey else y) * 255), 0, 255)
     encoded = iio.imwrite("<bytes>", pixels.astype(np.uint8), extension=".jpg", quality=quality)
@@ -129,8 +131,9 @@ class Noise:
             noisy = step.apply(noisy, rng)
         if not np.isfinite(noisy).all():
             raise DeconvError(
-                f"--noise: `{self.describe()}` overflows {y.dtype} (the noisy data is not "
-                "finite); give a smaller value"
+                f"`{self.describe()}` overflows {y.dtype} (the noisy data is not "
+                "finite); give a smaller value",
+                parameter="noise",
             )
         return noisy
 
@@ -152,20 +155,25 @@ def parse_noise(spec: str | None) -> Noise | None:
 def _parse_step(part: str, spec: str) -> NoiseStep:
     kind, _, rest = part.strip().partition(":")
     if kind not in _PARAMS:
-        raise DeconvError(f"--noise: `{part}` in `{spec}` is not {_FORMS}")
+        raise DeconvError(f"`{part}` in `{spec}` is not {_FORMS}", parameter="noise")
     name, _, value = rest.partition("=")
     if name != _PARAMS[kind]:
-        raise DeconvError(f"--noise: `{part}`: {kind} noise takes `{_PARAMS[kind]}=VALUE`")
+        raise DeconvError(
+            f"`{part}`: {kind} noise takes `{_PARAMS[kind]}=VALUE`", parameter="noise"
+        )
     try:
         number = float(value)
     except ValueError:
-        raise DeconvError(f"--noise: `{value}` in `{part}` is not a number") from None
+        raise DeconvError(f"`{value}` in `{part}` is not a number", parameter="noise") from None
     if kind in _WHOLE:
         low, high = _WHOLE[kind]
         if not (number.is_integer() and low <= number <= high):
             raise DeconvError(
-                f"--noise: `{part}`: the {name} must be a whole number from {low} to {high}"
+                f"`{part}`: the {name} must be a whole number from {low} to {high}",
+                parameter="noise",
             )
     elif not math.isfinite(number) or number < 0 or (kind == "poisson" and number == 0):
-        raise DeconvError(f"--noise: `{part}`: the {name} must be a finite positive number")
+        raise DeconvError(
+            f"`{part}`: the {name} must be a finite positive number", parameter="noise"
+        )
     return NoiseStep(kind, number)

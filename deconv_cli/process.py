@@ -3,6 +3,12 @@
 The processing commands (convolve, transpose, invert) differ only in the
 *transform* they apply to the image data; reading, output dtype, alpha handling
 and the atomic write are shared here.
+
+The layout is explicit: an image read with its axes (:func:`deconv_cli.volumes.read_volume`:
+``YX``, ``YXC``, ``ZYX``, ``ZYXC``, from ``--axes`` or the file's metadata) has 2 or 3
+spatial axes, and the operator is built with that many (``ConvOperator(...,
+spatial=)``). A volume's result is written with its axes and voxel size
+(:func:`deconv_cli.volumes.write_volume`; a stride changes the voxel size).
 """
 
 from __future__ import annotations
@@ -12,19 +18,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from deconv_cli.errors import DeconvError, GeometryError
 from deconv_cli.formats import check_shape, parse_dtype
 from deconv_cli.inversion import IterationRecord, Monitor, build_problem, invert
-from deconv_cli.io import Image, read_image, write_image
+from deconv_cli.io import Image, write_image
 from deconv_cli.kernels import Kernel
+from deconv_cli.memory import check_memory
 from deconv_cli.noise import Noise
 from deconv_cli.npyfile import map_npy, write_npy_mapped
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
 from deconv_cli.restore import RestoreOptions, RestoreResult
-from deconv_cli.tiles import check_memory
+from deconv_cli.volumes import check_volume_format, read_volume, write_volume
 
 Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 """``allocate(shape, dtype)``: the array a tiled result is written into."""
@@ -67,6 +75,8 @@ class Transform(ABC):
     """
 
     tile: int | None = None
+    forward: ClassVar[bool] = False  # the result is A x (a stride multiplies the voxel size)
+    volumes: ClassVar[bool] = True  # takes volumes (3 spatial axes)
 
     @abstractmethod
     def __call__(self, image: Image, data: np.ndarray, allocate: Allocate | None = None) -> Outcome:
@@ -82,8 +92,44 @@ class Transform(ABC):
         return self.tile is not None
 
     @abstractmethod
-    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The shape of the result for data of ``shape`` (checked before the work)."""
+    def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
+        """The shape of the result for data of ``shape`` with ``spatial`` spatial axes
+        (checked before the work)."""
+
+    def check_layout(self, image: Image) -> int:
+        """The spatial axes of ``image`` (2 or 3), refused before the work when the
+        kernel has more, or the command takes 2-D images only."""
+        spatial = kernel_layout(self.kernel, image.axes, f"`{image.path}`")
+        if spatial == 3 and not self.volumes:
+            raise GeometryError(
+                f"`{image.path}` is a volume (axes {image.axes}); this command takes 2-D images",
+                parameter="axes",
+            )
+        return spatial
+
+
+def kernel_layout(kernel: Kernel, axes: str, what: str) -> int:
+    """The spatial axes of data with ``axes`` (2 or 3); a 3-D volume kernel on a 2-D
+    image is refused (``what`` names the data)."""
+    spatial = spatial_axes(axes)
+    if kernel.is_volume and spatial == 2:
+        shape = "x".join(map(str, kernel.array.shape))
+        raise GeometryError(
+            f"kernel `{kernel.description}` is a 3-D volume kernel ({shape}) but {what} is "
+            f"2-D (axes {axes}); give a volume: a TIFF stack, or a .npy with --axes ZYX"
+        )
+    return spatial
+
+
+def spatial_axes(axes: str) -> int:
+    """The number of spatial axes in an axes string (``ZYXC`` -> 3)."""
+    return len(axes.replace("C", ""))
+
+
+def result_axes(shape: tuple[int, ...], spatial: int) -> str:
+    """The axes of a result of ``shape`` with ``spatial`` spatial axes, in ``Z, Y, X, C``
+    order (a bank may add or drop the channel axis)."""
+    return "ZYX"[3 - spatial :] + "C" * (len(shape) - spatial)
 
 
 def compute_dtype(image: Image, dtype: str | None) -> np.dtype:
@@ -101,18 +147,23 @@ def process_file(
     dtype: str | None = None,
     overwrite: bool = False,
     inputs: tuple[Path, ...] = (),
+    axes: str | None = None,
 ) -> ItemReport:
     """Read ``path``, apply the transform built for it, write ``output`` atomically.
 
+    ``axes`` are the input's as stored (``--axes``; :func:`deconv_cli.volumes.read_volume`).
     A tiled job from a float ``.npy`` file to a ``.npy`` file (with no other
-    ``--dtype``) runs between memory maps of the two files, so that neither the
-    image nor the result is ever in memory at once (:func:`_mapped`).
+    ``--dtype``, and ``axes`` as stored in ``Z, Y, X, C`` order) runs between memory
+    maps of the two files, so that neither the image nor the result is ever in memory
+    at once (:func:`_mapped`).
     """
     start = time.perf_counter()
     inputs = inputs or (path,)
-    mapped = _mapped(path, output, transform, dtype)
+    in_order = axes is None or axes == "".join(a for a in "ZYXC" if a in axes)
+    mapped = _mapped(path, output, transform, dtype, axes) if in_order else None
     if mapped is not None:
-        image = Image(mapped, None, mapped.dtype, Path(path))
+        image = Image(mapped, None, mapped.dtype, Path(path), axes=axes or "")
+        transform.check_layout(image)
         outcomes = []
 
         def fill(allocate: Allocate) -> None:
@@ -122,12 +173,17 @@ def process_file(
         outcome = outcomes[0]
         clipped, output_dtype, details = 0, outcome.data.dtype, dict(outcome.details)
     else:
-        image = read_image(path, max_channels=transform.kernel.max_channels)
-        result = transform.result_shape(image.data.shape)
-        check_shape(output, result, _keeps_alpha(image, result))  # before the work
+        image = read_volume(path, axes=axes, max_channels=transform.kernel.max_channels)
+        spatial = transform.check_layout(image)
+        result = transform.result_shape(image.data.shape, spatial)
+        if spatial == 2:
+            check_shape(output, result, _keeps_alpha(image, result))  # before the work
+        else:
+            check_volume_format(output, dtype)
         outcome = transform(image, _compute_data(image, dtype))
-        written, clipped, output_dtype, details = _write(
-            output, image, outcome, dtype, overwrite, inputs
+        write = _write if spatial == 2 else _write_volume
+        written, clipped, output_dtype, details = write(
+            output, image, outcome, dtype, overwrite, inputs, transform.forward
         )
     return ItemReport(
         input=Path(path),
@@ -142,12 +198,15 @@ def process_file(
     )
 
 
-def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray | None:
+def _mapped(
+    path, output, transform: Transform, dtype: str | None, axes: str | None = None
+) -> np.ndarray | None:
     """The memory map of ``path`` when the job can run between memory maps, else None."""
     npy = [Path(p).suffix.lower() == ".npy" for p in (path, output)]
     if not (all(npy) and transform.mappable()):
         return None
-    array = map_npy(path, max_channels=transform.kernel.max_channels)  # None: needs scaling
+    # None: needs scaling
+    array = map_npy(path, max_channels=transform.kernel.max_channels, axes=axes)
     if array is None or not array.dtype.isnative:
         return None
     requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
@@ -175,7 +234,7 @@ def _keeps_alpha(image: Image, shape: tuple[int, ...]) -> bool:
     return image.alpha is not None and tuple(shape[:2]) == image.alpha.shape
 
 
-def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs):
+def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs, forward):
     """Write an in-memory result: the file, pixels clipped, dtype, and summary lines."""
     keep_alpha = _keeps_alpha(image, outcome.data.shape)
     details = dict(outcome.details)
@@ -197,6 +256,32 @@ def _write(output, image: Image, outcome: Outcome, dtype, overwrite, inputs):
     return result.path, result.clipped, result.dtype, details
 
 
+def _write_volume(output, image: Image, outcome: Outcome, dtype, overwrite, inputs, forward):
+    """Write a volume result with its axes and voxel size (``A x`` samples every
+    ``stride``-th voxel: its voxels are ``stride`` times larger; ``Aᵀ y`` and the
+    inverses the reverse)."""
+    op = outcome.operator
+    spacing = image.spacing
+    if spacing is not None:
+        stride = op.core.stride
+        spacing = tuple(d * s if forward else d / s for d, s in zip(spacing, stride, strict=True))
+    source_dtype = None if Path(output).suffix.lower() == ".npy" else image.source_dtype
+    result = write_volume(
+        output,
+        outcome.data,
+        axes=result_axes(outcome.data.shape, op.spatial),
+        spacing=spacing,
+        dtype=dtype,
+        source_dtype=source_dtype,
+        overwrite=overwrite,
+        inputs=inputs,
+    )
+    details = dict(outcome.details)
+    if spacing is not None:
+        details["voxel size"] = " x ".join(f"{d:.4g}" for d in spacing) + " µm (z y x)"
+    return result.path, result.clipped, result.dtype, details
+
+
 @dataclass
 class Convolve(Transform):
     """``y = A x``, plus seeded noise when asked."""
@@ -206,17 +291,19 @@ class Convolve(Transform):
     noise: Noise | None = None
     seed: int | None = None
     tile: int | None = None
+    forward: ClassVar[bool] = True
 
     def mappable(self) -> bool:
         return self.tile is not None and self.noise is None  # noise is drawn for the whole image
 
-    def _operator(self, shape: tuple[int, ...], dtype=np.float64) -> ConvOperator:
-        return ConvOperator(self.kernel.array, shape, self.geometry, dtype=dtype)
+    def _operator(self, shape: tuple[int, ...], spatial: int, dtype=np.float64) -> ConvOperator:
+        return ConvOperator(self.kernel.array, shape, self.geometry, spatial=spatial, dtype=dtype)
 
-    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return self._operator(shape).output_shape
+    def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
+        return self._operator(shape, spatial).output_shape
 
     def __call__(self, image: Image, x: np.ndarray, allocate: Allocate | None = None) -> Outcome:
+        spatial = spatial_axes(image.axes)
         check_memory(
             "convolve",
             x.shape,
@@ -225,8 +312,9 @@ class Convolve(Transform):
             dtype=x.dtype,
             tile=self.tile,
             mapped=allocate is not None,
+            spatial=spatial,
         )
-        op = self._operator(x.shape, x.dtype)
+        op = self._operator(x.shape, spatial, x.dtype)
         details = {}
         if self.tile is None:
             y = op.forward(x)
@@ -248,13 +336,16 @@ class Transpose(Transform):
 
     kernel: Kernel
     geometry: Geometry
-    output_shape: tuple[int, int] | None = None
+    output_shape: tuple[int, ...] | None = None
     tile: int | None = None
 
-    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return input_shape_for(self.kernel.array, shape, self.geometry, self.output_shape)
+    def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
+        return input_shape_for(
+            self.kernel.array, shape, self.geometry, self.output_shape, spatial=spatial
+        )
 
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
+        spatial = spatial_axes(image.axes)
         check_memory(
             "transpose",
             y.shape,
@@ -263,9 +354,14 @@ class Transpose(Transform):
             dtype=y.dtype,
             tile=self.tile,
             mapped=allocate is not None,
+            spatial=spatial,
         )
         op = ConvOperator(
-            self.kernel.array, self.result_shape(y.shape), self.geometry, dtype=y.dtype
+            self.kernel.array,
+            self.result_shape(y.shape, spatial),
+            self.geometry,
+            spatial=spatial,
+            dtype=y.dtype,
         )
         if self.tile is None:
             return Outcome(op.adjoint(y), op)
@@ -290,7 +386,7 @@ class Invert(Transform):
     method: str
     options: RestoreOptions
     unknown_boundary: bool = False
-    output_shape: tuple[int, int] | None = None
+    output_shape: tuple[int, ...] | None = None
     reference: np.ndarray | None = None
     clip: bool = False
     on_iteration: Callable[[IterationRecord], None] | None = None
@@ -318,11 +414,11 @@ class Invert(Transform):
                 "invert does not have; run without tiles",
                 parameter="tile",
             )
-        from deconv_cli.tiles import check_tiled_geometry
+        from deconv_cli.tiled_invert import check_tiled_geometry
 
         check_tiled_geometry(self.geometry)
 
-    def _problem(self, shape: tuple[int, ...], dtype=np.float64):
+    def _problem(self, shape: tuple[int, ...], spatial: int, dtype=np.float64):
         return build_problem(
             self.kernel.array,
             shape,
@@ -330,12 +426,27 @@ class Invert(Transform):
             unknown_boundary=self.unknown_boundary,
             output_shape=self.output_shape,
             dtype=dtype,
+            spatial=spatial,
         )
 
-    def result_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return self._problem(shape).image_shape
+    def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
+        return self._problem(shape, spatial).image_shape
+
+    def check_layout(self, image: Image) -> int:
+        from deconv_cli.restore import get_method, methods
+
+        spatial = super().check_layout(image)
+        if spatial == 3 and not get_method(self.method).volumes:
+            others = ", ".join(m.name for m in methods().values() if m.volumes)
+            raise GeometryError(
+                f"`{self.method}` takes 2-D images, and `{image.path}` is a volume (axes "
+                f"{image.axes}); on volumes use {others}",
+                parameter="method",
+            )
+        return spatial
 
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
+        spatial = spatial_axes(image.axes)
         check_memory(
             "invert",
             y.shape,
@@ -347,11 +458,12 @@ class Invert(Transform):
             tile=self.tile,
             margin=self.tile_margin,
             mapped=allocate is not None,
+            spatial=spatial,
         )
-        problem = self._problem(y.shape, y.dtype)
+        problem = self._problem(y.shape, spatial, y.dtype)
         options = replace(self.options, jpeg_tables=_jpeg_tables(image))
         if self.tile is not None:
-            from deconv_cli.tiles import tiled_invert
+            from deconv_cli.tiled_invert import tiled_invert
 
             result = tiled_invert(
                 y,
@@ -365,14 +477,16 @@ class Invert(Transform):
                 out=allocate(problem.image_shape, problem.op.dtype) if allocate else None,
                 source_dtype=image.source_dtype,
                 on_tile=self.on_tile,
+                spatial=spatial,
             )
             if self.clip:
                 np.clip(result.image, 0, 1, out=result.image)
             return Outcome(result.image, problem.op, describe_result(result), result)
         if self.reference is not None and self.reference.shape != problem.image_shape:
             raise GeometryError(
-                f"--reference has shape {_shape(self.reference.shape)}, the recovered image "
-                f"{_shape(problem.image_shape)}"
+                f"has shape {_shape(self.reference.shape)}, the recovered image "
+                f"{_shape(problem.image_shape)}",
+                parameter="reference",
             )
         # Without a reference, history or progress display, no callback: iterative
         # methods then skip the per-iteration residual.
@@ -412,8 +526,10 @@ def describe_result(result: RestoreResult) -> dict[str, str]:
     return details
 
 
-def _tiles(tile: int, allocate: Allocate | None) -> str:
-    return f"{tile}x{tile} (exact{', memory-mapped' if allocate else ''})"
+def _tiles(tile, allocate: Allocate | None) -> str:
+    from deconv_cli.tiles import describe_tile
+
+    return f"{describe_tile(tile)} (exact{', memory-mapped' if allocate else ''})"
 
 
 def _shape(shape: tuple[int, ...]) -> str:

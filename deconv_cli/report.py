@@ -390,8 +390,11 @@ def _channel_text(value: Any) -> str:
     return "all" if value is None else str(value)
 
 
-def compare_columns(metric_names: Sequence[str], *, per_channel: bool = False) -> list[Column]:
-    """Columns of a ``compare`` report: files, [channel], metrics, passed, failures, error.
+def compare_columns(
+    metric_names: Sequence[str], *, per_channel: bool = False, per_slice: bool = False
+) -> list[Column]:
+    """Columns of a ``compare`` report: files, [z], [channel], metrics, passed, failures,
+    error.
 
     A file without a partner shows as ``missing`` in the table (null in JSON).
     ``failures`` and ``error`` go to JSON/CSV only; in the table the failing values
@@ -401,6 +404,8 @@ def compare_columns(metric_names: Sequence[str], *, per_channel: bool = False) -
         Column(key, key, formatter=_file_text, styler=_file_style, footnote=True)
         for key in ("reference", "candidate")
     ]
+    if per_slice:
+        columns.append(Column("z", "z", formatter=_channel_text))
     if per_channel:
         columns.append(Column("channel", "channel", formatter=_channel_text))
     columns += [metric_column(name) for name in metric_names]

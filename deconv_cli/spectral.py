@@ -3,13 +3,17 @@
 Two geometries make ``A`` diagonal in a fast orthogonal basis; which one (if any) is
 decided by :func:`deconv_cli.operators.diagonal_basis` (the maths is there):
 
-- ``--boundary wrap``, ``same`` mode, stride 1, no padding, one 2-D kernel (any size,
-  dilation allowed): ``A`` is circulant, ``A = F⁻¹ diag(λ) F`` with ``F`` the 2-D DFT
+- ``--boundary wrap``, ``same`` mode, stride 1, no padding, one kernel (any size,
+  dilation allowed): ``A`` is circulant, ``A = F⁻¹ diag(λ) F`` with ``F`` the N-D DFT
   and ``λ = F(A e₀)`` the transform of its first column (the response to a delta at
-  ``(0, 0)``).
+  the origin).
 - ``--boundary reflect`` (half-sample symmetric, Neumann), same conditions, a kernel
-  with odd sides that is symmetric about both axes: ``A = Cᵀ diag(λ) C`` with ``C`` the
-  orthonormal DCT-II, and ``λ = C(A e₀) / C(e₀)``.
+  with odd sides that is symmetric about each axis: ``A = Cᵀ diag(λ) C`` with ``C`` the
+  orthonormal N-D DCT-II, and ``λ = C(A e₀) / C(e₀)``.
+
+The operator has 1, 2 or 3 spatial axes (those of its
+:class:`~deconv_cli.operators.Convolution`); arrays are in its layout, ``*spatial``
+or ``*spatial × C``.
 
 In both cases ``A`` is normal, so its singular values are ``|λ|``. Everything else
 (other boundaries, ``full``/``valid`` modes, strides, padding, kernel banks) returns
@@ -31,6 +35,8 @@ from deconv_cli.operators import (
     fft_workers,
     is_symmetric_kernel,
 )
+from deconv_cli.operators.geometry import axis_pads
+from deconv_cli.operators.grid import convolution_of, one_kernel
 
 _EPS = np.finfo(np.float64).eps
 
@@ -42,35 +48,45 @@ class Diagonal:
     Attributes
     ----------
     kind : {"fft", "dct"}
-        ``fft``: ``T`` is ``scipy.fft.rfft2`` (unnormalized, half spectrum);
-        ``dct``: ``T`` is ``scipy.fft.dctn(type=2, norm="ortho")``.
-    shape : (H, W)
-        The spatial shape of the images it acts on.
+        ``fft``: ``T`` is ``scipy.fft.rfftn`` over the spatial axes (unnormalized,
+        half spectrum along the last); ``dct``: ``T`` is
+        ``scipy.fft.dctn(type=2, norm="ortho")``.
+    shape : tuple of int
+        The spatial shape of the images it acts on (1 to 3 axes).
     eigenvalues : ndarray
-        In the layout of :meth:`transform`'s output: ``H×(W//2+1)`` for ``fft``
-        (complex; real for a symmetric kernel centred on the pixel), ``H×W`` real for
-        ``dct``; broadcast over channels.
+        In the layout of :meth:`transform`'s output: ``*shape[:-1] × (shape[-1]//2+1)``
+        for ``fft`` (complex; real for a symmetric kernel centred on the pixel),
+        ``shape`` real for ``dct``; broadcast over channels.
     weights : ndarray
-        How many of the ``H·W`` eigenvalues each entry stands for (an ``rfft2``
-        column other than 0 and ``W/2`` also stands for its conjugate), shape
-        ``1×(W//2+1)`` or ``1×1``; broadcast to the eigenvalues' shape, they sum
-        to ``H·W``.
+        How many of the ``prod(shape)`` eigenvalues each entry stands for (an ``rfft``
+        entry other than 0 and ``N/2`` along the last axis also stands for its
+        conjugate), shape ``1 × … × (shape[-1]//2+1)`` or ``1 × … × 1``; broadcast to
+        the eigenvalues' shape, they sum to ``prod(shape)``.
     scale : float
-        ``‖x‖² = scale · Σ weights·|T x|²`` (Parseval): ``1/(H·W)`` or 1.
+        ``‖x‖² = scale · Σ weights·|T x|²`` (Parseval): ``1/prod(shape)`` or 1.
     """
 
     kind: str
-    shape: tuple[int, int]
+    shape: tuple[int, ...]
     eigenvalues: np.ndarray
     weights: np.ndarray
     scale: float
 
+    @property
+    def ndim(self) -> int:
+        """The number of spatial axes."""
+        return len(self.shape)
+
+    def block(self, columns: slice) -> tuple:
+        """The index of a block of the last spatial axis (every other spatial axis whole)."""
+        return (slice(None),) * (self.ndim - 1) + (columns,)
+
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """``T x`` over the two spatial axes of an ``H×W`` or ``H×W×C`` array."""
+        """``T x`` over the spatial axes of a ``*shape`` or ``*shape × C`` array."""
         return self.transform_columns(self.transform_rows(x))
 
     def inverse_transform(self, coefficients: np.ndarray) -> np.ndarray:
-        """``T⁻¹ X``: back to an ``H×W[×C]`` real array."""
+        """``T⁻¹ X``: back to a real array of the images' layout."""
         return self.inverse_rows(self.transform_columns(coefficients, inverse=True))
 
     def apply(self, x: np.ndarray, filter: np.ndarray) -> np.ndarray:
@@ -82,100 +98,117 @@ class Diagonal:
             filter = filter.real
         rows = self.transform_rows(x)
         cast = filter.astype(rows.dtype, copy=False)
-        self.filter_columns(rows, lambda columns: cast[:, columns])
+        self.filter_columns(rows, lambda columns: cast[self.block(columns)])
         return self.inverse_rows(rows)
 
-    # The 2-D transform is a 1-D transform along the rows (axis 1) then one down the
-    # columns (axis 0). Filtering column blocks between the two column passes keeps
-    # each block in cache: about the cost of the transforms alone.
+    # The N-D transform is a 1-D transform along the last spatial axis (the "rows")
+    # then one along each other spatial axis (the "columns"). Filtering blocks of the
+    # last axis between the two column passes keeps each block in cache: about the
+    # cost of the transforms alone.
 
     def transform_rows(self, x: np.ndarray) -> np.ndarray:
-        """The 1-D transform along axis 1 (``rfft`` or DCT-II)."""
+        """The 1-D transform along the last spatial axis (``rfft`` or DCT-II)."""
         import scipy.fft
 
+        axis = self.ndim - 1
         if self.kind == "fft":
-            return scipy.fft.rfft(x, axis=1, workers=fft_workers())
-        return scipy.fft.dct(x, type=2, norm="ortho", axis=1, workers=fft_workers())
+            return scipy.fft.rfft(x, axis=axis, workers=fft_workers())
+        return scipy.fft.dct(x, type=2, norm="ortho", axis=axis, workers=fft_workers())
 
     def transform_columns(self, rows: np.ndarray, *, inverse: bool = False) -> np.ndarray:
-        """The 1-D transform (or its inverse) along axis 0, into a new array."""
+        """The transform (or its inverse) along the other spatial axes, into a new array."""
         import scipy.fft
 
+        axes = tuple(range(self.ndim - 1))
+        if not axes:
+            return rows.copy()
         if self.kind == "fft":
-            transform = scipy.fft.ifft if inverse else scipy.fft.fft
-            return transform(rows, axis=0, workers=fft_workers())
-        transform = scipy.fft.idct if inverse else scipy.fft.dct
-        return transform(rows, type=2, norm="ortho", axis=0, workers=fft_workers())
+            transform = scipy.fft.ifftn if inverse else scipy.fft.fftn
+            return transform(rows, axes=axes, workers=fft_workers())
+        transform = scipy.fft.idctn if inverse else scipy.fft.dctn
+        return transform(rows, type=2, norm="ortho", axes=axes, workers=fft_workers())
 
     def inverse_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The inverse of :meth:`transform_rows`: a real ``H×W[×C]`` array."""
+        """The inverse of :meth:`transform_rows`: a real array of the images' layout."""
         import scipy.fft
 
+        axis = self.ndim - 1
         if self.kind == "fft":
-            return scipy.fft.irfft(rows, n=self.shape[1], axis=1, workers=fft_workers())
-        return scipy.fft.idct(rows, type=2, norm="ortho", axis=1, workers=fft_workers())
+            return scipy.fft.irfft(rows, n=self.shape[-1], axis=axis, workers=fft_workers())
+        return scipy.fft.idct(rows, type=2, norm="ortho", axis=axis, workers=fft_workers())
 
     def filter_columns(self, rows: np.ndarray, filter_block) -> None:
-        """In place on ``rows = transform_rows(x)``: each column block is transformed,
-        multiplied by ``filter_block(columns)`` (a slice of the eigenvalues' layout,
-        broadcast over channels), and transformed back; then ``inverse_rows(rows)``
-        is ``T⁻¹(filter · T x)``."""
-        itemsize = rows.itemsize * (rows.shape[2] if rows.ndim == 3 else 1)
-        width = max(8, (1 << 21) // max(1, rows.shape[0] * itemsize))
-        for start in range(0, rows.shape[1], width):
+        """In place on ``rows = transform_rows(x)``: each block of the last spatial axis is
+        transformed, multiplied by ``filter_block(columns)`` (a block of the eigenvalues'
+        layout, broadcast over channels), and transformed back; then
+        ``inverse_rows(rows)`` is ``T⁻¹(filter · T x)``."""
+        d = self.ndim
+        itemsize = rows.itemsize * (rows.shape[d] if rows.ndim > d else 1)
+        width = max(8, (1 << 21) // max(1, math.prod(rows.shape[: d - 1]) * itemsize))
+        for start in range(0, rows.shape[d - 1], width):
             columns = slice(start, start + width)
-            block = self.transform_columns(rows[:, columns])
+            index = self.block(columns)
+            block = self.transform_columns(rows[index])
             block *= _broadcast(filter_block(columns), block)
-            rows[:, columns] = self.transform_columns(block, inverse=True)
+            rows[index] = self.transform_columns(block, inverse=True)
 
     def laplacian(self) -> np.ndarray:
-        """Eigenvalues of the 5-point Laplacian with this basis' boundary (wrap or reflect).
+        """Eigenvalues of the discrete Laplacian (``2d + 1`` points) with this basis'
+        boundary (wrap or reflect).
 
-        ``-(4 sin²(π k / P) + 4 sin²(π l / Q))`` with ``P, Q = H, W`` (periodic) or
-        ``2H, 2W`` (half-sample symmetric, DCT-II), real, in the eigenvalues' layout.
+        ``-Σ_a 4 sin²(π k_a / P_a)`` with ``P_a`` the axis' length (periodic) or twice
+        it (half-sample symmetric, DCT-II), real, in the eigenvalues' layout.
         """
-        wy, wx = self.laplacian_axes()
-        return -(wy[:, None] + wx[None, :])
+        return -self.laplacian_at((slice(None),) * self.ndim)
 
-    def laplacian_axes(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(4 sin²(π k / P), 4 sin²(π l / Q))``: :meth:`laplacian` is minus their outer sum."""
-        h, w = self.shape
-        if self.kind == "fft":
-            ky, kx, period = np.arange(h), np.arange(w // 2 + 1), (h, w)
-        else:
-            ky, kx, period = np.arange(h), np.arange(w), (2 * h, 2 * w)
-        wy = 4 * np.sin(np.pi * ky / period[0]) ** 2
-        wx = 4 * np.sin(np.pi * kx / period[1]) ** 2
-        return wy, wx
+    def laplacian_axes(self) -> tuple[np.ndarray, ...]:
+        """``4 sin²(π k / P)`` per spatial axis: :meth:`laplacian` is minus their outer sum."""
+        axes = []
+        for a, n in enumerate(self.shape):
+            if self.kind == "fft":
+                k = np.arange(n // 2 + 1 if a == self.ndim - 1 else n)
+                period = n
+            else:
+                k, period = np.arange(n), 2 * n
+            axes.append(4 * np.sin(np.pi * k / period) ** 2)
+        return tuple(axes)
+
+    def laplacian_at(self, index: tuple, dtype=np.float64) -> np.ndarray:
+        """``Σ_a 4 sin²(π k_a / P_a)`` on the open mesh ``index`` (one slice or index
+        array per spatial axis), each axis' terms in ``dtype``."""
+        total = None
+        for a, (terms, ix) in enumerate(zip(self.laplacian_axes(), index, strict=True)):
+            values = terms.astype(dtype)[ix]
+            values = values.reshape((1,) * a + (-1,) + (1,) * (self.ndim - a - 1))
+            total = values if total is None else total + values
+        return total
 
     def energy(self, coefficients: np.ndarray) -> np.ndarray:
         """Per-entry energy ``scale·weights·|X|²``, summed over channels (sums to ``‖x‖²``)."""
         power = coefficients.real**2
         if np.iscomplexobj(coefficients):
             power += coefficients.imag**2
-        if power.ndim == 3:
-            power = power.sum(axis=2)
+        if power.ndim > self.ndim:
+            power = power.sum(axis=-1)
         power *= self.weights * self.scale
         return power
 
-    def frequency(self, index: tuple[int, int]) -> str:
+    def frequency(self, index: tuple[int, ...]) -> str:
         """Human-readable frequency of an eigenvalue index."""
-        h, w = self.shape
         if self.kind == "fft":
-            fy = index[0] / h if index[0] <= h // 2 else index[0] / h - 1
-            return f"(fy, fx) = ({fy:.4g}, {index[1] / w:.4g}) cycles/pixel"
-        return f"DCT index (k, l) = ({index[0]}, {index[1]})"
+            names = ("fz", "fy", "fx")[3 - self.ndim :]
+            values = [
+                i / n if i <= n // 2 or a == self.ndim - 1 else i / n - 1
+                for a, (i, n) in enumerate(zip(index, self.shape, strict=True))
+            ]
+            text = ", ".join(f"{v:.4g}" for v in values)
+            return f"({', '.join(names)}) = ({text}) cycles/pixel"
+        names = ("k", "l", "m")[: self.ndim]
+        return f"DCT index ({', '.join(names)}) = ({', '.join(str(i) for i in index)})"
 
 
 def _broadcast(filter: np.ndarray, coefficients: np.ndarray) -> np.ndarray:
-    return filter[..., None] if coefficients.ndim == 3 and filter.ndim == 2 else filter
-
-
-def _single_kernel(op: ConvOperator) -> np.ndarray | None:
-    """The effective 2-D kernel when ``op`` applies one kernel to every channel."""
-    if op.effective.shape[:2] != (1, 1):
-        return None
-    return op.effective[0, 0]
+    return filter[..., None] if coefficients.ndim == filter.ndim + 1 else filter
 
 
 def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
@@ -183,7 +216,7 @@ def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
 
     Parameters
     ----------
-    op : ConvOperator
+    op : ConvOperator or Convolution
     dtype : numpy dtype, optional
         Precision of the eigenvalues (default: ``op.dtype``); use float64 to count
         vanishing eigenvalues of a float32 operator.
@@ -198,25 +231,46 @@ def diagonalize(op: ConvOperator, *, dtype=None) -> Diagonal | None:
     if basis is None:
         return None
     dtype = np.dtype(op.dtype if dtype is None else dtype)
-    return _fft_diagonal(op, dtype) if basis == "fft" else _dct_diagonal(op, dtype)
+    spatial = convolution_of(op).input_shape[:-1]
+    return _diagonal(basis, op.effective[0, 0], spatial, op.pads, op.geometry.boundary, dtype)
 
 
-def _fft_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
-    """Eigenvalues = rfft2 of ``A e₀`` (:func:`_delta_taps`), the transfer function."""
+def same_mode(op: ConvOperator, boundary: str, shape: tuple[int, ...], *, dtype=None) -> Diagonal:
+    """The diagonalization of ``op``'s kernel (its correlation and dilation) in ``same``
+    mode, stride 1, on images of spatial ``shape``: ``wrap`` (FFT), or ``reflect`` (DCT,
+    for a kernel :func:`~deconv_cli.operators.is_symmetric_kernel`)."""
+    kernel = op.effective[0, 0]
+    geometry = Geometry(mode="same", boundary=boundary, correlate=op.geometry.correlate)
+    pads = tuple(axis_pads(k, geometry, None) for k in kernel.shape)
+    dtype = np.dtype(op.dtype if dtype is None else dtype)
+    basis = "fft" if boundary == "wrap" else "dct"
+    return _diagonal(basis, kernel, tuple(shape), pads, boundary, dtype)
+
+
+def _diagonal(basis, kernel, shape, pads, boundary, dtype) -> Diagonal:
+    pairs = _delta_taps(kernel.shape, shape, pads, boundary)
+    if basis == "fft":
+        return _fft_diagonal(kernel, shape, pairs, dtype)
+    return _dct_diagonal(kernel, shape, pairs, dtype)
+
+
+def _fft_diagonal(kernel: np.ndarray, shape, pairs, dtype: np.dtype) -> Diagonal:
+    """Eigenvalues = rfftn of ``A e₀`` (:func:`_delta_taps`), the transfer function."""
     import scipy.fft
 
-    h, w = op.input_shape[:2]
-    (rows, taps_r), (cols, taps_c) = _delta_taps(op)
-    kernel = op.effective[0, 0]
+    d, w = len(shape), shape[-1]
     real = np.float32 if dtype == np.float32 else np.float64
     # An odd kernel symmetric about each axis is centred by `same` mode: A e₀ is even
     # and the transfer function real; keeping it real makes the filters cheaper
     # (real arithmetic, half the memory).
     symmetric = is_symmetric_kernel(kernel)
-    left, right = _low_rank(kernel)
-    if left.shape[1] <= _LOW_RANK_LIMIT:
+    if d == 2:
+        (rows, taps_r), (cols, taps_c) = pairs
+        left, right = _low_rank(kernel)
+    if d == 2 and left.shape[1] <= _LOW_RANK_LIMIT:
         # A e₀ = (E_H left)(E_W rightᵀ)ᵀ, so the transform is (fft of E_H left) @ (rfft
         # of E_W rightᵀ)ᵀ: a product with a small inner size.
+        h = shape[0]
         col, row = np.zeros((h, left.shape[1])), np.zeros((w, left.shape[1]))
         np.add.at(col, rows, left[taps_r])
         np.add.at(row, cols, right.T[taps_c])
@@ -226,59 +280,75 @@ def _fft_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
             left, right = np.ascontiguousarray(left.real), np.ascontiguousarray(right.real)
         eigenvalues = _product(left, right)
     else:
-        column = np.zeros((h, w), dtype=np.float64)
-        np.add.at(column, (rows[:, None], cols[None, :]), kernel[np.ix_(taps_r, taps_c)])
-        nonzero = np.unique(rows)
-        half = scipy.fft.rfft(column[nonzero].astype(real), axis=1, workers=fft_workers())
-        spectrum = np.zeros((h, w // 2 + 1), dtype=half.dtype)
-        spectrum[nonzero] = half
-        eigenvalues = scipy.fft.fft(spectrum, axis=0, overwrite_x=True, workers=fft_workers())
+        samples, taps = zip(*pairs, strict=True)
+        column = np.zeros(shape, dtype=np.float64)
+        np.add.at(column, np.ix_(*samples), kernel[np.ix_(*taps)])
+        if d == 1:
+            eigenvalues = scipy.fft.rfft(column.astype(real), workers=fft_workers())
+        else:
+            # only the slabs of the first axis that A e₀ reaches are transformed at first
+            nonzero = np.unique(samples[0])
+            half = scipy.fft.rfft(column[nonzero].astype(real), axis=d - 1, workers=fft_workers())
+            for axis in range(1, d - 1):
+                half = scipy.fft.fft(half, axis=axis, overwrite_x=True, workers=fft_workers())
+            spectrum = np.zeros(shape[:-1] + (w // 2 + 1,), dtype=half.dtype)
+            spectrum[nonzero] = half
+            eigenvalues = scipy.fft.fft(spectrum, axis=0, overwrite_x=True, workers=fft_workers())
         if symmetric:
             eigenvalues = np.ascontiguousarray(eigenvalues.real)
-    weights = np.full((1, w // 2 + 1), 2.0)
-    weights[0, 0] = 1.0
+    weights = np.full((1,) * (d - 1) + (w // 2 + 1,), 2.0)
+    weights[..., 0] = 1.0
     if w % 2 == 0:
-        weights[0, -1] = 1.0
-    return Diagonal("fft", (h, w), eigenvalues, weights, 1.0 / (h * w))
+        weights[..., -1] = 1.0
+    return Diagonal("fft", tuple(shape), eigenvalues, weights, 1.0 / math.prod(shape))
 
 
-def _dct_diagonal(op: ConvOperator, dtype: np.dtype) -> Diagonal:
+def _dct_diagonal(kernel: np.ndarray, shape, pairs, dtype: np.dtype) -> Diagonal:
     """Eigenvalues = ``C(A e₀) / C(e₀)``, ``C`` the orthonormal DCT-II, ``e₀`` the corner delta.
 
     ``A e₀`` (:func:`_delta_taps`) is non-zero only within the kernel's reach of the
-    corner: ``λ = C_H R C_Wᵀ / (d_H d_Wᵀ)`` with ``R`` that corner, from a few columns
-    of ``C`` (two small matrix products instead of two full-size DCTs).
+    corner ``R``: per axis, ``λ`` is ``R`` multiplied by a few columns of ``C`` divided
+    by ``C e₀`` (in 2-D ``C_H R C_Wᵀ / (d_H d_Wᵀ)``: two small matrix products, through
+    ``R``'s low rank, instead of two full-size DCTs).
     """
-    h, w = op.input_shape[:2]
-    (rows, taps_r), (cols, taps_c) = _delta_taps(op)
+    samples, taps = zip(*pairs, strict=True)
     # The reflection folds the kernel onto the corner: about half its size per axis.
-    corner = np.zeros((rows.max() + 1, cols.max() + 1))
-    np.add.at(corner, (rows[:, None], cols[None, :]), op.effective[0, 0][np.ix_(taps_r, taps_c)])
-    left = _dct_columns(h, corner.shape[0]) / _dct_of_delta(h)[:, None]
-    right = _dct_columns(w, corner.shape[1]) / _dct_of_delta(w)[:, None]
-    u, v = _low_rank(corner)
+    corner = np.zeros(tuple(int(s.max()) + 1 for s in samples))
+    np.add.at(corner, np.ix_(*samples), kernel[np.ix_(*taps)])
+    factors = [
+        _dct_columns(n, c) / _dct_of_delta(n)[:, None]
+        for n, c in zip(shape, corner.shape, strict=True)
+    ]
     real = np.float32 if dtype == np.float32 else np.float64
-    transformed = _product((left @ u).astype(real), (v @ right.T).astype(real))
-    return Diagonal("dct", (h, w), transformed, np.ones((1, 1)), 1.0)
+    if len(shape) == 2:
+        u, v = _low_rank(corner)
+        left, right = factors
+        transformed = _product((left @ u).astype(real), (v @ right.T).astype(real))
+    else:
+        transformed = corner
+        for factor in factors:  # contract the leading axis; the new one goes last
+            transformed = np.tensordot(transformed, factor, axes=([0], [1]))
+        transformed = transformed.astype(real)
+    return Diagonal("dct", tuple(shape), transformed, np.ones((1,) * len(shape)), 1.0)
 
 
-def _delta_taps(op: ConvOperator) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def _delta_taps(kernel_shape, shape, pads, boundary) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """Where the taps of ``A e₀`` land, per axis: ``(samples, taps)`` index pairs.
 
     ``A = V P`` in ``same`` mode, stride 1, with ``(V z)[i] = Σ_a k[a] z[i + a]`` on
     each axis. ``P e₀`` is 1 at the padded positions ``q`` that the operator's padding
-    map (:func:`deconv_cli.operators.padding.index_map`) sends to pixel 0, so
-    ``A e₀ = E_H k E_Wᵀ`` with ``E[i, a] = [map(i + a) = 0]``: tap ``a`` adds
-    ``k[a]`` at each sample ``i`` of a pair. Exact (sums of the kernel's values), so
-    a box filter's zeros of the transfer function stay exact zeros.
+    map (:func:`deconv_cli.operators.padding.index_map`) sends to pixel 0, so ``A e₀``
+    is ``k`` multiplied along each axis by ``E[i, a] = [map(i + a) = 0]``: tap ``a``
+    adds ``k[a]`` at each sample ``i`` of a pair. Exact (sums of the kernel's values),
+    so a box filter's zeros of the transfer function stay exact zeros.
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
     from deconv_cli.operators.padding import index_map
 
     pairs = []
-    for n, pads, k in zip(op.input_shape[:2], op.pads, op.effective.shape[2:], strict=True):
-        source = index_map(n, pads, op.geometry.boundary)
+    for n, axis_pads_, k in zip(shape, pads, kernel_shape, strict=True):
+        source = index_map(n, axis_pads_, boundary)
         pairs.append(np.nonzero(sliding_window_view(source, k)[:n] == 0))
     return tuple(pairs)
 
@@ -325,24 +395,18 @@ def _dct_of_delta(n: int) -> np.ndarray:
 def approximate(op: ConvOperator, *, dtype=None) -> Diagonal | None:
     """A diagonalizable stand-in for ``op`` on its input grid (for preconditioners).
 
-    The same kernel, correlation and dilation in ``same`` mode on ``op.input_shape``:
-    reflect (DCT) for a symmetric kernel, wrap (FFT) otherwise. ``None`` for kernel
-    banks and strides, which have no such stand-in.
+    The same kernel, correlation and dilation in ``same`` mode on the input's spatial
+    shape: reflect (DCT) for a symmetric kernel, wrap (FFT) otherwise. ``None`` for
+    kernel banks and strides, which have no such stand-in.
     """
     exact = diagonalize(op, dtype=dtype)
     if exact is not None:
         return exact
-    if _single_kernel(op) is None or op.geometry.stride != (1, 1):
+    core = convolution_of(op)
+    if not one_kernel(op) or any(s != 1 for s in core.stride):
         return None
     boundary = "reflect" if is_symmetric_kernel(op.effective[0, 0]) else "wrap"
-    geometry = Geometry(
-        mode="same",
-        boundary=boundary,
-        correlate=op.geometry.correlate,
-        dilation=op.geometry.dilation,
-    )
-    stand_in = ConvOperator(op.kernel, op.input_shape[:2], geometry, dtype=op.dtype)
-    return diagonalize(stand_in, dtype=dtype)
+    return same_mode(op, boundary, core.input_shape[:-1], dtype=dtype)
 
 
 # -- null space -----------------------------------------------------------------
@@ -379,7 +443,7 @@ def inverse_amplification(op: ConvOperator) -> float | None:
     weights = np.broadcast_to(diagonal.weights, magnitude.shape)
     if not np.all(magnitude > 0):
         return math.inf
-    mean = float(np.sum(weights / magnitude**2)) / (diagonal.shape[0] * diagonal.shape[1])
+    mean = float(np.sum(weights / magnitude**2)) / math.prod(diagonal.shape)
     return math.sqrt(mean)
 
 

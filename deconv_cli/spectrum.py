@@ -24,7 +24,7 @@ import math
 import numpy as np
 
 from deconv_cli.analysis import Analysis, single_kernel
-from deconv_cli.errors import DeconvError
+from deconv_cli.errors import DeconvError, mention
 from deconv_cli.operators import ConvOperator
 
 PLOT_HINT = "`pip install deconv-cli[plot]` gives the labelled figure"
@@ -91,8 +91,10 @@ def _singular_values(op: ConvOperator, analysis: Analysis) -> tuple[np.ndarray, 
         magnitude = np.abs(np.fft.fft2(kernel, s=op.input_shape[:2])).ravel()
         return np.sort(magnitude)[::-1], "|H| sorted (the circular stand-in's σᵢ)"
     raise DeconvError(
-        "--spectrum: the singular values of this kernel bank are not computed at this "
-        "size (only estimates of the extremes); use --boundary wrap or a smaller --shape"
+        "the singular values of this kernel bank are not computed at this size (only "
+        f"estimates of the extremes); use {mention('boundary', 'wrap')} or a smaller "
+        f"{mention('shape')}",
+        parameter="spectrum",
     )
 
 

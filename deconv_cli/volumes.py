@@ -61,7 +61,7 @@ def parse_axes(text: str, ndim: int | None = None) -> str:
     Raises
     ------
     InputError
-        Naming ``--axes``, the value and the allowed letters.
+        Naming ``axes``, the value and the allowed letters.
     """
     axes = str(text).strip().upper()
     if (
@@ -71,15 +71,20 @@ def parse_axes(text: str, ndim: int | None = None) -> str:
         or not {"Y", "X"} <= set(axes)
     ):
         raise InputError(
-            f"--axes: `{text}` is not an axes string; use the letters Z, Y, X, C, each once, "
-            "with Y and X (e.g. ZYX, ZYXC, YXC)"
+            f"`{text}` is not an axes string; use the letters Z, Y, X, C, each once, "
+            "with Y and X (e.g. ZYX, ZYXC, YXC)",
+            parameter="axes",
         )
     if ndim is not None and len(axes) != ndim:
-        raise InputError(f"--axes: `{text}` names {len(axes)} axes but the array has {ndim}")
+        raise InputError(
+            f"`{text}` names {len(axes)} axes but the array has {ndim}", parameter="axes"
+        )
     return axes
 
 
-def read_volume(path: PathLike, *, axes: str | None = None) -> Image:
+def read_volume(
+    path: PathLike, *, axes: str | None = None, max_channels: int | None = formats.MAX_CHANNELS
+) -> Image:
     """Read a volume or an image, with its axes and voxel size.
 
     Parameters
@@ -87,38 +92,46 @@ def read_volume(path: PathLike, *, axes: str | None = None) -> Image:
     path : str or PathLike
         A TIFF (multi-page, ImageJ, OME), a ``.npy``, or any image deconv reads.
     axes : str, optional
-        The axes of a ``.npy`` array as stored (e.g. ``"ZYX"``, ``"CZYX"``), or to
-        override a TIFF's.
+        The axes of a ``.npy`` array as stored (e.g. ``"ZYX"``, ``"CZYX"``), or of a
+        TIFF without axes metadata (a plain multi-page file: its pages are Z unless
+        this says otherwise). Where the file says its axes (ImageJ, OME, tifffile's
+        own metadata, an image format), ``axes`` must name the same letters.
+    max_channels : int or None
+        The most channels of an image read by the 2-D rules (without ``axes``);
+        None: any (a conv-layer bank's feature maps).
 
     Returns
     -------
     Image
         ``data`` transposed to ``Z, Y, X, C`` order (the axes present), ``axes`` and
-        ``spacing`` set; no alpha.
+        ``spacing`` set; alpha only for a 2-D image file.
 
     Raises
     ------
     InputError
-        As :func:`deconv_cli.io.read_image`; also a bad ``axes``, a time series, an
-        unknown axis, or more voxels than the pixel limit.
+        As :func:`deconv_cli.io.read_image`; also a bad ``axes`` or one the file
+        contradicts, a time series, an unknown axis, or more voxels than the pixel limit.
     """
     path = Path(path)
     head = fs.read_head(path)
     fmt = formats.NUMPY if path.suffix.lower() == ".npy" else formats.sniff(head)
     if fmt is formats.NUMPY:
         if axes is None:
-            return read_image(path, max_channels=formats.MAX_CHANNELS)
+            return read_image(path, max_channels=max_channels)
         from deconv_cli.npyfile import load_npy, npy_header
 
         shape, dtype = npy_header(path, head)
         if shape is not None:
             formats.check_dtype(path, dtype)
-            _check_voxels(path, parse_axes(axes, len(shape)), shape)
+            check_voxels(path, parse_axes(axes, len(shape)), shape)
         array, stored, spacing = load_npy(path), parse_axes(axes), None
     elif fmt is formats.TIFF and (stack := _read_tiff(path, axes)) is not None:
         array, stored, spacing = stack
     else:
-        return read_image(path)
+        image = read_image(path, max_channels=max_channels if axes is None else None)
+        if axes is not None:
+            _agree(path, axes, image.axes, image.data.ndim)
+        return image
     formats.check_dtype(path, array.dtype)
     order = "".join(a for a in AXES if a in stored)
     array = np.moveaxis(array, [stored.index(a) for a in order], range(len(order)))
@@ -131,7 +144,21 @@ def read_volume(path: PathLike, *, axes: str | None = None) -> Image:
     return Image(data, None, source, path, axes=order, spacing=spacing)
 
 
-def _check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
+def _agree(path: Path, given: str, stored: str, ndim: int) -> str:
+    """``stored`` (the file's own axes, in its order) when ``given`` names the same
+    letters; else one line naming both."""
+    axes = parse_axes(given)
+    if sorted(axes) != sorted(stored) or len(stored) != ndim:
+        raise InputError(
+            f"`{given}` contradicts `{path}`, whose axes are `{stored}` (its metadata); "
+            "give the same letters or none",
+            parameter="axes",
+        )
+    return stored
+
+
+def check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
+    """Refuse a volume of more voxels (channels excluded) than the pixel limit."""
     limit = config.current().max_pixels
     voxels = int(np.prod([n for a, n in zip(axes, shape, strict=True) if a != "C"]))
     if voxels > limit:
@@ -143,8 +170,8 @@ def _check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
 
 def _read_tiff(path: Path, axes: str | None):
     """``(array, axes, spacing by axis letter)`` of a TIFF's first series, or None for
-    a one-page 2-D image without ``axes`` (read as :func:`deconv_cli.io.read_image`
-    reads it: alpha, palette, CMYK)."""
+    a one-page 2-D image (read as :func:`deconv_cli.io.read_image` reads it: alpha,
+    palette, CMYK)."""
     import tifffile
 
     from deconv_cli.codecs import decode_error, main_pages, tifffile_quiet
@@ -159,18 +186,22 @@ def _read_tiff(path: Path, axes: str | None):
             keep = [i for i, (a, n) in enumerate(sizes) if n > 1 or a in "YX"]
             shape = tuple(series.shape[i] for i in keep)
             stored = "".join(stored[i] for i in keep)
-            if axes is not None:
+            # the metadata's axes are facts; a plain file's are tifffile's guesses
+            said = tif.is_imagej or tif.is_ome or "axes" in (tif.shaped_metadata or [{}])[0]
+            if axes is not None and not said:
                 stored = parse_axes(axes, len(shape))
-            elif "Z" not in stored and len(main_pages(tif)) == 1:
-                return None
             elif len(set(stored)) != len(stored) or set(stored) - set(AXES):
                 raise InputError(
                     f"`{path}` is a TIFF with axes `{series.axes}` "
                     f"(shape {formats.shape_text(series.shape)}); deconv reads Z, Y, X and "
                     "channels (save one time point or one position per file)"
                 )
+            elif axes is not None:
+                stored = _agree(path, axes, stored, len(shape))
+            if "Z" not in stored and len(main_pages(tif)) == 1:
+                return None
             formats.check_dtype(path, series.dtype)
-            _check_voxels(path, stored, shape)
+            check_voxels(path, stored, shape)
             spacing = _tiff_spacing(tif)
             array = series.asarray().reshape(shape)
     except (InputError, MemoryError):
@@ -247,9 +278,7 @@ def write_volume(
         refusals.
     """
     path = Path(path)
-    fmt = formats.check_format(path, dtype)
-    if fmt not in (formats.TIFF, formats.NUMPY):
-        raise OutputError(f"`{path}`: {fmt.name} holds 2-D images; write .tif or .npy")
+    fmt = check_volume_format(path, dtype)
     data = np.asarray(data)
     order = "".join(a for a in AXES if a in axes)
     if axes != order or len(axes) != data.ndim or not {"Y", "X"} <= set(axes):
@@ -278,11 +307,32 @@ def write_volume(
     return WriteResult(path=path, dtype=out_dtype, clipped=clipped)
 
 
+def check_volume_format(path: PathLike, dtype: str | np.dtype | None = None) -> formats.Format:
+    """The format to write a volume to ``path`` in (TIFF or NumPy), checked before the work.
+
+    Raises
+    ------
+    OutputError
+        Another format (they hold 2-D images), or a ``dtype`` the format cannot hold.
+    """
+    fmt = formats.check_format(path, dtype)
+    if fmt not in (formats.TIFF, formats.NUMPY):
+        raise OutputError(f"`{path}`: {fmt.name} holds 2-D images; write .tif or .npy")
+    return fmt
+
+
+def _channel_planes(pixels: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Channels stored as planes before Y, X (ImageJ's and OME's ``ZCYX``): a last
+    axis is otherwise taken for the samples of RGB pixels."""
+    if "C" not in axes:
+        return pixels, axes
+    return np.moveaxis(pixels, -1, axes.index("Y")), axes.replace("YXC", "CYX")
+
+
 def _write_imagej(tmp: Path, pixels: np.ndarray, axes: str, sizes: dict) -> None:
     import tifffile
 
-    if "C" in axes:  # ImageJ stores channel planes: Z, C, Y, X
-        pixels, axes = np.moveaxis(pixels, -1, axes.index("Y")), axes.replace("YXC", "CYX")
+    pixels, axes = _channel_planes(pixels, axes)
     metadata: dict = {"axes": axes}
     resolution = None
     if sizes:
@@ -303,6 +353,7 @@ def _write_imagej(tmp: Path, pixels: np.ndarray, axes: str, sizes: dict) -> None
 def _write_ome(tmp: Path, pixels: np.ndarray, axes: str, sizes: dict) -> None:
     import tifffile
 
+    pixels, axes = _channel_planes(pixels, axes)
     metadata: dict = {"axes": axes}
     for a, size in sizes.items():
         metadata[f"PhysicalSize{a}"] = size

@@ -494,11 +494,11 @@ def test_clipped_pixels_are_counted_in_the_summary(tmp_path):
 def test_a_job_that_would_not_fit_in_memory_is_refused_with_a_tile_size(
     image, tmp_path, monkeypatch
 ):
-    import deconv_cli.tiles
+    import deconv_cli.memory
 
     big = tmp_path / "big.npy"
     np.save(big, np.zeros((1024, 1024)))
-    monkeypatch.setattr(deconv_cli.tiles, "available_bytes", lambda: 40 * 2**20)
+    monkeypatch.setattr(deconv_cli.memory, "available_bytes", lambda: 40 * 2**20)
     result = run("convolve", big, "-k", "gaussian:sigma=2", "-o", tmp_path / "y.npy")
     assert result.exit_code == 2, result.output
     assert "--tile" in result.output and len(result.output.strip().splitlines()) == 1

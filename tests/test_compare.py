@@ -119,11 +119,12 @@ class FakeImage:
             path,
             None,
         )
+        self.axes = "YXC"[: np.ndim(data)]
 
 
 def test_prepare_float_outside_unit_range_needs_data_range():
     image = FakeImage(np.array([[0.0, 255.0]]), "float32", "f.tif")
-    with pytest.raises(InputError, match=r"`f\.tif`: float data spans \[0, 255\].*--data-range"):
+    with pytest.raises(InputError, match=r"`f\.tif`: float data spans \[0, 255\].*`data_range=R`"):
         core.prepare(image)
     assert core.prepare(image, 255.0).tolist() == [[0.0, 1.0]]
 
@@ -142,7 +143,7 @@ def test_prepare_rejects_nan():
 def test_crop_border():
     data = np.arange(36.0).reshape(6, 6)
     assert core.crop_border(data, 2).tolist() == [[14.0, 15.0], [20.0, 21.0]]
-    with pytest.raises(InputError, match="--ignore-border: `3` leaves nothing of the 6×6"):
+    with pytest.raises(InputError, match="^ignore_border: `3` leaves nothing of the 6×6"):
         core.crop_border(data, 3)
 
 
@@ -190,7 +191,7 @@ def test_diff_targets(tmp_path):
         tmp_path / "out" / "x-2.diff.png",
         None,
     ]
-    with pytest.raises(OutputError, match=r"--diff: `.*d\.gif` has an unknown image extension"):
+    with pytest.raises(OutputError, match=r"^diff: `.*d\.gif` has an unknown image extension"):
         core.diff_targets(one, tmp_path / "d.gif")
     save(tmp_path / "file.png", np.zeros((2, 2), np.uint8))
     with pytest.raises(OutputError, match="is a file, but 2 pairs need a directory"):

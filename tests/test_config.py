@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deconv_cli import batch, config, io
+from deconv_cli import batch, batch_run, config, io
 from deconv_cli.errors import GeometryError, InputError
 
 
@@ -68,7 +68,7 @@ def test_batch_items_carry_the_setting_to_workers(tmp_path):
     with config.use(max_pixels=255):
         settings = batch.Settings(Convolve(load_kernel("box"), Geometry()))
     item = batch.plan(batch.collect([str(tmp_path / "a.npy")]), str(tmp_path / "out.npy"))[0]
-    result = batch.process_item(item, settings)  # no context here: the default is 2**28
+    result = batch_run.process_item(item, settings)  # no context here: the default is 2**28
     assert result.status == "failed"
     assert "256 pixels (16×16), above the limit of 255" in result.message
     assert not Path(tmp_path / "out.npy").exists()

@@ -209,7 +209,7 @@ def test_standard_input_in_a_read_only_format_needs_format():
     from deconv_cli.errors import OutputError
 
     gif = b"GIF89a" + bytes(58)
-    with pytest.raises(OutputError, match=r"^`-` is GIF, .* give --format"):
+    with pytest.raises(OutputError, match=r"^`-` is GIF, .* give `fmt`"):
         batch.plan([batch.Source(None, Path("stdin"))], "-", stdin_head=gif)
     (item,) = batch.plan([batch.Source(None, Path("stdin"))], "-", fmt="tif", stdin_head=gif)
     assert item.extension == ".tif"

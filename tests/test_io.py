@@ -679,7 +679,7 @@ def test_parse_dtype_none():
 
 @pytest.mark.parametrize("value", ["int16", "float", "u8", "", "bool"])
 def test_parse_dtype_rejects(value):
-    with pytest.raises(OutputError, match=r"--dtype: .* is not one of `uint8`, `uint16`"):
+    with pytest.raises(OutputError, match=r"^dtype: .* is not one of `uint8`, `uint16`"):
         formats.parse_dtype(value)
 
 
@@ -804,7 +804,7 @@ def test_new_file_gets_umask_permissions(tmp_path):
 
 def test_existing_output_needs_overwrite(tmp_path):
     (tmp_path / "o.npy").write_bytes(b"old")
-    with pytest.raises(OutputError, match=r"`.*o\.npy` exists; use --overwrite"):
+    with pytest.raises(OutputError, match=r"`.*o\.npy` exists; use `overwrite=True`"):
         io.write_image(tmp_path / "o.npy", np.ones((2, 2)))
     assert (tmp_path / "o.npy").read_bytes() == b"old"
     io.write_image(tmp_path / "o.npy", np.ones((2, 2)), overwrite=True)

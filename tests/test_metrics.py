@@ -129,7 +129,7 @@ def test_multichannel_ssim_is_mean_of_channels():
 
 
 def test_ssim_needs_seven_pixels():
-    with pytest.raises(InputError, match=r"at least 7×7.*got 6×10.*--metrics"):
+    with pytest.raises(InputError, match=r"at least 7×7.*got 6×10.*`metrics`"):
         metrics.ssim(np.zeros((6, 10)), np.zeros((6, 10)))
 
 

@@ -303,3 +303,30 @@ def test_transpose_with_a_strided_model_layer_is_torchs_adjoint(net, onnx_path, 
         torch.from_numpy(y), weight, stride=2, padding=1, output_padding=1
     )
     np.testing.assert_allclose(np.load(out), expected.numpy()[0].transpose(1, 2, 0), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "groups"), [(4, 6, 2), (3, 3, 3)], ids=["grouped", "depthwise"]
+)
+def test_a_grouped_bank_is_torchs_grouped_conv_and_its_adjoint(c_in, c_out, groups):
+    """`ConvOperator(groups=)` on the (C_out, C_in/g, kh, kw) weight as stored: A is
+    conv2d(groups=g), Aᵀ is conv_transpose2d(groups=g), with stride, dilation, padding."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from deconv_cli.operators import ConvOperator, Geometry
+
+    rng = np.random.default_rng(groups)
+    weight = rng.standard_normal((c_out, c_in // groups, 3, 3))
+    geometry = Geometry.create(
+        boundary="constant", correlate=True, stride=(2, 1), dilation=(1, 2), padding=(1, 2)
+    )
+    op = ConvOperator(weight, (11, 9, c_in), geometry, groups=groups)
+    x = rng.standard_normal((11, 9, c_in))
+    w, kw = torch.from_numpy(weight), dict(stride=(2, 1), dilation=(1, 2), padding=(1, 2))
+    expected = F.conv2d(torch.from_numpy(x.transpose(2, 0, 1))[None], w, groups=groups, **kw)
+    np.testing.assert_allclose(op.forward(x), expected[0].numpy().transpose(1, 2, 0), atol=1e-12)
+    y = rng.standard_normal(op.output_shape)
+    # rows: (6 - 1)·2 − 2·1 + 2 + 1 = 11, the input's: no output_padding
+    back = F.conv_transpose2d(torch.from_numpy(y.transpose(2, 0, 1))[None], w, groups=groups, **kw)
+    np.testing.assert_allclose(op.adjoint(y), back[0].numpy().transpose(1, 2, 0), atol=1e-12)

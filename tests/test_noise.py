@@ -113,3 +113,48 @@ def test_bad_specs_name_the_step_and_the_range(spec, message):
 def test_jpeg_refuses_data_that_is_not_grey_or_rgb():
     with pytest.raises(DeconvError, match="grey .* or RGB"):
         parse_noise("jpeg:quality=90").apply(np.zeros((8, 8, 2)), np.random.default_rng(0))
+
+
+def _pywt_sigma(data: np.ndarray) -> float:
+    """The oracle: Donoho's MAD of PyWavelets' finest all-high-pass db2 band."""
+    pywt = pytest.importorskip("pywt")
+    detail = pywt.dwtn(data, "db2")["d" * data.ndim]
+    detail = detail[detail != 0]
+    return float(np.median(np.abs(detail))) / 0.6744897501960817
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (3, 4), (7, 6), (9, 13), (40, 33)])
+def test_2d_estimate_equals_pywavelets_at_every_size(shape):
+    noisy = np.random.default_rng(sum(shape)).normal(0.5, 0.05, shape)
+    assert estimate_noise_sigma(noisy) == pytest.approx(_pywt_sigma(noisy), rel=1e-12, abs=1e-15)
+
+
+def test_a_volume_uses_the_all_high_pass_band_of_its_three_axes():
+    rng = np.random.default_rng(8)
+    volume = ndimage.gaussian_filter(rng.random((12, 20, 17)), 2) + rng.normal(
+        0, 0.03, (12, 20, 17)
+    )
+    expected = estimate_sigma(volume, channel_axis=None)  # skimage: pywt.dwtn, band "ddd"
+    assert estimate_noise_sigma(volume, spatial=3) == pytest.approx(expected, rel=1e-12)
+    assert estimate_noise_sigma(volume, spatial=3) == pytest.approx(_pywt_sigma(volume), rel=1e-12)
+    channels = np.stack([volume, 2 * volume], axis=-1)
+    both = (_pywt_sigma(volume) + _pywt_sigma(2 * volume)) / 2
+    assert estimate_noise_sigma(channels, spatial=3) == pytest.approx(both, rel=1e-12)
+    with pytest.raises(ValueError, match="spatial axes"):
+        estimate_noise_sigma(channels, spatial=2)
+
+
+@pytest.mark.parametrize("shape", [(9, 8), (7, 11), (5, 6, 7)], ids=["even", "odd", "3-D"])
+def test_the_coefficients_a_clipped_pixel_reaches(shape):
+    """Oracle: a coefficient sees a pixel when PyWavelets' band of a delta there is
+    nonzero at it (the symmetric extension included)."""
+    from deconv_cli.noise_model import _seen_by_detail
+
+    pywt = pytest.importorskip("pywt")
+    mask = np.random.default_rng(1).random(shape) < 0.08
+    expected = np.zeros_like(pywt.dwtn(np.zeros(shape), "db2")["d" * len(shape)], dtype=bool)
+    for index in zip(*np.nonzero(mask), strict=True):
+        delta = np.zeros(shape)
+        delta[index] = 1
+        expected |= pywt.dwtn(delta, "db2")["d" * len(shape)] != 0
+    np.testing.assert_array_equal(_seen_by_detail(mask), expected)

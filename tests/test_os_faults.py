@@ -494,7 +494,7 @@ def test_a_read_only_mount_is_refused_before_the_work(inside, read_only_dir, arg
 def test_reference_of_the_wrong_shape_is_refused_before_the_inversion(inside):
     np.save("r.npy", np.zeros((7, 7)))
     argv = ["invert", "x.npy", "-k", "box", "--method", "cgls", "-o", "y.npy"]
-    refused(invoke(*argv, "--reference", "r.npy"), "--reference has shape 7x7")
+    refused(invoke(*argv, "--reference", "r.npy"), "--reference: has shape 7x7")
     assert not (inside / "y.npy").exists()
 
 

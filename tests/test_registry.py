@@ -88,6 +88,27 @@ def test_errors_keep_their_parameter_across_processes():
     assert err.parameter == "iterations" and str(err) == "iterations: `0` must be at least 1"
 
 
+def test_a_parameter_named_inside_a_message_is_said_as_its_reader_knows_it():
+    """The library says `name` / `name=value`; the command line the flag (the bare flag
+    for True), across processes too (a batch worker's error)."""
+    import pickle
+
+    from deconv_cli.cli import shown
+    from deconv_cli.errors import OutputError, mention
+
+    detail = (
+        f"`x.png` exists; use {mention('overwrite', True)}, or a {mention('name')} "
+        f"template, or {mention('fmt', 'png')}"
+    )
+    err = pickle.loads(pickle.dumps(OutputError(detail, parameter="output")))
+    assert str(err) == (
+        "output: `x.png` exists; use `overwrite=True`, or a `name` template, or `fmt=png`"
+    )
+    assert shown(err) == (
+        "--output: `x.png` exists; use --overwrite, or a --name template, or --format png"
+    )
+
+
 def test_flags_are_the_commands_own():
     assert [flag(p) for p in ("noise_sigma", "kernel_spec", "fmt", "engine")] == [
         "--noise-sigma",
@@ -99,7 +120,7 @@ def test_flags_are_the_commands_own():
 
 @pytest.mark.parametrize("method", [None, "magic"])
 def test_memory_estimate_refuses_an_unknown_method(method):
-    from deconv_cli.tiles import estimate_bytes
+    from deconv_cli.memory import estimate_bytes
 
     with pytest.raises(DeconvError, match=f"method: `{method}` is not one of `inverse`"):
         estimate_bytes("invert", (64, 64), np.ones((3, 3)) / 9, Geometry(), method=method)
@@ -107,7 +128,7 @@ def test_memory_estimate_refuses_an_unknown_method(method):
 
 def test_memory_estimate_reads_each_method_footprint():
     """Measured copies (a closed form where the DCT diagonalizes, else the general path)."""
-    from deconv_cli.tiles import FIXED_BYTES, estimate_bytes
+    from deconv_cli.memory import FIXED_BYTES, estimate_bytes
 
     kernel, pixels = np.ones((3, 3)) / 9, 256 * 256 * 8
     for name, method in METHODS.items():
@@ -148,7 +169,7 @@ def test_tiling_freezes_every_automatic_choice(name):
     pilot (the whole 128x128 image, below the pilot side) chose what the whole-image run
     chooses; tiles left to choose would choose otherwise."""
     from deconv_cli.inversion import build_problem, invert
-    from deconv_cli.tiles import tiled_invert
+    from deconv_cli.tiled_invert import tiled_invert
 
     y, kernel = _problem()
     method = METHODS[name]
@@ -210,3 +231,34 @@ def test_a_standard_input_item_keeps_the_flag(tmp_path):
     result = CliRunner().invoke(main, argv, input=buffer.getvalue())
     assert result.exit_code == 2, result.output
     assert "deconv: error: --lam: `1e+13` is above the largest accepted" in result.stderr
+
+
+def test_method_functions_accept_0_where_the_registry_refuses_it():
+    """One range per option, in OPTIONS; the method functions (`check`) accept 0 for the
+    options open at 0 (the term is off), `check_options` (the commands, `invert`) does not."""
+    from deconv_cli.restore import check
+    from deconv_cli.restore.richardson_lucy import richardson_lucy
+
+    rng = np.random.default_rng(0)
+    y = rng.random((24, 24)) + 0.1
+    op = ConvOperator(np.full((3, 3), 1 / 9), y.shape, Geometry())
+    plain = richardson_lucy(y, op, iterations=4, tol=0)
+    off = richardson_lucy(y, op, iterations=4, tol=0, tv=0)
+    np.testing.assert_array_equal(off.image, plain.image)
+    with pytest.raises(DeconvError, match=r"^tv: `0` must be a finite number > 0$"):
+        check_options(RestoreOptions(tv=0), y)
+    for name in ("reg", "nsr", "lam", "tv", "rcond", "noise_sigma"):
+        check(name, 0)  # accepted: no error
+    for name, value, message in (
+        ("iterations", 0, "iterations: `0` must be at least 1"),
+        ("iterations", 2.5, "iterations: `2.5` must be a whole number"),
+        ("tol", -1e-9, "tol: `-1e-09` must be 0 or positive"),
+        ("tv", -1, "tv: `-1` must be a finite number > 0"),
+        ("rcond", 1, "rcond: `1` must be below 1"),
+        ("lam", float("nan"), "lam: `nan` must be a finite number"),
+    ):
+        with pytest.raises(DeconvError) as caught:
+            check(name, value)
+        assert str(caught.value) == message
+    with pytest.raises(DeconvError, match="^tv: "):
+        richardson_lucy(y, op, tv=-1)

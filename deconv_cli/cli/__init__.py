@@ -48,6 +48,7 @@ from deconv_cli.errors import (
     CommandFailed,
     DeconvError,
     signal_exit_code,
+    spoken,
 )
 
 DEBUG_ENV = "DECONV_DEBUG"
@@ -182,8 +183,15 @@ class DeconvGroup(click.Group):
 
 
 def shown(err: DeconvError) -> str:
-    """The error as the command line says it: the parameter it names as its flag."""
-    return f"{flag(err.parameter)}: {err.detail}" if err.parameter else str(err)
+    """The error as the command line says it: the parameters it names as their flags."""
+    return said(f"{flag(err.parameter)}: {err.detail}" if err.parameter else err.detail)
+
+
+def said(text: str) -> str:
+    """A library message (:func:`deconv_cli.errors.mention`) with its parameters as flags."""
+    return spoken(
+        text, lambda name, value: flag(name) if value in (None, "True") else f"{flag(name)} {value}"
+    )
 
 
 def flag(parameter: str) -> str:

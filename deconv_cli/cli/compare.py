@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from deconv_cli.cli.options import format_option
+from deconv_cli.cli.options import axes_option, format_option
 from deconv_cli.errors import EXIT_CHECK_FAILED, CommandFailed
 
 METRIC_NAMES = ("mse", "rmse", "nrmse", "psnr", "ssim", "mae", "max_error")
@@ -76,6 +76,10 @@ def _split_metrics(values: tuple[str, ...]) -> list[str]:
     help="Crop N pixels from every side of both images before measuring.",
 )
 @click.option("--per-channel", is_flag=True, help="Add one row per channel of colour images.")
+@click.option(
+    "--per-slice", is_flag=True, help="Add one row per plane (z) of volumes: 2-D metrics."
+)
+@axes_option
 @format_option(FORMATS)
 @click.option(
     "--diff",
@@ -103,6 +107,8 @@ def compare(
     data_range: float | None,
     ignore_border: int,
     per_channel: bool,
+    per_slice: bool,
+    axes: str | None,
     fmt: str,
     diff: str | None,
     diff_range: float | None,
@@ -120,6 +126,9 @@ def compare(
     are used as they are and must lie in [0, 1] unless --data-range is given.
     Alpha is ignored. PSNR of identical images is `inf` ("inf" in JSON/CSV).
 
+    Volumes (TIFF stacks; .npy with --axes ZYX...) are measured over every voxel,
+    SSIM with a 7×7×7 window; --diff maps the largest difference along z.
+
     Thresholds are inclusive. Exit code 0 when every row passes, 1 when any
     fails (failing values are marked), 2 on bad usage or unreadable input.
 
@@ -130,6 +139,8 @@ def compare(
       deconv compare refs/ results/ --per-channel --format markdown > report.md
       deconv compare sharp.npy restored.npy --data-range 255 --diff diff.png
       deconv compare sharp.png wiener.png tv.png --diff diffs/ --diff-range 0.05
+      deconv compare truth.tif restored.tif --per-slice --metrics psnr,ssim
+      deconv compare truth.npy restored.npy --axes ZYX
     \b
     In CI (fails the job if any image falls below the limits):
       deconv compare expected/ actual/ --min-psnr 35 --min-ssim 0.95 \\
@@ -153,12 +164,14 @@ def compare(
         data_range=data_range,
         ignore_border=ignore_border,
         per_channel=per_channel,
+        per_slice=per_slice,
+        axes=axes,
         diff=diff,
         diff_range=diff_range,
         overwrite=overwrite,
     )
 
-    columns = report.compare_columns(result.metrics, per_channel=per_channel)
+    columns = report.compare_columns(result.metrics, per_channel=per_channel, per_slice=per_slice)
     caption = report.compare_caption(
         result.passed_count, len(result.pairs), result.worst(("psnr", "ssim"))
     )

@@ -26,6 +26,7 @@ def kernels(ctx: click.Context) -> None:
       deconv kernels show gaussian:sigma=2
       deconv kernels show motion:length=9,angle=30 --save psf.npy
       deconv kernels list model.onnx
+      deconv kernels from-beads beads.tif --size 31x21x21 -o psf.tif
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -133,8 +134,10 @@ def _check_save_path(path: Path, bank: bool) -> None:
         raise OutputError(f"--save: `{path}` must end in {' or '.join(suffixes)} for {what}")
 
 
-from deconv_cli.cli.models import list_layers  # noqa: E402 (the group is defined above)
+from deconv_cli.cli.beads import from_beads  # noqa: E402 (the group is defined above)
+from deconv_cli.cli.models import list_layers  # noqa: E402
 
 kernels.add_command(list_layers)
+kernels.add_command(from_beads)
 
 COMMANDS = [kernels]

@@ -20,7 +20,7 @@ def operator_inputs(kernel_request, geometry_request):
     from deconv_cli.operators import parse_pair
 
     geometry = geometry_request.create()
-    kernel = kernel_request.load()
+    kernel = kernel_request.load(volume=True)  # a 3-D kernel takes volumes (--axes)
     layer = kernel.layer
     if layer is None or not layer.has_geometry:
         return geometry, kernel
@@ -134,22 +134,18 @@ def analyze_model_command(model: str, shape: str | None, fmt: str, quiet: bool) 
 
     from deconv_cli.cli.output import live_status
     from deconv_cli.errors import DeconvError
-    from deconv_cli.models_analysis import ModelAnalysis, analyze_layer, layer_plan
+    from deconv_cli.models_analysis import analyze_plan, layer_plan
 
     if shape is None:
         raise DeconvError("analyze MODEL needs the network input: --shape HxWxC (e.g. 224x224x3)")
     from deconv_cli.cli.analyze import _parse_shape
 
-    dims = _parse_shape(shape)
+    dims, _ = _parse_shape(shape, None)
     if len(dims) != 3:
         raise DeconvError(f"--shape: `{shape}` must be HxWxC for a MODEL (e.g. 224x224x3)")
     plan = layer_plan(model, dims)
-    rows = []
     with live_status(len(plan), quiet=quiet, label="analyze") as step:
-        for layer, shapes in plan:
-            step(layer.name)
-            rows.append(analyze_layer(layer, shapes))
-    result = ModelAnalysis(rows)
+        result = analyze_plan(plan, on_layer=step)
     if fmt == "json":
         click.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
         return

@@ -43,11 +43,12 @@ class KernelRequest:
     kernel_spec: str
     normalize: bool
 
-    def load(self):
-        """The kernel (:func:`deconv_cli.kernels.load_kernel`)."""
+    def load(self, *, volume: bool = False):
+        """The kernel (:func:`deconv_cli.kernels.load_kernel`); ``volume``: a 3-D kernel
+        is accepted (the command processes volumes)."""
         from deconv_cli.kernels import load_kernel
 
-        return load_kernel(self.kernel_spec, normalize=self.normalize)
+        return load_kernel(self.kernel_spec, normalize=self.normalize, volume=volume)
 
 
 def kernel_options(func=None, *, required: bool = True):
@@ -137,20 +138,22 @@ def geometry_options(*, boundaries_extra: tuple[str, ...] = ()):
             default="1",
             show_default=True,
             metavar="S|SxT",
-            help="Keep every S-th output sample (top-left anchored).",
+            help="Keep every S-th output sample (top-left anchored); per axis SxT, or "
+            "SxTxU on volumes (z, y, x).",
         ),
         click.option(
             "--dilation",
             default="1",
             show_default=True,
             metavar="D|DxE",
-            help="Insert D-1 zeros between kernel taps.",
+            help="Insert D-1 zeros between kernel taps (per axis as --stride).",
         ),
         click.option(
             "--padding",
             default=None,
             metavar="P|PxQ",
-            help="Pad P with the --boundary fill, then `valid` (conv-layer style).",
+            help="Pad P with the --boundary fill, then `valid` (conv-layer style; per axis "
+            "as --stride).",
         ),
     )
     collect = _collect(GeometryRequest, "geometry", allow_unknown="unknown" in boundaries_extra)
@@ -162,7 +165,7 @@ output_shape_option = click.option(
     default=None,
     metavar="HxW",
     help="Shape of the image to recover where a stride maps several shapes to one "
-    "(default: the smallest, as conv_transpose2d).",
+    "(default: the smallest, as conv_transpose2d); ZxHxW for a volume.",
 )
 
 
@@ -201,7 +204,46 @@ class BatchRequest:
     jobs: int
     scheduler: str | None
     fail_fast: bool
-    tile: int | None
+    tile: int | tuple[int, ...] | None
+    axes: str | None
+
+
+AXES_HELP = (
+    "The inputs' axes as stored, from Z, Y, X, C (channels): e.g. ZYX, ZYXC, CZYX, YXC. "
+    "Needed for a .npy volume; a TIFF's ImageJ/OME metadata says its own (this must "
+    "agree), a plain multi-page TIFF's pages are Z. Default: 2-D images (H×W[×C])."
+)
+
+
+def axes_option(func):
+    """``--axes AXES``, passed to ``func`` as ``axes`` (checked: ``volumes.parse_axes``)."""
+    return click.option(
+        "--axes", default=None, metavar="ZYX|ZYXC|YXC|...", callback=_check_axes, help=AXES_HELP
+    )(func)
+
+
+def _check_axes(ctx, param, value):
+    if value is None:
+        return None
+    from deconv_cli.errors import DeconvError
+    from deconv_cli.volumes import parse_axes
+
+    try:
+        return parse_axes(value)
+    except DeconvError as err:
+        raise click.BadParameter(err.detail) from None
+
+
+def _check_tile(ctx, param, value):
+    if value is None:
+        return None
+    from deconv_cli.errors import DeconvError
+    from deconv_cli.tiles import parse_tile
+
+    try:
+        return parse_tile(value)
+    except DeconvError as err:
+        raise click.BadParameter(err.detail) from None
 
 
 def processing_options(func):
@@ -267,12 +309,13 @@ def processing_options(func):
         ),
         click.option(
             "--tile",
-            type=click.IntRange(min=1),
             default=None,
-            metavar="SIZE",
-            help="Process each image in SIZE x SIZE tiles, with bounded memory "
-            "(exact for convolve/transpose).",
+            metavar="SIZE|ZxYxX",
+            callback=_check_tile,
+            help="Process each image in SIZE x SIZE tiles (a volume in SIZE³ boxes, or "
+            "ZxYxX), with bounded memory (exact for convolve/transpose).",
         ),
+        axes_option,
     )(_collect(BatchRequest, "batch")(func))
 
 

@@ -24,12 +24,17 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
     several, failures are reported per item, the rest go on, and the exit is 1.
     """
     from deconv_cli import batch as core
+    from deconv_cli import batch_run
     from deconv_cli.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, CommandFailed
 
     if batch.overwrite and batch.skip_existing:
         raise DeconvError("--overwrite and --skip-existing contradict each other; give one")
     if batch.scheduler not in (None, "local") and batch.jobs != 1:
         raise DeconvError("--jobs sets the workers of --scheduler local; a cluster has its own")
+    from deconv_cli.cli.chunked import run_zarr
+
+    if run_zarr(batch, build, title=title):
+        return []
     sources = core.collect(batch.inputs, recursive=batch.recursive)
     stdin_data = b""
     if any(s.path is None for s in sources):
@@ -46,22 +51,23 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
     settings = core.Settings(
         build(single),
         dtype=batch.dtype,
+        axes=batch.axes,
         overwrite=batch.overwrite,
         skip_existing=batch.skip_existing,
     )
     if single and batch.scheduler is None:
         item = items[0]
         if item.source.path is None or item.output is None:
-            results = [core.run_stdio(item, settings, stdin_data, sys.stdout.buffer)]
+            results = [batch_run.run_stdio(item, settings, stdin_data, sys.stdout.buffer)]
         else:
-            results = [core._process(item, settings)]
+            results = [batch_run.run_item(item, settings)]
         if not batch.quiet:
             _summary(title, kernel, results, notes, streamed=False)
         return results
-    jobs = core.available_cores() if batch.jobs == 0 else batch.jobs
-    with core.Stop() as stop:
+    jobs = batch_run.available_cores() if batch.jobs == 0 else batch.jobs
+    with batch_run.Stop() as stop:
         results = _run_with_progress(
-            core.run(
+            batch_run.run(
                 items,
                 settings,
                 jobs=jobs,
@@ -85,11 +91,12 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
 
 
 def _name_flag(result) -> None:
-    """A failed item's message names the flag where the library named its parameter."""
-    from deconv_cli.cli import flag
+    """A failed item's message names flags where the library named its parameters."""
+    from deconv_cli.cli import flag, said
 
     if result.parameter and result.message.startswith(f"{result.parameter}: "):
         result.message = flag(result.parameter) + result.message[len(result.parameter) :]
+    result.message = said(result.message)
 
 
 def _run_with_progress(results, total, title, *, quiet):
@@ -250,6 +257,7 @@ def convolve(batch, kernel, geometry, noise, seed):
       deconv convolve photo.png -k shake:size=21,seed=3 --noise jpeg:quality=90 -o b.png
       deconv convolve raw.npy -k disk:radius=4 --noise poisson:peak=200+quantize:bits=8 -o b.npy
       deconv convolve x.npy -k samples/haar_bank.npy --correlate --stride 2 -o coeffs.npy
+      deconv convolve stack.zarr -k gaussian:sigma=1.5,sigma_z=3 -o blurred.zarr --scheduler local
     """
     from deconv_cli.cli.models import operator_inputs
     from deconv_cli.noise import parse_noise

@@ -9,9 +9,10 @@ pixels it was copied from (cropping, for zero padding).
 
 :class:`Convolution` is the operator with explicit axes: arrays are ``(*spatial,
 C)``, the kernel a bank ``(C_out, C_in/groups, *spatial)``. :class:`ConvOperator`
-is the same operator in the image layout the commands use (``H×W`` or ``H×W×C``;
-a 2-D kernel applied to each channel alike, or a 4-D bank with a channel axis of
-size one dropped on either side).
+is the same operator in the image layout the commands use (``H×W[×C]``, or
+``Z×H×W[×C]`` for a volume, the number of spatial axes given explicitly; a kernel
+applied to each channel alike, or a bank with a channel axis of size one dropped on
+either side).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from deconv_cli.operators import padding
 from deconv_cli.operators.engines import make_engine
 from deconv_cli.operators.geometry import (
     Geometry,
+    as_bank,
     axis_pads,
     check_extent,
     effective_kernel,
@@ -130,11 +132,15 @@ class Convolution(LinearMap):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``A x``: pad, correlate (valid), subsample."""
         x = self._check(x, self.input_shape, "image")
+        if self._engine.folds_padding:
+            return self._engine.forward(x)
         return self._engine.forward(padding.pad(x, self.pads, self.geometry.boundary))
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         """``Aᵀ y``: zero-upsample, full convolution, fold the padding back."""
         y = self._check(y, self.output_shape, "data")
+        if self._engine.folds_padding:
+            return self._engine.adjoint(y)
         return padding.fold(self._engine.adjoint(y), self.pads, self.geometry.boundary)
 
     def _check(self, a, shape: tuple[int, ...], what: str):
@@ -162,12 +168,22 @@ class ConvOperator(LinearMap):
 
     Parameters
     ----------
-    kernel : (kh, kw) or (C_out, C_in, kh, kw) ndarray
-        A 2-D kernel (per channel) or a conv-layer kernel bank, as stored: a
-        convolution kernel unless ``geometry.correlate``.
+    kernel : ndarray
+        A kernel applied to each channel alike (2-D, or 3-D on a volume) or a
+        conv-layer bank ``(C_out, C_in/groups, *k)``, as stored: a convolution kernel
+        unless ``geometry.correlate``. A 2-D kernel (or bank) on a volume blurs each
+        plane (:func:`~deconv_cli.operators.geometry.as_bank`).
     input_shape : tuple of int
-        ``(H, W)`` or ``(H, W, C)``.
+        ``spatial`` lengths (``(H, W)``, ``(Z, H, W)``), then optionally channels.
     geometry : Geometry
+    spatial : {2, 3}
+        The number of spatial axes of the image: 2 for images, 3 for volumes. Given
+        by the caller (the ``--axes`` or the file's), never read from array shapes.
+    groups : int, optional
+        A bank's groups, as a conv layer's (:class:`Convolution`): ``C`` and
+        ``C_out`` split into ``groups`` blocks, each output block reading only its
+        input block (``groups = C``: depthwise). 1 for a kernel applied to each
+        channel alike.
     dtype : numpy dtype, optional
         ``float64`` (default) or ``float32``: the precision of the computation.
     engine : {"auto", "direct", "taps", "separable", "fft"}
@@ -175,10 +191,10 @@ class ConvOperator(LinearMap):
 
     Notes
     -----
-    This is the command line's layout, where the kernel's and the image's number of
-    dimensions say what they are; :attr:`core` is the :class:`Convolution` with
-    explicit axes that computes it (a 2-D kernel on ``C`` channels: a depthwise bank
-    of that kernel, ``groups = C``).
+    This is the command line's layout; :attr:`core` is the :class:`Convolution`
+    with explicit axes that computes it (a per-channel kernel on ``C`` channels: a
+    depthwise bank of that kernel, ``groups = C``). A bank's side of one channel
+    has no channel axis.
     """
 
     def __init__(
@@ -187,35 +203,38 @@ class ConvOperator(LinearMap):
         input_shape: tuple[int, ...],
         geometry: Geometry = _DEFAULT,
         *,
+        spatial: int = 2,
+        groups: int = 1,
         dtype=np.float64,
         engine: str = "auto",
     ) -> None:
-        kernel = np.asarray(kernel, dtype=np.float64)
-        if kernel.ndim not in (2, 4) or kernel.size == 0:
-            raise GeometryError(
-                "a kernel must be 2-D or a 4-D bank (C_out, C_in, kh, kw), "
-                f"got shape {kernel.shape}"
-            )
-        if len(input_shape) not in (2, 3) or min(input_shape) < 1:
-            raise GeometryError(f"an image must be HxW or HxWxC, got shape {input_shape}")
-        self.kernel = kernel
+        if spatial not in (2, 3):
+            raise GeometryError(f"spatial: `{spatial}` axes; images have 2, volumes 3")
+        bank, self.is_bank = as_bank(kernel, spatial)
+        if len(input_shape) not in (spatial, spatial + 1) or min(input_shape) < 1:
+            layout = "HxW or HxWxC" if spatial == 2 else "ZxHxW or ZxHxWxC"
+            raise GeometryError(f"an image must be {layout}, got shape {input_shape}")
+        self.spatial = spatial
+        self.kernel = bank if self.is_bank else bank[0, 0]  # with the lifted axes
         self.geometry = geometry
         self.input_shape = tuple(int(n) for n in input_shape)
-        self.is_bank = kernel.ndim == 4
-        self.effective = effective_kernel(kernel, geometry)
-        channels = self.input_shape[2] if len(self.input_shape) == 3 else 1
+        _, dilation, _ = geometry.axes(spatial)
+        self.effective = effective_taps(bank, dilation, geometry.correlate)
+        channels = self.input_shape[spatial] if len(self.input_shape) > spatial else 1
+        self.groups = groups
         if self.is_bank:
-            co, ci = kernel.shape[:2]
-            if channels != ci:
+            co, ci = bank.shape[0], bank.shape[1] * groups
+            if channels != ci and groups == 1:
                 raise GeometryError(
                     f"the kernel bank takes {ci} input channels but the image has {channels}"
                 )
-            bank, groups = kernel, 1
+        elif groups != 1:
+            raise GeometryError(f"groups: `{groups}` is for a kernel bank; a 2-D kernel has 1")
         else:
-            bank, groups = np.broadcast_to(kernel, (channels, 1) + kernel.shape), channels
+            bank, groups = np.broadcast_to(bank, (channels,) + bank.shape[1:]), channels
         self.core = Convolution(
             bank,
-            self.input_shape[:2] + (channels,),
+            self.input_shape[:spatial] + (channels,),
             geometry,
             groups=groups,
             dtype=dtype,
@@ -225,11 +244,11 @@ class ConvOperator(LinearMap):
         self.pads = self.core.pads
         self.padded_shape = self.core.padded_shape
         self.stride1_shape = self.core.stride1_shape
-        spatial = self.core.output_shape[:2]
+        out = self.core.output_shape[:spatial]
         if self.is_bank:
-            self.output_shape = spatial + ((co,) if co > 1 else ())
+            self.output_shape = out + ((co,) if co > 1 else ())
         else:
-            self.output_shape = spatial + self.input_shape[2:]
+            self.output_shape = out + self.input_shape[spatial:]
 
     @property
     def engine(self) -> str:
@@ -250,14 +269,20 @@ class ConvOperator(LinearMap):
         """``a`` checked against ``shape``; a bank's side of one channel (dropped from
         ``shape``) may come with its channel axis, as ``H×W×1``."""
         a = np.asarray(a)
-        if self.is_bank and len(shape) == 2 and a.shape == shape + (1,):
+        if self.is_bank and len(shape) == self.spatial and a.shape == shape + (1,):
             a = a[..., 0]
         return self.core._check(a, shape, what)
 
     def with_input_shape(self, input_shape: tuple[int, ...]) -> ConvOperator:
         """The same kernel and geometry on another image shape."""
         return ConvOperator(
-            self.kernel, input_shape, self.geometry, dtype=self.dtype, engine=self.engine
+            self.kernel,
+            input_shape,
+            self.geometry,
+            spatial=self.spatial,
+            groups=self.groups,
+            dtype=self.dtype,
+            engine=self.engine,
         )
 
     def describe(self) -> str:
@@ -272,19 +297,28 @@ def input_shape_for(
     kernel: np.ndarray,
     output_shape: tuple[int, ...],
     geometry: Geometry,
-    requested: tuple[int, int] | None = None,
+    requested: tuple[int, ...] | None = None,
+    *,
+    spatial: int = 2,
 ) -> tuple[int, ...]:
-    """The image shape whose forward image has ``output_shape`` (image layout).
+    """The image shape whose forward image has ``output_shape`` (image layout, on
+    ``spatial`` axes).
 
     A stride ``s`` maps ``s`` consecutive input lengths to one output length; the
-    smallest is chosen (as ``conv_transpose2d`` does) unless ``requested`` (``H, W``)
-    names another valid one.
+    smallest is chosen (as ``conv_transpose2d`` does) unless ``requested`` (one
+    length per spatial axis) names another valid one.
     """
-    eff = effective_kernel(kernel, geometry)
+    eff = effective_kernel(kernel, geometry, spatial)
     co, ci = eff.shape[:2]
-    stride, _, explicit = geometry.axes(2)
-    spatial = []
-    for axis in (0, 1):
+    stride, _, explicit = geometry.axes(spatial)
+    if requested is not None and len(requested) != spatial:
+        raise GeometryError(
+            f"`{_dims(requested)}` gives {len(requested)} lengths, the image has {spatial} "
+            "spatial axes",
+            parameter="output_shape",
+        )
+    lengths = []
+    for axis in range(spatial):
         n_out, k, s = output_shape[axis], eff.shape[2 + axis], stride[axis]
         # n1 = n + pads - k + 1 and pads depend on n only through the mode, which
         # makes n = n1 + k - 1 - (before + after).
@@ -297,20 +331,20 @@ def input_shape_for(
                     f"no image shape maps to output length {n_out} on axis {axis} "
                     f"with this kernel and geometry"
                 )
-            spatial.append(candidates[0])
+            lengths.append(candidates[0])
         elif requested[axis] in candidates:
-            spatial.append(requested[axis])
+            lengths.append(requested[axis])
         else:
             raise GeometryError(
-                f"`{requested[0]}x{requested[1]}` does not map to the input's shape; on axis "
+                f"`{_dims(requested)}` does not map to the input's shape; on axis "
                 f"{axis} the length must be in {candidates.start}..{candidates.stop - 1}",
                 parameter="output_shape",
             )
-    if kernel.ndim == 4:
-        channels = output_shape[2] if len(output_shape) == 3 else 1
+    if as_bank(kernel, spatial)[1]:
+        channels = output_shape[spatial] if len(output_shape) > spatial else 1
         if channels != co:
             raise GeometryError(
                 f"the kernel bank has {co} output channels but the image has {channels}"
             )
-        return tuple(spatial) + ((ci,) if ci > 1 else ())
-    return tuple(spatial) + tuple(output_shape[2:])
+        return tuple(lengths) + ((ci,) if ci > 1 else ())
+    return tuple(lengths) + tuple(output_shape[spatial:])

@@ -31,6 +31,7 @@ def _strided(shape: tuple[int, ...], stride: tuple[int, ...]) -> tuple[slice, ..
 class _Engine:
     name = ""
     any_namespace = False  # computes on numpy arrays only
+    folds_padding = False  # takes the image, not the padded image (and returns the image)
 
     def __init__(self, op) -> None:
         self.op = op
@@ -86,28 +87,49 @@ class _Direct(_Engine):
 
 
 class _Taps(_Engine):
-    """Sparse taps: one shifted, strided slice of the padded image per non-zero tap.
+    """Sparse taps: shifted, strided slices of the image, one set per non-zero tap.
 
     ``y[i] = Σ_{a: K[a] ≠ 0} K[a] · x_p[s·i + a]`` (per axis) computes only the kept
     output samples, so its cost is (non-zero taps) × (output samples) whatever the
-    kernel's extent: a dilated kernel's zeros cost nothing. The adjoint adds each
-    tap's weighted data back onto the same slices. One tap is one vectorized pass, so
-    a long run answers signals between taps.
+    kernel's extent: a dilated kernel's zeros cost nothing. The padding is folded
+    into the taps: along each axis, the padded samples a tap reads, ``s·i + a``, are
+    mapped to image pixels by the boundary's index map
+    (:func:`deconv_cli.operators.padding.index_map`) and cut into runs that are
+    slices of the image (forward or reversed; zeros skipped), so the padded image is
+    never built (a dilation of 1000 pads by thousands of pixels). The adjoint adds
+    each tap's weighted data back onto the same slices, which is ``Pᵀ`` too. One
+    slice is one vectorized pass, so a long run answers signals between taps.
     """
 
     name = "taps"
+    folds_padding = True
 
     def __init__(self, op) -> None:
         super().__init__(op)
         bank = self.kernel[:1, :1] if op.shared else self.kernel
         self.taps = [tuple(int(n) for n in t) for t in np.argwhere(bank)]
+        self._runs: dict[tuple[int, int], list[tuple[slice, slice]]] = {}
 
-    def _window(self, offsets: tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
-        """The padded samples tap ``offsets`` reads for a spatial output of ``shape``."""
-        return tuple(
-            slice(a, a + s * (n - 1) + 1, s)
-            for a, s, n in zip(offsets, self.stride, shape, strict=True)
-        )
+    def _pieces(self, offsets: tuple[int, ...]):
+        """``(output slices, image slices)`` pairs covering what tap ``offsets`` reads."""
+        import itertools
+
+        per_axis = [self._axis_runs(axis, a) for axis, a in enumerate(offsets)]
+        for runs in itertools.product(*per_axis):
+            yield tuple(r[0] for r in runs), tuple(r[1] for r in runs)
+
+    def _axis_runs(self, axis: int, offset: int) -> list[tuple[slice, slice]]:
+        """Along ``axis``, the image pixels tap ``offset`` reads for each output sample,
+        as runs ``(output slice, image slice)`` of a constant step."""
+        key = (axis, offset)
+        if key not in self._runs:
+            from deconv_cli.operators.padding import index_map
+
+            n, stride = self.op.input_shape[axis], self.stride[axis]
+            count = self.op.output_shape[axis]
+            read = index_map(n, self.op.pads[axis], self.op.geometry.boundary)
+            self._runs[key] = _runs(read[offset : offset + stride * (count - 1) + 1 : stride])
+        return self._runs[key]
 
     def _channels(self, o: int, i: int) -> tuple[slice, slice]:
         """The output and input channels tap ``(o, i, …)`` connects: one each in a bank,
@@ -116,29 +138,53 @@ class _Taps(_Engine):
             return slice(None), slice(None)
         return slice(o, o + 1), slice(self.group_of(o) + i, self.group_of(o) + i + 1)
 
-    def forward(self, xp: np.ndarray) -> np.ndarray:
-        spatial = self.op.output_shape[:-1]
-        out = np.zeros(self.op.output_shape, dtype=xp.dtype)
-        scratch = np.empty(spatial + ((xp.shape[-1],) if self.op.shared else (1,)), xp.dtype)
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.op.output_shape, dtype=x.dtype)
         for o, i, *offsets in self.taps:
             co, ci = self._channels(o, i)
-            np.multiply(
-                xp[self._window(offsets, spatial) + (ci,)],
-                self.kernel[(o, i, *offsets)],
-                out=scratch,
-            )
-            out[..., co] += scratch
+            weight = self.kernel[(o, i, *offsets)]
+            for to, source in self._pieces(tuple(offsets)):
+                out[to + (co,)] += weight * x[source + (ci,)]
         return out
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
-        spatial = y.shape[:-1]
-        xp = np.zeros(self.op.padded_shape + (self.op.input_shape[-1],), dtype=y.dtype)
-        scratch = np.empty(spatial + ((y.shape[-1],) if self.op.shared else (1,)), y.dtype)
+        x = np.zeros(self.op.input_shape, dtype=y.dtype)
         for o, i, *offsets in self.taps:
             co, ci = self._channels(o, i)
-            np.multiply(y[..., co], self.kernel[(o, i, *offsets)], out=scratch)
-            xp[self._window(offsets, spatial) + (ci,)] += scratch
-        return xp
+            weight = self.kernel[(o, i, *offsets)]
+            for source, to in self._pieces(tuple(offsets)):
+                piece = y[source + (co,)]
+                # a run reading one pixel (step 0): its adjoint sums the run
+                repeated = tuple(axis for axis, t in enumerate(to) if t.step is None)
+                if repeated:
+                    piece = piece.sum(axis=repeated, keepdims=True)
+                x[to + (ci,)] += weight * piece
+        return x
+
+
+def _runs(read: np.ndarray) -> list[tuple[slice, slice]]:
+    """``read`` (image indices, ``-1`` for a zero) cut into maximal runs of a constant
+    step: ``(positions in read, image slice)`` per run, zeros left out. A run reading
+    one pixel again and again (step 0: the ``nearest`` border) has a one-pixel image
+    slice, broadcast over the run."""
+    runs = []
+    start, n = 0, read.size
+    while start < n:
+        if read[start] < 0:
+            start += 1
+            continue
+        stop = start + 1
+        step = int(read[stop] - read[start]) if stop < n and read[stop] >= 0 else 0
+        while stop < n and read[stop] >= 0 and read[stop] - read[stop - 1] == step:
+            stop += 1
+        first, last = int(read[start]), int(read[stop - 1])
+        if step == 0:
+            runs.append((slice(start, stop), slice(first, first + 1)))
+        else:
+            end = last + step
+            runs.append((slice(start, stop), slice(first, None if end < 0 else end, step)))
+        start = stop
+    return runs
 
 
 class _Separable(_Engine):

@@ -30,9 +30,11 @@ BOUNDARY_ALIASES = {
 
 
 def parse_pair(value, name: str, *, minimum: int = 1):
-    """Parse ``S`` or ``SxT`` (or a tuple of any length) into a tuple of ints ``>= minimum``.
+    """Parse ``S``, ``SxT`` or ``SxTxU`` (or a tuple of any length) into a tuple of
+    ints ``>= minimum``: one per spatial axis (z, y, x on volumes).
 
-    A single number means the same on two axes; ``None`` stays ``None``.
+    A single number means the same on every axis (stored as two equal entries,
+    which :meth:`Geometry.axes` applies to any number of axes); ``None`` stays ``None``.
     """
     if value is None:
         return None
@@ -48,9 +50,9 @@ def parse_pair(value, name: str, *, minimum: int = 1):
         raise GeometryError(f"`{value}` is not an integer or `NxM` pair", parameter=name) from None
     if len(numbers) == 1:
         numbers *= 2
-    if not isinstance(value, tuple) and len(numbers) != 2 or min(numbers) < minimum:
+    if not isinstance(value, tuple) and len(numbers) not in (2, 3) or min(numbers) < minimum:
         raise GeometryError(
-            f"`{value}` must be N or NxM with integers >= {minimum}", parameter=name
+            f"`{value}` must be N, NxM or NxMxL with integers >= {minimum}", parameter=name
         )
     return tuple(numbers)
 
@@ -175,14 +177,37 @@ def effective_taps(bank: np.ndarray, dilation: tuple[int, ...], correlate: bool)
     return np.ascontiguousarray(dilated)
 
 
-def effective_kernel(kernel: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """The kernel ``V`` cross-correlates with, for a 2-D kernel or a 4-D bank.
+def as_bank(kernel: np.ndarray, spatial: int = 2) -> tuple[np.ndarray, bool]:
+    """``(bank, is_bank)``: a kernel of the commands' layout as a bank ``(C_out, C_in,
+    *k)`` with ``spatial`` axes.
 
-    Returns a ``(C_out, C_in, KH, KW)`` array (a 2-D kernel as ``(1, 1, KH, KW)``).
+    A kernel of 2 to ``spatial`` axes applies to each channel alike (``(1, 1, *k)``);
+    a 4-D array is a bank of 2-D kernels, a ``spatial + 2``-D one a bank of
+    ``spatial``-D kernels. Missing leading spatial axes get length 1: a 2-D kernel
+    blurs each plane of a volume (``kz = 1``).
     """
-    bank = kernel if kernel.ndim == 4 else kernel[None, None]
-    _, dilation, _ = geometry.axes(2)
-    return effective_taps(bank, dilation, geometry.correlate)
+    kernel = np.asarray(kernel, dtype=np.float64)
+    is_bank = kernel.ndim == 4 or kernel.ndim == spatial + 2
+    if kernel.size == 0 or not (is_bank or 2 <= kernel.ndim <= spatial):
+        allowed = "2-D or a 4-D bank (C_out, C_in, kh, kw)"
+        if spatial == 3:
+            allowed = "2-D, 3-D, or a bank (C_out, C_in, *k) of 2-D or 3-D kernels"
+        raise GeometryError(
+            f"a kernel on {spatial} spatial axes must be {allowed}, got shape {kernel.shape}"
+        )
+    bank = kernel if is_bank else kernel[None, None]
+    lift = spatial + 2 - bank.ndim
+    return bank.reshape(bank.shape[:2] + (1,) * lift + bank.shape[2:]), is_bank
+
+
+def effective_kernel(kernel: np.ndarray, geometry: Geometry, spatial: int = 2) -> np.ndarray:
+    """The kernel ``V`` cross-correlates with, for a kernel of the commands' layout
+    (:func:`as_bank`) on ``spatial`` axes.
+
+    Returns a ``(C_out, C_in, *K)`` array (a per-channel kernel as ``(1, 1, *K)``).
+    """
+    _, dilation, _ = geometry.axes(spatial)
+    return effective_taps(as_bank(kernel, spatial)[0], dilation, geometry.correlate)
 
 
 def axis_pads(k: int, geometry: Geometry, padding: int | None) -> tuple[int, int]:

@@ -1,18 +1,19 @@
-"""The grid operator computed in space: 1-D line passes (box sums) and 2-D correlations.
+"""The grid operator computed in space: 1-D line passes (box sums) and N-D correlations.
 
-Same layout and calls as :class:`~deconv_cli.operators.grid.GridOperator`; cheaper
-for thin and small kernels (a motion blur along an axis: box sums). Costs from
-:mod:`deconv_cli.operators.cost`.
+Same layout and calls as :class:`~deconv_cli.operators.grid.GridOperator` (1, 2 or
+3 spatial axes); cheaper for thin and small kernels (a motion blur along an axis:
+box sums). Costs from :mod:`deconv_cli.operators.cost`.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from deconv_cli.operators import cost
-from deconv_cli.operators.core import ConvOperator
 from deconv_cli.operators.engines import separable_factors
-from deconv_cli.operators.grid import _Grid
+from deconv_cli.operators.grid import _Grid, convolution_of
 
 _CHUNK = 1 << 15  # samples a box-sum pass computes at a time (its buffers stay in cache)
 _EQUAL_RTOL = 1e-12  # taps this close (relative to the largest) count as equal
@@ -60,7 +61,7 @@ class _LinePass:
         rest = self.taps - self.common
         others = np.flatnonzero(np.abs(rest) > _EQUAL_RTOL * np.abs(self.taps).max())
         self.corrections = [(int(j), float(rest[j])) for j in others]
-        factor = cost.COLUMN_FACTOR if axis == -2 else 1.0
+        factor = cost.COLUMN_FACTOR if axis != -1 else 1.0  # strided lines cost more
         per_tap = cost.LINE_NS[1] * (cost.SYMMETRIC if np.array_equal(taps, taps[::-1]) else 1.0)
         costs = {"correlate": factor * (cost.LINE_NS[0] + per_tap * k)}
         if self.common != 0 and not others.size:
@@ -98,7 +99,8 @@ class _LinePass:
                 src, self.taps, self.axis, output=dst, mode="constant", origin=self.origin
             )
             return
-        self._box(src.reshape(-1), dst.reshape(-1), 1 if self.axis == -1 else src.shape[-1])
+        step = math.prod(src.shape[self.axis :][1:])  # the flat distance between taps
+        self._box(src.reshape(-1), dst.reshape(-1), step)
         self._edges(src, dst, n, before, after)
 
     def _box(self, x: np.ndarray, out: np.ndarray, step: int) -> None:
@@ -168,17 +170,19 @@ class _LinePass:
 
 
 class _DirectPass:
-    """``dst[:, i, j] = Σ_ab K[a, b] · src[:, i + a + s, j + b + t]`` by ``ndimage.correlate``
-    (zero taps skipped), zero outside ``src``; ``(s, t)`` is ``shift``."""
+    """``dst[:, i] = Σ_a K[a] · src[:, i + a + s]`` (``i``, ``a``, ``s``: one entry per
+    spatial axis; ``s`` is ``shift``) by ``ndimage.correlate`` (zero taps skipped), zero
+    outside ``src``."""
 
-    def __init__(self, kernel: np.ndarray, shift: tuple[int, int]) -> None:
+    def __init__(self, kernel: np.ndarray, shift: tuple[int, ...]) -> None:
         self.kernel = np.asarray(kernel, dtype=np.float64)
-        kh, kw = self.kernel.shape
-        self.origin = (0, -(kh // 2) - shift[0], -(kw // 2) - shift[1])
+        self.origin = (0,) + tuple(
+            -(k // 2) - s for k, s in zip(self.kernel.shape, shift, strict=True)
+        )
         self.shift = shift
         self.cost = cost.DIRECT_NS[0] + cost.DIRECT_NS[1] * np.count_nonzero(self.kernel)
         # ndimage's offset table spans the whole extent: a dilated kernel makes it explode
-        self.setup = cost.DIRECT_TABLE_NS * (kh * kw) ** 2
+        self.setup = cost.DIRECT_TABLE_NS * self.kernel.size**2
 
     def scaled(self, factor: float) -> _DirectPass:
         return _DirectPass(self.kernel * factor, self.shift)
@@ -189,9 +193,9 @@ class _DirectPass:
         ndimage.correlate(src, self.kernel[None], output=dst, mode="constant", origin=self.origin)
 
 
-def spatial_layout(op: ConvOperator):
+def spatial_layout(op):
     """``(corner, grid, shift)`` of the spatial grid: the image's top-left corner, the grid
-    shape, and the forward correlation's offset per axis (in ``[1 − k, 0]``).
+    shape, and the forward correlation's offset per spatial axis (in ``[1 − k, 0]``).
 
     A ``constant`` boundary pads with zeros, which the passes' zero fill gives: the
     image goes at the top-left where the offset allows (in ``same`` mode, stride 1,
@@ -199,50 +203,54 @@ def spatial_layout(op: ConvOperator):
     get the padded image, filled and folded by :meth:`_Grid.fill_padding` /
     :meth:`_Grid.fold_padding`.
     """
-    kh, kw = op.effective.shape[2:]
-    (top, _), (left, _) = op.pads
-    h, w = op.input_shape[:2]
-    h1, w1 = op.stride1_shape
-    if op.geometry.boundary == "constant":
-        corner = (max(0, top - kh + 1), max(0, left - kw + 1))
-        grid = (max(corner[0] + h, h1), max(corner[1] + w, w1))
-    else:
-        corner, grid = (top, left), op.padded_shape
-    return corner, grid, (corner[0] - top, corner[1] - left)
-
-
-def spatial_passes(op: ConvOperator, shift: tuple[int, int], grid: tuple[int, int]):
-    """``(forward, adjoint)`` pass lists computing ``V`` and ``Vᵀ`` on the spatial grid:
-    one line pass for a kernel of one row or column, two for a rank-one kernel, else
-    one 2-D pass; whichever of the last two costs less."""
-    kernel = op.effective[0, 0]
-    kh, kw = kernel.shape
-    back = (1 - kh - shift[0], 1 - kw - shift[1])  # the adjoint's offsets (flipped taps)
-    dtype = op.dtype
-    if kh == 1 or kw == 1:
-        axis, taps = (-1, kernel[0]) if kh == 1 else (-2, kernel[:, 0])
-        return (
-            [_LinePass(taps, axis, shift[axis], dtype, grid[axis])],
-            [_LinePass(taps[::-1], axis, back[axis], dtype, grid[axis])],
+    core = convolution_of(op)
+    k = core.effective.shape[2:]
+    befores = tuple(before for before, _ in core.pads)
+    if core.geometry.boundary == "constant":
+        corner = tuple(max(0, b - n + 1) for b, n in zip(befores, k, strict=True))
+        spatial = core.input_shape[:-1]
+        grid = tuple(
+            max(c + n, n1) for c, n, n1 in zip(corner, spatial, core.stride1_shape, strict=True)
         )
-    direct = ([_DirectPass(kernel, shift)], [_DirectPass(kernel[::-1, ::-1], back)])
+    else:
+        corner, grid = befores, core.padded_shape
+    return corner, grid, tuple(c - b for c, b in zip(corner, befores, strict=True))
+
+
+def spatial_passes(op, shift: tuple[int, ...], grid: tuple[int, ...]):
+    """``(forward, adjoint)`` pass lists computing ``V`` and ``Vᵀ`` on the spatial grid:
+    one line pass for a kernel longer than 1 along one axis at most, one per axis for a
+    rank-one kernel, else one N-D pass; whichever of the last two costs less."""
+    core = convolution_of(op)
+    kernel = core.effective[0, 0]
+    d = kernel.ndim
+    back = tuple(1 - k - s for k, s in zip(kernel.shape, shift, strict=True))  # flipped taps
+    dtype = core.dtype
+    long = [a for a in range(d) if kernel.shape[a] > 1]
+    if len(long) <= 1:
+        a = long[0] if long else d - 1
+        taps = kernel.reshape(-1)
+        return (
+            [_LinePass(taps, a - d, shift[a], dtype, grid[a])],
+            [_LinePass(taps[::-1], a - d, back[a], dtype, grid[a])],
+        )
+    flipped = kernel[(slice(None, None, -1),) * d]
+    direct = ([_DirectPass(kernel, shift)], [_DirectPass(flipped, back)])
     factors = separable_factors(kernel)
     if factors is None:
         return direct
-    column, row = factors
-    total = column.sum()
-    if total != 0:  # the gain on the second pass: a box's first pass needs no scaling
-        column, row = column / total, row * total
-    h, w = grid
+    factors = list(factors)
+    for a in range(d - 1):  # the gains on the last pass: a box's other passes need no scaling
+        total = factors[a].sum()
+        if total != 0:
+            factors[a], factors[-1] = factors[a] / total, factors[-1] * total
     separable = (
-        [_LinePass(column, -2, shift[0], dtype, h), _LinePass(row, -1, shift[1], dtype, w)],
-        [
-            _LinePass(row[::-1], -1, back[1], dtype, w),
-            _LinePass(column[::-1], -2, back[0], dtype, h),
-        ],
+        [_LinePass(f, a - d, shift[a], dtype, grid[a]) for a, f in enumerate(factors)],
+        [_LinePass(factors[a][::-1], a - d, back[a], dtype, grid[a]) for a in reversed(range(d))],
     )
+    samples = math.prod(grid)
     return min(
-        direct, separable, key=lambda passes: sum(p.cost * h * w + p.setup for p in passes[0])
+        direct, separable, key=lambda passes: sum(p.cost * samples + p.setup for p in passes[0])
     )
 
 
@@ -251,32 +259,37 @@ class SpatialGridOperator(_Grid):
 
     The grid holds the padded image, or for a ``constant`` boundary just the image
     and the data (the zero padding is implicit): no FFT lengths, no wrap-around.
-    ``V`` and ``Vᵀ`` are correlations with a zero fill, as one 1-D pass (a kernel of
-    one row or column), two (a rank-one kernel) or one 2-D pass (``ndimage.correlate``,
-    zero taps skipped); a 1-D pass whose taps are mostly equal runs as a box sum
-    (:class:`_LinePass`). For a thin or small kernel this costs less than two FFTs
-    (:func:`grid_operator` chooses). ``scale_adjoint`` costs no extra pass.
+    ``V`` and ``Vᵀ`` are correlations with a zero fill, as one 1-D pass (a kernel
+    longer than 1 along one axis only), one per axis (a rank-one kernel) or one N-D
+    pass (``ndimage.correlate``, zero taps skipped); a 1-D pass whose taps are mostly
+    equal runs as a box sum (:class:`_LinePass`). For a thin or small kernel this
+    costs less than two FFTs (:func:`grid_operator` chooses). ``scale_adjoint`` costs
+    no extra pass.
     """
 
-    def __init__(self, op: ConvOperator, plan=None) -> None:
+    def __init__(self, op, plan=None) -> None:
         corner, grid, shift = spatial_layout(op)
         self.forward_passes, self.adjoint_passes = plan or spatial_passes(op, shift, grid)
         both = self.forward_passes + self.adjoint_passes
         workspace = _Workspace()
         for p in both:
             p.workspace = workspace
-        strided = any(getattr(p, "axis", 0) == -2 and p.method != "box" for p in both)
-        if strided and grid[1] * op.dtype.itemsize % 1024 == 0:
-            grid = (grid[0], grid[1] + 16)  # lines k·1 KiB apart alias in the cache: 1.5-3x slower
+        strided = any(getattr(p, "axis", -1) != -1 and p.method != "box" for p in both)
+        if strided and grid[-1] * convolution_of(op).dtype.itemsize % 1024 == 0:
+            grid = grid[:-1] + (
+                grid[-1] + 16,
+            )  # lines k·1 KiB apart alias in the cache: 1.5-3x slower
         self._place(op, grid, corner)
         shape = (self.channels,) + self.grid
         self._between = np.empty(shape, dtype=self.dtype) if len(both) > 2 else None
 
     def _run(self, passes, src: np.ndarray) -> np.ndarray:
-        if len(passes) == 2:
-            passes[0](src, self._between)
-            src = self._between
-        passes[-1](src, self._result)
+        """The passes in turn, alternating between the two buffers so that the last
+        writes :attr:`_result`."""
+        for i, p in enumerate(passes):
+            dst = self._result if (len(passes) - 1 - i) % 2 == 0 else self._between
+            p(src, dst)
+            src = dst
         return self._result
 
     def forward(self) -> np.ndarray:

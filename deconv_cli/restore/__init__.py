@@ -16,9 +16,11 @@ a new method, or a new option of one, is declared in one place:
 - ``stops_by_data``: the stopping rule, when the data decide the iteration count
   (a discrepancy rule): tiling then freezes the count too;
 - ``memory``: its peak memory in image-sized arrays (:class:`Footprint`), read by
-  :func:`deconv_cli.tiles.estimate_bytes`; an unknown method is an error there;
+  :func:`deconv_cli.memory.estimate_bytes`; an unknown method is an error there;
 - ``check_kernel``: refuses kernels it cannot use, before any data is read;
   ``banks``: whether it takes conv-layer kernel banks (``auto`` reads it);
+  ``volumes``: whether it takes volumes (3 spatial axes; ``auto``, ``invert`` and
+  ``roundtrip`` read it);
 - ``roundtrip``: its place in ``deconv roundtrip``'s default table (``None``: not run
   by default).
 
@@ -208,7 +210,8 @@ def data_scale(y: np.ndarray) -> float:
 
 def check_options(options: RestoreOptions, data: np.ndarray) -> None:
     """Refuse any option of ``options`` outside its :data:`OPTIONS` range (the relative
-    limits against the scale of ``data``)."""
+    limits against the scale of ``data``): the check of every inversion the commands
+    and :func:`deconv_cli.invert` run, before the work."""
     scale = None
     for option in OPTIONS.values():
         value = getattr(options, option.name)
@@ -217,6 +220,25 @@ def check_options(options: RestoreOptions, data: np.ndarray) -> None:
         if option.relative and scale is None:
             scale = data_scale(data)
         option.check(value, scale if option.relative else 1.0)
+
+
+def check(name: str, value) -> None:
+    """Refuse ``value`` for the option ``name`` where a method function uses it.
+
+    The methods' own check, for a caller of their functions (``richardson_lucy(y, op,
+    tv=...)``): the :data:`OPTIONS` range, the limits relative to the data's scale
+    left to :func:`check_options`, with one difference on purpose: an option whose range is
+    open at 0 (``reg``, ``nsr``, ``lam``, ``tv``, ``rcond``, ``noise_sigma``) accepts 0
+    here, which turns its term off (no regularization, no truncation, no noise) and
+    gives the unregularized solution to compare with. The command line and
+    :func:`deconv_cli.invert` refuse 0 (:func:`check_options`): there a weight of 0 is a
+    slip, and ``None`` already means "choose it from the data". ``None`` (the default)
+    is always accepted.
+    """
+    option = OPTIONS[name]
+    if value is None or (value == 0 and option.low == 0 and option.low_open):
+        return
+    option.check(value, None if option.relative else 1.0)
 
 
 @dataclass
@@ -277,6 +299,7 @@ class Method:
     check_kernel: Callable[[np.ndarray], None] | None
     banks: bool
     roundtrip: int | None
+    volumes: bool = True
 
     def freeze(self, options: RestoreOptions, pilot: RestoreResult) -> RestoreOptions:
         """``options`` with the choices ``pilot`` (a run of this method) made from its data
@@ -307,6 +330,7 @@ def register(
     check_kernel: Callable[[np.ndarray], None] | None = None,
     banks: bool = True,
     roundtrip: int | None = None,
+    volumes: bool = True,
 ):
     """Decorator: add ``function`` to the registry under ``name`` with its facts.
 
@@ -330,6 +354,8 @@ def register(
         cannot use, before any data is read.
     banks : bool
         It takes conv-layer kernel banks.
+    volumes : bool
+        It takes volumes (operators on 3 spatial axes).
     roundtrip : int, optional
         Its place among the methods ``deconv roundtrip`` runs by default.
     """
@@ -350,6 +376,7 @@ def register(
             check_kernel,
             banks,
             roundtrip,
+            volumes,
         )
         return function
 

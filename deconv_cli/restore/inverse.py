@@ -18,8 +18,9 @@ import numpy as np
 
 from deconv_cli.analysis import null_space
 from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
-from deconv_cli.operators import ConvOperator
-from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, register
+from deconv_cli.operators import Convolution, ConvOperator
+from deconv_cli.operators.grid import convolution_of, one_kernel
+from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
 from deconv_cli.spectral import (
     Diagonal,
     amplification_note,
@@ -81,7 +82,8 @@ def inverse(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> R
     ----------
     blurred : ndarray
         The data ``y``, shape ``op.output_shape``.
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``iterations`` and ``tol`` bound the least-squares path (LSQR; default
         5000 iterations, tolerance 1e-14 on LSQR's ``atol``/``btol``);
@@ -138,7 +140,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
     Parameters
     ----------
     blurred : ndarray
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``rcond``: singular values ``σ <= rcond · σ_max`` are treated as zero
         (default ``max(m, n) · eps``, the rank tolerance, so ``pinv`` equals
@@ -154,9 +157,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
     condition number of the part of ``A`` explored exceeds that).
     """
     y = check_data(blurred, op)
+    check("rcond", options.rcond)
     rcond = float(rank_tolerance(op) if options.rcond is None else options.rcond)
-    if not 0 <= rcond < 1:
-        raise DeconvError(f"`{options.rcond}` must be in [0, 1)", parameter="rcond")
     diagonal = diagonalize(op)
     if diagonal is None:
         result = _least_squares(op, y, options, precondition=False, rcond=rcond)
@@ -177,7 +179,7 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
         params={"solver": _solver_name(diagonal), "rcond": rcond, "truncated": dropped},
         residual=relative_residual(op, x, y),
     )
-    total = diagonal.shape[0] * diagonal.shape[1]
+    total = math.prod(diagonal.shape)
     kept_amplification = math.sqrt(float(np.sum(weights[keep] / magnitude[keep] ** 2)) / total)
     result.params["noise_amplification"] = float(f"{kept_amplification:.3g}")
     if dropped:
@@ -200,7 +202,7 @@ def _eigenvalues64(diagonal: Diagonal) -> np.ndarray:
 
 
 def _channels(op: ConvOperator) -> int:
-    return op.input_shape[2] if len(op.input_shape) == 3 and not op.is_bank else 1
+    return convolution_of(op).input_shape[-1] if one_kernel(op) else 1
 
 
 def _solver_name(diagonal: Diagonal) -> str:
@@ -228,13 +230,15 @@ def _least_squares(
     """LSQR in float64 on ``A`` (or ``A R⁻¹``); ``conlim = 1/rcond`` (none when ``None``)."""
     from scipy.sparse.linalg import LinearOperator, lsqr
 
+    check("iterations", options.iterations)
+    check("tol", options.tol)
     iterations = DEFAULT_LSQR_ITERATIONS if options.iterations is None else options.iterations
-    if iterations < 1:
-        raise DeconvError(f"`{iterations}` must be at least 1", parameter="iterations")
     tol = 1e-14 if options.tol is None else float(options.tol)
-    if not tol >= 0:
-        raise DeconvError(f"`{options.tol}` must be 0 or positive", parameter="tol")
-    op64 = op if op.dtype == np.float64 else ConvOperator(op.kernel, op.input_shape, op.geometry)
+    if op.dtype == np.float64:
+        op64 = op
+    else:  # the same operator in float64 (its layout flattens as the core's)
+        core = convolution_of(op)
+        op64 = Convolution(core.bank, core.input_shape, core.geometry, groups=core.groups)
     a = op64.as_linear_operator()
     stand_in = approximate(op64) if precondition else None
     if stand_in is not None:

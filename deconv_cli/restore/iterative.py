@@ -6,7 +6,7 @@ dilations, explicit padding and conv-layer kernel banks. Started from ``x₀ = 0
 their iterates stay in the range of ``Aᵀ``, so where ``A`` is not injective they
 converge to the minimum-norm least-squares solution.
 
-For one 2-D kernel they run on the operator's grid plan
+For one kernel (1, 2 or 3 spatial axes) they run on the operator's grid plan
 (:func:`deconv_cli.operators.grid.grid_operator`: FFT or spatial, buffers kept).
 """
 
@@ -16,10 +16,9 @@ import math
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator
-from deconv_cli.operators.grid import grid_operator
-from deconv_cli.restore import RestoreOptions, RestoreResult, register
+from deconv_cli.operators.grid import grid_operator, one_kernel
+from deconv_cli.restore import RestoreOptions, RestoreResult, check, register
 
 DEFAULT_ITERATIONS = 200
 
@@ -29,7 +28,7 @@ def default_tol(dtype: np.dtype) -> float:
     return 1e-4 if np.dtype(dtype) == np.float32 else 1e-8
 
 
-_SUBSCRIPTS = {n: "abcd"[:n] + "," + "abcd"[:n] + "->" for n in range(1, 5)}
+_SUBSCRIPTS = {n: "abcde"[:n] + "," + "abcde"[:n] + "->" for n in range(1, 6)}
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,15 +57,9 @@ class _Stop:
     """
 
     def __init__(self, op, iterations, tol, noise_sigma) -> None:
+        for name, value in (("iterations", iterations), ("tol", tol), ("noise_sigma", noise_sigma)):
+            check(name, value)
         self.iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
-        if self.iterations < 1:
-            raise DeconvError(f"`{self.iterations}` must be at least 1", parameter="iterations")
-        if tol is not None and not tol >= 0:
-            raise DeconvError(
-                f"`{tol}` must be 0 (run every iteration) or positive", parameter="tol"
-            )
-        if noise_sigma is not None and not noise_sigma >= 0:
-            raise DeconvError(f"`{noise_sigma}` must be non-negative", parameter="noise_sigma")
         self.discrepancy = None
         if tol is None and noise_sigma is not None:
             self.discrepancy = float(noise_sigma) ** 2 * math.prod(op.output_shape)
@@ -107,11 +100,11 @@ class _Stop:
 
 def _fast(op: ConvOperator):
     """``(A, Aᵀ)`` as functions on arrays of the operator's layout, returning new arrays:
-    on a grid for one 2-D kernel (:func:`grid_operator`: FFT or spatial, buffers kept),
+    on a grid for one kernel (:func:`grid_operator`: FFT or spatial, buffers kept),
     else ``op`` itself: for a bank, and where the cost model chose sparse taps (a dilated
     kernel, whose grid would span its whole extent: at dilation 1000 on a 64² image, a
     2160² FFT grid against 9 taps of 64² samples each)."""
-    if op.is_bank or op.engine == "taps":
+    if not one_kernel(op) or op.engine == "taps":
         return op.forward, op.adjoint
     grid = grid_operator(op)
 
@@ -140,7 +133,8 @@ def cgls(
     Parameters
     ----------
     blurred : ndarray, shape ``op.output_shape``
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     iterations : int, optional
         Maximum iterations (default 200).
     tol : float, optional
