@@ -625,7 +625,6 @@ def analyze(
     'invertible but ill-conditioned'
     """
     from deconv_cli.analysis import analyze as run_analysis
-    from deconv_cli.operators import ConvOperator
 
     kernel = _kernel(kernel)
     geometry = _geometry(mode, boundary, correlate, stride, dilation, padding)
@@ -636,7 +635,7 @@ def analyze(
         and min(dims) >= 1
     ):
         raise GeometryError(f"shape: `{shape}` is not (H, W) or (H, W, C) with positive integers")
-    op = ConvOperator(kernel.array, dims, geometry)
+    op = kernel.operator(dims, geometry)
     return run_analysis(op, noise_sigma=noise_sigma, bits=bits)
 
 

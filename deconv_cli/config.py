@@ -49,9 +49,13 @@ class Config:
 
     def __post_init__(self) -> None:
         if isinstance(self.max_pixels, bool) or int(self.max_pixels) != self.max_pixels:
-            raise InputError(f"max_pixels: `{self.max_pixels}` is not a whole number of pixels")
+            raise InputError(
+                f"`{self.max_pixels}` is not a whole number of pixels", parameter="max_pixels"
+            )
         if self.max_pixels <= 0:
-            raise InputError(f"max_pixels: `{self.max_pixels}` is not a positive number of pixels")
+            raise InputError(
+                f"`{self.max_pixels}` is not a positive number of pixels", parameter="max_pixels"
+            )
 
 
 _current: contextvars.ContextVar[Config | None] = contextvars.ContextVar(

@@ -56,9 +56,10 @@ def build_problem(
     output_shape: tuple[int, ...] | None = None,
     dtype=np.float64,
     spatial: int = 2,
+    groups: int = 1,
 ) -> Problem:
     """The operator whose forward image has ``observed_shape`` (``spatial`` axes, then
-    channels).
+    channels), of ``kernel`` with its ``groups`` (a bank's, as :class:`ConvOperator`'s).
 
     ``unknown_boundary`` extends the unknown image by the kernel's extent and
     observes only the ``valid`` part of its blur (``geometry.mode`` must be ``same``,
@@ -85,8 +86,10 @@ def build_problem(
         starts = [m // 2 if geometry.correlate else (m - 1) // 2 for m in k]
         frame = tuple(slice(a, a + n) for a, n in zip(starts, observed_shape, strict=False))
         return Problem(op, frame)
-    shape = input_shape_for(kernel, observed_shape, geometry, output_shape, spatial=spatial)
-    op = ConvOperator(kernel, shape, geometry, spatial=spatial, dtype=dtype)
+    shape = input_shape_for(
+        kernel, observed_shape, geometry, output_shape, spatial=spatial, groups=groups
+    )
+    op = ConvOperator(kernel, shape, geometry, spatial=spatial, groups=groups, dtype=dtype)
     return Problem(op, (slice(None),) * spatial)
 
 

@@ -1,11 +1,12 @@
 """Kernels: validated kernel arrays from family specs, files and arrays.
 
 A kernel is a 2-D array ``(kh, kw)`` applied to each image channel alike, or a 4-D
-conv-layer bank ``(C_out, C_in, kh, kw)``, or a 3-D volume kernel ``(kz, ky, kx)`` (a
-microscope PSF: :mod:`deconv_cli.psf`). :func:`load_kernel` turns a spec string into a
-validated, read-only :class:`Kernel`: a family spec (the families, their conventions
-and their parser are in :mod:`deconv_cli.kernel_families`), a kernel file, or a tensor
-of a model file (:mod:`deconv_cli.models`).
+conv-layer bank ``(C_out, C_in/groups, kh, kw)`` (a grouped layer's weight as stored),
+or a 3-D volume kernel ``(kz, ky, kx)`` (a microscope PSF: :mod:`deconv_cli.psf`).
+:func:`load_kernel` turns a spec string into a validated, read-only :class:`Kernel`: a
+family spec (the families, their conventions and their parser are in
+:mod:`deconv_cli.kernel_families`), a kernel file, or a tensor of a model file
+(:mod:`deconv_cli.models`).
 
 Normalization
     Kernel files are used exactly as stored (a conv layer's weights are not a PSF)
@@ -63,7 +64,7 @@ class Kernel:
 
     Attributes
     ----------
-    array : (kh, kw), (kz, ky, kx) or (C_out, C_in, kh, kw) ndarray
+    array : (kh, kw), (kz, ky, kx) or (C_out, C_in/groups, kh, kw) ndarray
         float64, C-contiguous and read-only.
     description : str
         A canonical spec (``"gaussian:sigma=2,size=13"``), or ``"file NAME (SHAPE)"``.
@@ -73,6 +74,9 @@ class Kernel:
         The model-file layer it was read from (``FILE#NAME``), with its geometry.
     spacing : tuple of float or None
         A volume kernel's voxel size ``(dz, dy, dx)`` in µm when its model knows it.
+    groups : int
+        A bank's groups (a grouped conv layer's): ``C_in`` and ``C_out`` split into
+        ``groups`` blocks, each output block reading only its input block. 1 otherwise.
     """
 
     array: np.ndarray
@@ -80,6 +84,7 @@ class Kernel:
     family: str | None = field(default=None)
     layer: object = field(default=None, repr=False)
     spacing: tuple[float, ...] | None = field(default=None)
+    groups: int = 1
 
     def __post_init__(self) -> None:
         array = np.asarray(self.array)
@@ -92,6 +97,11 @@ class Kernel:
             array = np.array(array, dtype=np.float64, order="C", copy=True)
             array.setflags(write=False)
         object.__setattr__(self, "array", array)
+        if self.groups != 1 and (array.ndim != 4 or array.shape[0] % self.groups):
+            raise KernelError(
+                f"kernel `{self.description}`: groups `{self.groups}` must divide the "
+                "output channels of a 4-D bank"
+            )
 
     @property
     def is_bank(self) -> bool:
@@ -110,6 +120,13 @@ class Kernel:
         from deconv_cli.formats import MAX_CHANNELS
 
         return None if self.is_bank else MAX_CHANNELS
+
+    def operator(self, input_shape: tuple[int, ...], geometry, **options):
+        """The :class:`~deconv_cli.operators.ConvOperator` of this kernel (with its
+        groups) on ``input_shape``; ``options`` are the operator's keywords."""
+        from deconv_cli.operators import ConvOperator
+
+        return ConvOperator(self.array, input_shape, geometry, groups=self.groups, **options)
 
     @property
     def spatial_shape(self) -> tuple[int, int]:
@@ -260,9 +277,10 @@ def kernel_slices(kernel: Kernel) -> list[tuple[str, np.ndarray, float]]:
     Returns
     -------
     list of (label, 2-D ndarray, sum)
-        One entry (label ``""``) for a 2-D kernel; one per ``(out, in)`` pair,
-        labelled ``"out o, in i"``, for a bank; for a volume its central plane
-        ``(ky, kx)`` and its axial slice ``(kz, kx)`` through the central row.
+        One entry (label ``""``) for a 2-D kernel; one per ``(out, in)`` pair of a
+        bank (a grouped bank: the pairs within a group), labelled ``"out o, in i"``;
+        for a volume its central plane ``(ky, kx)`` and its axial slice ``(kz, kx)``
+        through the central row.
     """
     if kernel.is_volume:
         a = kernel.array
@@ -274,8 +292,9 @@ def kernel_slices(kernel: Kernel) -> list[tuple[str, np.ndarray, float]]:
     if not kernel.is_bank:
         return [("", kernel.array, float(kernel.array.sum()))]
     c_out, c_in = kernel.array.shape[:2]
+    per = c_out // kernel.groups  # output block o // per reads inputs from (o // per) * c_in
     return [
-        (f"out {o}, in {i}", kernel.array[o, i], float(kernel.array[o, i].sum()))
+        (f"out {o}, in {o // per * c_in + i}", kernel.array[o, i], float(kernel.array[o, i].sum()))
         for o in range(c_out)
         for i in range(c_in)
     ]

@@ -131,18 +131,21 @@ def _whole_operator(
     geometry: Geometry,
     unknown: bool,
     spatial: int,
+    groups: int,
 ) -> ConvOperator:
     """The untiled job's operator; ``shape`` is the input's (image, or data)."""
     if command == "convolve":
-        return ConvOperator(kernel, shape, geometry, spatial=spatial)
+        return ConvOperator(kernel, shape, geometry, spatial=spatial, groups=groups)
     if command == "transpose":
         from deconv_cli.operators import input_shape_for
 
-        shape = input_shape_for(kernel, shape, geometry, spatial=spatial)
-        return ConvOperator(kernel, shape, geometry, spatial=spatial)
+        shape = input_shape_for(kernel, shape, geometry, spatial=spatial, groups=groups)
+        return ConvOperator(kernel, shape, geometry, spatial=spatial, groups=groups)
     from deconv_cli.inversion import build_problem
 
-    return build_problem(kernel, shape, geometry, unknown_boundary=unknown, spatial=spatial).op
+    return build_problem(
+        kernel, shape, geometry, unknown_boundary=unknown, spatial=spatial, groups=groups
+    ).op
 
 
 def estimate_bytes(
@@ -158,6 +161,7 @@ def estimate_bytes(
     margin: int | tuple[int, ...] | None = None,
     mapped: bool = False,
     spatial: int = 2,
+    groups: int = 1,
 ) -> int:
     """The peak memory a job allocates, in bytes (an estimate from measured peaks).
 
@@ -167,8 +171,8 @@ def estimate_bytes(
     shape : tuple of int
         The input's shape: the image for ``convolve``, the data otherwise; a volume's
         spatial axes first (``spatial`` of them), then channels.
-    kernel, geometry
-        As for the command.
+    kernel, geometry, groups
+        As for the command (``groups``: a grouped bank's, :class:`ConvOperator`'s).
     method : str, optional
         The ``invert`` method (required for ``invert``).
     dtype : numpy dtype
@@ -197,7 +201,7 @@ def estimate_bytes(
         ``method`` is not a registered method (for ``invert``).
     """
     kernel = np.asarray(kernel, dtype=np.float64)
-    op = _whole_operator(command, shape, kernel, geometry, unknown_boundary, spatial)
+    op = _whole_operator(command, shape, kernel, geometry, unknown_boundary, spatial, groups)
     itemsize = np.dtype(dtype).itemsize
     copies = _copies(command, method, op, unknown_boundary)
     d = spatial

@@ -20,9 +20,10 @@ zero padding), so ``deconv transpose`` applies a ``ConvTranspose`` layer and
 ``deconv convolve`` applies a ``Conv`` layer. A layer's bias is an offset, not part
 of the linear operator, and is left out.
 
-Grouped layers: the operator of ``g`` groups is block diagonal, one
-``(C_out/g, C_in/g, kh, kw)`` bank per group (:func:`group_banks`); as one bank it is
-the zero-filled ``(C_out, C_in, kh, kw)`` array :func:`block_diagonal` builds.
+Grouped layers: the kernel is the weight as stored with the layer's ``groups``
+(:class:`~deconv_cli.operators.ConvOperator` computes the grouped convolution). Its
+operator is block diagonal, one ``(C_out/g, C_in/g, kh, kw)`` bank per group
+(:func:`group_banks`, for the per-group analysis).
 """
 
 from __future__ import annotations
@@ -145,8 +146,10 @@ def split_spec(spec: str) -> tuple[Path, str] | None:
 def load_model_kernel(spec: str, *, normalize: bool = False):
     """The :class:`~deconv_cli.kernels.Kernel` of a ``FILE#NAME`` spec, else ``None``.
 
-    Its array is the layer's conv bank (:func:`layer_bank`, groups expanded); its
-    ``layer`` attribute keeps the layer and its geometry.
+    Its array is the weight as stored, the bank of the layer's conv ``A`` (a
+    ``ConvTranspose`` weight ``(C_in, C_out/g, ...)`` is ``A``'s ``(C_out', C_in'/g,
+    ...)``), with the layer's ``groups``; its ``layer`` attribute keeps the layer and
+    its geometry.
     """
     from dataclasses import replace
 
@@ -157,9 +160,9 @@ def load_model_kernel(spec: str, *, normalize: bool = False):
         return None
     layer = load_layer(*parts)
     where = f"kernel `{spec}`"
-    bank = _validate_array(layer_bank(layer), where)
+    bank = _validate_array(layer.weight, where)
     kernel = _finish(bank, f"layer {spec} ({layer.describe()})", None, normalize, where)
-    return replace(kernel, layer=layer)
+    return replace(kernel, layer=layer, groups=layer.groups)
 
 
 def load_layer(path: Path, name: str) -> Layer:
@@ -232,25 +235,6 @@ def group_banks(weight: np.ndarray, groups: int) -> list[tuple[slice, slice, np.
         )
         for j in range(groups)
     ]
-
-
-def block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
-    """The ``(C_out, C_in, kh, kw)`` bank of a grouped weight: zero across groups."""
-    if groups == 1:
-        return weight
-    c_out, c_in_g, kh, kw = weight.shape
-    full = np.zeros((c_out, c_in_g * groups, kh, kw), dtype=weight.dtype)
-    for outs, ins, bank in group_banks(weight, groups):
-        full[outs, ins] = bank
-    return full
-
-
-def layer_bank(layer: Layer) -> np.ndarray:
-    """The ``(C_out, C_in, kh, kw)`` bank of the layer's conv ``A`` (groups expanded).
-
-    A ``ConvTranspose`` weight ``(C_in, C_out/g, ...)`` is ``A``'s ``(C_out', C_in'/g, ...)``.
-    """
-    return block_diagonal(layer.weight, layer.groups)
 
 
 # -- readers ----------------------------------------------------------------------------

@@ -142,7 +142,8 @@ _REQUIRED = ("na", "wavelength", "n", "dxy", "dz")
 
 
 def build_widefield(v: dict) -> np.ndarray:
-    """The ``widefield`` family's kernel from its parsed parameters (:mod:`deconv_cli.kernels`)."""
+    """The ``widefield`` family's kernel from its parameters, as
+    :mod:`deconv_cli.kernel_families` parses them."""
     missing = [name for name in _REQUIRED if v[name] is None]
     if missing:
         raise KernelError(

@@ -146,6 +146,7 @@ def roundtrip(
     methods: Sequence[str] | None = None,
     on_method: Callable[[str], None] | None = None,
     spatial: int = 2,
+    groups: int = 1,
 ) -> Roundtrip:
     """Blur ``image`` (+ noise, + quantization), recover it every way, measure each result.
 
@@ -154,7 +155,8 @@ def roundtrip(
     image : (H, W) or (H, W, C) ndarray, or a volume (Z, H, W[, C])
         The sharp image ``x`` on the [0, 1] scale (computed in float64).
     kernel : ndarray
-        A 2-D kernel, a 3-D one (volumes) or a ``(C_out, C_in, kh, kw)`` bank, as stored.
+        A 2-D kernel, a 3-D one (volumes) or a ``(C_out, C_in/groups, kh, kw)`` bank,
+        as stored.
     geometry : Geometry
     noise : Noise, optional
         Added to ``A x`` with ``np.random.default_rng(seed)``.
@@ -167,6 +169,8 @@ def roundtrip(
     spatial : {2, 3}
         The spatial axes of ``image`` (3: a volume, measured as the metrics measure
         volumes; methods that take 2-D images only are not run).
+    groups : int
+        A grouped bank's groups (:class:`~deconv_cli.operators.ConvOperator`'s).
 
     Returns
     -------
@@ -180,11 +184,12 @@ def roundtrip(
 
     names = check_methods(methods)
     x = np.asarray(image, dtype=np.float64)
-    if np.ndim(kernel) == 4 and np.shape(kernel)[1] == 1 and x.ndim == 3 and x.shape[2] == 1:
+    single = np.ndim(kernel) == 4 and np.shape(kernel)[1] * groups == 1
+    if single and x.ndim == 3 and x.shape[2] == 1:
         # A bank's size-one channel axis is dropped (so the inverse problem recovers H×W):
         # measure against the same H×W.
         x = x[:, :, 0]
-    op = ConvOperator(kernel, x.shape, geometry, spatial=spatial)
+    op = ConvOperator(kernel, x.shape, geometry, spatial=spatial, groups=groups)
     y, sigma, description = degrade(op, x, noise=noise, seed=seed, bits=bits)
     if sigma is None:
         analysis = analyze(
@@ -210,13 +215,13 @@ def roundtrip(
         )
     )
     problem = build_problem(
-        kernel, y.shape, geometry, output_shape=x.shape[:spatial], spatial=spatial
+        kernel, y.shape, geometry, output_shape=x.shape[:spatial], spatial=spatial, groups=groups
     )
     for name in names:
         if on_method is not None:
             on_method(name)
         if spatial == 3 and not get_method(name).volumes:
-            rows.append(RoundtripRow(name, note="not run: it takes 2-D images"))
+            rows.append(RoundtripRow(name, note="not run: it does not take volumes"))
             continue
         if name == "inverse" and not analysis.invertible:
             rows.append(RoundtripRow(name, note=f"not run: A is not invertible: {_why(analysis)}"))

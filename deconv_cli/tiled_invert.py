@@ -120,6 +120,7 @@ def tiled_invert(
     source_dtype: np.dtype | None = None,
     on_tile: Callable[[int, int], None] | None = None,
     spatial: int = 2,
+    groups: int = 1,
 ) -> RestoreResult:
     """Solve ``A x ≈ y`` tile by tile, each tile on a window with a margin.
 
@@ -153,6 +154,8 @@ def tiled_invert(
         ``on_tile(done, total)`` after each tile.
     spatial : {2, 3}
         The data's spatial axes (3: a volume, tiled in boxes).
+    groups : int
+        A grouped bank's groups (:class:`~deconv_cli.operators.ConvOperator`'s).
 
     Returns
     -------
@@ -190,6 +193,7 @@ def tiled_invert(
         unknown_boundary=unknown_boundary,
         dtype=dtype,
         spatial=spatial,
+        groups=groups,
     )
     d = whole.op.core.ndim
     sides = tile_sides(tile, d)
@@ -234,6 +238,7 @@ def tiled_invert(
             unknown_boundary=unknown_boundary,
             dtype=dtype,
             spatial=spatial,
+            groups=groups,
         )
         result = invert(data, problem, chosen, opts, source_dtype=note_dtype)
         flat = data.reshape(-1)

@@ -524,3 +524,21 @@ def test_float64_data_float32_cannot_hold_is_refused_with_dtype_float32(tmp_path
             == 0
         )
         assert np.isfinite(np.load(out)).all()
+
+
+def test_operator_messages_say_flags_on_the_command_line_and_parameters_in_the_library(
+    tmp_path,
+):
+    from deconv_cli import convolve
+
+    np.save(tmp_path / "x.npy", np.zeros((10, 8)))
+    result = run("convolve", str(tmp_path / "x.npy"), "-k", "box:size=15", "--mode", "valid",
+                 "-o", str(tmp_path / "y.npy"))  # fmt: skip
+    assert result.exit_code == 2
+    assert "use a smaller kernel, --mode same or --mode full" in result.output
+    result = run("--max-pixels", "100", "convolve", str(tmp_path / "x.npy"), "-k", "box:size=3",
+                 "--padding", "40", "-o", str(tmp_path / "y.npy"))  # fmt: skip
+    assert result.exit_code == 2
+    assert "above the limit of 400 (4x --max-pixels)" in result.output
+    with pytest.raises(ValueError, match="use a smaller kernel, `mode=same` or `mode=full`"):
+        convolve(np.zeros((5, 5)), kernel="box:size=9", mode="valid")

@@ -315,9 +315,11 @@ def test_the_default_method_on_a_volume_and_tv_refused(tmp_path):
     args = [tmp_path / "y.npy", "--axes", "ZYX", "-k", "gaussian:sigma=0.6,sigma_z=0.5"]
     result = run("invert", *args, "-o", tmp_path / "x.npy")
     assert result.exit_code == 0, result.output
-    assert "auto picked wiener" in result.output and "a volume (tv is 2-D)" in result.output
+    assert (
+        "auto picked tikhonov" in result.output and "tv does not take volumes yet" in result.output
+    )
     line = one_error_line(run("invert", *args, "-m", "tv", "-o", tmp_path / "t.npy"))
-    assert "--method: `tv` takes 2-D images" in line and "richardson-lucy" in line
+    assert "--method: `tv` does not take volumes yet" in line and "richardson-lucy" in line
     assert not (tmp_path / "t.npy").exists()
 
 
@@ -335,10 +337,30 @@ def test_roundtrip_on_a_volume(tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = {row["method"]: row for row in json.loads(result.stdout)["rows"]}
-    assert rows["tv"]["note"] == "not run: it takes 2-D images"
+    assert rows["tv"]["note"] == "not run: it does not take volumes"
     for name in ("blurred", "wiener"):
         x = np.load(tmp_path / "out" / f"{name}.npy")
         assert x.shape == truth.shape
         assert rows[name]["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, x, data_range=1))
         assert rows[name]["ssim"] == pytest.approx(structural_similarity(truth, x, data_range=1))
     assert (tmp_path / "out" / "montage.png").exists()
+
+
+def test_a_batch_of_volumes(tmp_path):
+    """Several stacks into a folder, in two worker processes: each equals scipy.ndimage."""
+    stacks = [rng(20 + i).random((5, 9, 8)).astype(np.float32) for i in range(3)]
+    for i, stack in enumerate(stacks):
+        tifffile.imwrite(tmp_path / f"s{i}.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    result = run(
+        "convolve", *(tmp_path / f"s{i}.tif" for i in range(3)), "--axes", "ZYX", "-k",
+        "box:size=3", "-o", tmp_path / "out", "--jobs", "2", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for i, stack in enumerate(stacks):
+        with tifffile.TiffFile(tmp_path / "out" / f"s{i}.tif") as tif:
+            assert tif.series[0].axes == "ZYX"
+            y = tif.series[0].asarray()
+        expected = ndimage.convolve(
+            stack.astype(np.float64), np.ones((1, 3, 3)) / 9, mode="reflect"
+        )
+        np.testing.assert_allclose(y, expected, atol=1e-6)

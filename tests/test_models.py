@@ -258,15 +258,131 @@ def test_a_missing_package_is_one_clear_line(tmp_path, monkeypatch):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_group_banks_are_the_block_diagonal_bank():
-    from deconv_cli.models import block_diagonal, group_banks
+def test_group_banks_split_the_weight_by_group():
+    from deconv_cli.models import group_banks
 
     weight = np.arange(4 * 2 * 1 * 1, dtype=float).reshape(4, 2, 1, 1) + 1
-    full = block_diagonal(weight, 2)[:, :, 0, 0]
-    expected = np.zeros((4, 4))
-    expected[:2, :2], expected[2:, 2:] = weight[:2, :, 0, 0], weight[2:, :, 0, 0]
-    np.testing.assert_array_equal(full, expected)
-    assert [(o.start, i.start) for o, i, _ in group_banks(weight, 2)] == [(0, 0), (2, 2)]
+    split = group_banks(weight, 2)
+    assert [(o.start, o.stop, i.start, i.stop) for o, i, _ in split] == [(0, 2, 0, 2), (2, 4, 2, 4)]
+    np.testing.assert_array_equal(split[1][2], weight[2:])
+
+
+@pytest.fixture(scope="module")
+def grouped_path(tmp_path_factory):
+    """One grouped, strided layer (Conv 4→6, groups 2, stride 2) as an ONNX file."""
+    import warnings
+
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    torch.manual_seed(1)
+    layer = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, bias=False)
+    path = tmp_path_factory.mktemp("grouped") / "grouped.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(layer, torch.zeros(1, 4, 9, 7), str(path), dynamo=False)
+    return layer, path
+
+
+def test_a_grouped_layer_through_the_cli_is_torchs_grouped_conv(grouped_path, tmp_path):
+    """`convolve -k FILE#LAYER` is conv2d(groups=2) and `transpose` its conv_transpose2d,
+    on the weight as stored (the kernel keeps the layer's groups)."""
+    import torch
+    import torch.nn.functional as F
+
+    from deconv_cli.kernels import load_kernel
+
+    layer, path = grouped_path
+    spec = f"{path}#/Conv"
+    kernel = load_kernel(spec)
+    assert (kernel.groups, kernel.array.shape) == (2, (6, 2, 3, 3))
+    w = layer.weight.detach().double()
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((9, 7, 4))
+    np.save(tmp_path / "x.npy", x)
+    result = run("convolve", tmp_path / "x.npy", "-k", spec, "-o", tmp_path / "y.npy")
+    assert result.exit_code == 0, result.output
+    expected = F.conv2d(
+        torch.from_numpy(x.transpose(2, 0, 1))[None], w, stride=2, padding=1, groups=2
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "y.npy"), expected.numpy()[0].transpose(1, 2, 0), atol=1e-10
+    )
+    y = rng.standard_normal((5, 4, 6))
+    np.save(tmp_path / "d.npy", y)
+    result = run(
+        "transpose",
+        tmp_path / "d.npy",
+        "-k",
+        spec,
+        "--output-shape",
+        "9x7",
+        "-o",
+        tmp_path / "b.npy",
+    )
+    assert result.exit_code == 0, result.output
+    back = F.conv_transpose2d(
+        torch.from_numpy(y.transpose(2, 0, 1))[None], w, stride=2, padding=1, groups=2
+    )
+    np.testing.assert_allclose(
+        np.load(tmp_path / "b.npy"), back.numpy()[0].transpose(1, 2, 0), atol=1e-10
+    )
+
+
+def test_kernels_show_of_a_grouped_layer_names_each_slices_input_channel(grouped_path, tmp_path):
+    """Output 3 is in group 1 (outputs 3-5), which reads inputs 2 and 3; a .npy holds
+    no groups, so saving one is refused."""
+    layer, path = grouped_path
+    result = run("kernels", "show", f"{path}#/Conv")
+    assert result.exit_code == 0, result.output
+    labels = [line.split("]")[0] for line in result.output.splitlines() if line.startswith("[out")]
+    assert labels == [f"[out {o}, in {o // 3 * 2 + i}" for o in range(6) for i in range(2)]
+    result = run("kernels", "show", f"{path}#/Conv", "--save", tmp_path / "k.npy")
+    assert result.exit_code == 2
+    assert "holds no groups" in result.output and not (tmp_path / "k.npy").exists()
+
+
+def test_analyze_of_a_grouped_layer_is_its_torch_jacobians(grouped_path):
+    """`deconv_cli.analyze` on the grouped kernel: rank and extreme singular values of
+    the layer's dense Jacobian (torch autograd), 9x7x4 unknowns."""
+    import torch
+    import torch.nn.functional as F
+
+    from deconv_cli import analyze
+
+    layer, path = grouped_path
+    w = layer.weight.detach().double()
+    jac = torch.autograd.functional.jacobian(
+        lambda v: F.conv2d(v, w, stride=2, padding=1, groups=2), torch.zeros(1, 4, 9, 7).double()
+    )
+    values = np.linalg.svd(jac.reshape(-1, 4 * 9 * 7).numpy(), compute_uv=False)
+    result = analyze(
+        kernel=f"{path}#/Conv",
+        shape=(9, 7, 4),
+        stride=2,
+        padding=1,
+        correlate=True,
+        boundary="constant",
+    )
+    assert result.rank == np.linalg.matrix_rank(jac.reshape(-1, 4 * 9 * 7).numpy())
+    assert result.sigma_max == pytest.approx(values[0], rel=1e-9)
+    assert result.sigma_min == pytest.approx(values[result.rank - 1], rel=1e-6)
+
+
+def test_a_grouped_layers_memory_estimate_is_its_grouped_operators(grouped_path):
+    """The estimate is made on the grouped operator (4 input channels from the 6x2x3x3
+    weight as stored, never a dense 6x4 bank): FIXED_BYTES + COPIES image-sized arrays,
+    the image's 64x48 pixels times the larger channel count (6 out)."""
+    from deconv_cli.errors import GeometryError
+    from deconv_cli.kernels import load_kernel
+    from deconv_cli.memory import COPIES, FIXED_BYTES, estimate_bytes
+
+    _, path = grouped_path
+    kernel = load_kernel(f"{path}#/Conv")
+    geometry = kernel.layer.geometry()
+    need = estimate_bytes("convolve", (64, 48, 4), kernel.array, geometry, groups=kernel.groups)
+    assert need == FIXED_BYTES + int(COPIES["convolve"] * 64 * 48 * 6 * 8)
+    with pytest.raises(GeometryError, match="takes 2 input channels but the image has 4"):
+        estimate_bytes("convolve", (64, 48, 4), kernel.array, geometry)
 
 
 def test_invert_with_a_model_layer_restores_the_layers_input(net, onnx_path, tmp_path):

@@ -59,8 +59,8 @@ from deconv_cli.analysis.exact import (
     Spectrum,
     channels,
     dense_matrix,
+    exact_form,
     exact_spectrum,
-    float64,
     frequency_name,
     single_kernel,
     spatial_shape,
@@ -163,7 +163,7 @@ def analyze(
     """
     sigma_noise, source = noise_level(noise_sigma, bits)
     source = noise_source or source
-    op = float64(op)
+    op = exact_form(op)
     m, n = op.shape
     rtol = max(m, n) * _EPS
     spectrum = exact_spectrum(op, dense_limit, kronecker_limit)
@@ -190,7 +190,7 @@ def null_space(
         One sentence: which frequencies vanish, which dimensions or channels force
         the null space, or which theorem applies.
     """
-    op = float64(op)
+    op = exact_form(op)
     m, n = op.shape
     rtol = max(m, n) * _EPS
     spectrum = exact_spectrum(op, dense_limit, kronecker_limit)

@@ -64,11 +64,21 @@ def strides(op: ConvOperator) -> tuple[int, ...]:
     return op.geometry.axes(spatial_axes(op))[0]
 
 
-def float64(op: ConvOperator) -> ConvOperator:
-    """``op`` computing in float64."""
-    if op.dtype == np.float64:
+def exact_form(op: ConvOperator) -> ConvOperator:
+    """``op`` computing in float64, with an ungrouped bank: the exact paths read a
+    bank's ``(C_out, C_in)`` pairs, so a grouped bank becomes its block-diagonal one,
+    zero between groups (output block ``j`` reads input block ``j`` only)."""
+    if op.dtype == np.float64 and op.groups == 1:
         return op
-    return ConvOperator(op.kernel, op.input_shape, op.geometry, spatial=spatial_axes(op))
+    kernel = op.kernel
+    if op.groups > 1:
+        co, cig = kernel.shape[:2]
+        cog = co // op.groups
+        kernel = np.zeros((co, cig * op.groups) + kernel.shape[2:])
+        for j in range(op.groups):
+            outs = slice(j * cog, (j + 1) * cog)
+            kernel[outs, j * cig : (j + 1) * cig] = op.kernel[outs]
+    return ConvOperator(kernel, op.input_shape, op.geometry, spatial=spatial_axes(op))
 
 
 def exact_spectrum(op: ConvOperator, dense_limit: int, kronecker_limit: int) -> Spectrum | None:

@@ -202,9 +202,10 @@ def flag(parameter: str) -> str:
 
 @functools.cache
 def _flags() -> dict[str, str]:
-    """Every command's options: the parameter (click's name for it) -> its long flag."""
+    """Every command's options and ``deconv``'s own (``--max-pixels``): the parameter
+    (click's name for it) -> its long flag."""
     found: dict[str, str] = {}
-    for command in _leaves(main):
+    for command in (main, *_leaves(main)):
         for param in command.params:
             longs = [o for o in param.opts if o.startswith("--")]
             if isinstance(param, click.Option) and longs:

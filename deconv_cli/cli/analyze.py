@@ -71,8 +71,9 @@ def _image_shape(image, shape, kernel, axes) -> tuple[tuple[int, ...], int, int 
         return read.data.shape, spatial, bits
     dims, order = _parse_shape(shape, axes)
     spatial = kernel_layout(kernel, order, f"--shape {shape}")
-    if kernel.is_bank and len(dims) == spatial and kernel.array.shape[1] > 1:
-        dims = dims + (kernel.array.shape[1],)
+    channels = kernel.array.shape[1] * kernel.groups  # a bank's input channels
+    if kernel.is_bank and len(dims) == spatial and channels > 1:
+        dims = dims + (channels,)
     return dims, spatial, None
 
 
@@ -249,7 +250,6 @@ def analyze(
     from deconv_cli.analysis import analyze as run_analysis
     from deconv_cli.cli.models import analyze_model_command, given_flags, operator_inputs
     from deconv_cli.errors import DeconvError
-    from deconv_cli.operators import ConvOperator
 
     if image is not None and image.lower().endswith(".onnx") and kernel.kernel_spec is None:
         geometry_flags = ("mode", "boundary", "correlate", "stride", "dilation", "padding")
@@ -272,7 +272,7 @@ def analyze(
         if spatial == 3:
             raise DeconvError("--spectrum: the picture is of 2-D operators; leave it out")
         check_target(spectrum, overwrite=overwrite, inputs=(image,) if image else ())
-    op = ConvOperator(kernel.array, input_shape, geometry, spatial=spatial)
+    op = kernel.operator(input_shape, geometry, spatial=spatial)
     source = None
     if noise_sigma is None and bits is None and image_bits is not None:
         bits, source = image_bits, f"{image_bits}-bit quantization (the image's)"
@@ -433,6 +433,7 @@ def roundtrip(
             methods=names,
             on_method=step,
             spatial=spatial,
+            groups=kernel.groups,
         )
     if montage is not None:
         from deconv_cli.roundtrip import write_montage

@@ -101,6 +101,11 @@ def show(spec: str, normalize: bool, save: Path | None, overwrite: bool, precisi
         from deconv_cli.fs import check_target
 
         _check_save_path(save, kernel.is_bank)
+        if kernel.groups > 1:
+            raise OutputError(
+                f"--save: `{save}`: a file holds no groups and this layer has "
+                f"{kernel.groups}; use `{spec}` itself as the kernel"
+            )
         check_target(save, overwrite=overwrite)  # before printing: fail before any output
     shape = "x".join(str(n) for n in kernel.array.shape)
     click.echo(f"{kernel.description}  shape {shape}")

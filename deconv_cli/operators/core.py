@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deconv_cli.errors import GeometryError
+from deconv_cli.errors import GeometryError, mention
 from deconv_cli.operators import padding
 from deconv_cli.operators.engines import make_engine
 from deconv_cli.operators.geometry import (
@@ -118,7 +118,8 @@ class Convolution(LinearMap):
                 f"the kernel ({_dims(k)} after dilation) is larger than the "
                 f"{'padded ' if geometry.mode != 'valid' or geometry.padding else ''}image "
                 f"({_dims(self.padded_shape)}): "
-                f"`{geometry.mode}` mode has no output; use a smaller kernel or --mode same/full"
+                f"`{geometry.mode}` mode has no output; use a smaller kernel, "
+                f"{mention('mode', 'same')} or {mention('mode', 'full')}"
             )
         out = tuple(-(-n // s) for n, s in zip(self.stride1_shape, self.stride, strict=True))
         self.output_shape = out + (co,)
@@ -300,16 +301,17 @@ def input_shape_for(
     requested: tuple[int, ...] | None = None,
     *,
     spatial: int = 2,
+    groups: int = 1,
 ) -> tuple[int, ...]:
     """The image shape whose forward image has ``output_shape`` (image layout, on
-    ``spatial`` axes).
+    ``spatial`` axes; a bank's ``groups`` as :class:`ConvOperator`'s).
 
     A stride ``s`` maps ``s`` consecutive input lengths to one output length; the
     smallest is chosen (as ``conv_transpose2d`` does) unless ``requested`` (one
     length per spatial axis) names another valid one.
     """
     eff = effective_kernel(kernel, geometry, spatial)
-    co, ci = eff.shape[:2]
+    co, ci = eff.shape[0], eff.shape[1] * groups
     stride, _, explicit = geometry.axes(spatial)
     if requested is not None and len(requested) != spatial:
         raise GeometryError(

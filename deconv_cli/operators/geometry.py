@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.errors import GeometryError, choice_error
+from deconv_cli.errors import GeometryError, choice_error, mention
 
 MODES = ("same", "full", "valid")
 BOUNDARIES = ("constant", "reflect", "mirror", "nearest", "wrap")
@@ -159,7 +159,7 @@ def check_extent(parameter: str, what: str, shape: tuple[int, ...]) -> None:
     if total > limit:
         raise GeometryError(
             f"the {what} would be {'x'.join(map(str, shape))} = {total:,} "
-            f"pixels, above the limit of {limit:,} (4x --max-pixels)",
+            f"pixels, above the limit of {limit:,} (4x {mention('max_pixels')})",
             parameter=parameter,
         )
 
