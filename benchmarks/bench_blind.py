@@ -19,8 +19,12 @@ flat, zero boundary as ``scipy.signal.fftconvolve(mode="same")`` gives; its kern
 scored the same way.
 
 Parametric: ``--family gaussian|disk|motion`` on gaussian σ 1.5–3, disk r 2–5,
-motion length 9–25 at seeded angles: the parameters found against the truth, and the
-error ratio.
+motion length 9–25 at seeded angles (held out), and with ``--full`` σ 1.2–4, r 2.5–6,
+length 11–21 on the development images: the parameters found against the truth
+(:data:`PARAMETER_TARGETS`), and the error ratio.
+
+Halves: the estimates were tuned on the :data:`DEVELOPMENT` images; the summaries are
+given for them and for the held-out ones apart.
 
 Run: ``python benchmarks/bench_blind.py`` (the quick subset, for ``make bench``),
 ``--full`` (every case), ``--method M`` (another non-blind method for the ratio).
@@ -52,6 +56,11 @@ IMAGES = (
     "immunohistochemistry",
     "rocket",
 )
+DEVELOPMENT = ("camera", "brick", "gravel", "cell")
+"""The images the estimates were tuned on; the others are held out."""
+HALVES = ("development", "held-out")
+PARAMETER_TARGETS = {"sigma": 0.1, "radius": 0.5, "length": 1.0, "angle": 3.0}
+"""The largest errors the parametric fits aim at: σ relative, the others absolute."""
 SHAKE_SIZES = (13, 17, 21, 27)
 BOUND = (31, 31)
 QUICK = 4
@@ -68,22 +77,26 @@ def shake_cases(full: bool) -> list[deblur_matrix.Case]:
     return cases if full else cases[::2][:QUICK]
 
 
-def parametric_cases(full: bool) -> list[tuple[str, deblur_matrix.Case, dict]]:
-    rng = np.random.default_rng(19)
-    specs = []
-    for sigma in (1.5, 2, 3):
-        specs.append(("gaussian", f"gaussian:sigma={sigma}", {"sigma": sigma}))
-    for radius in (2, 3.5, 5):
-        specs.append(("disk", f"disk:radius={radius}", {"radius": radius}))
-    for length in (9, 17, 25):
-        angle = int(rng.integers(180))
-        specs.append(
-            ("motion", f"motion:length={length},angle={angle}", {"length": length, "angle": angle})
-        )
+def parametric_cases(full: bool) -> list[tuple[str, str, deblur_matrix.Case, dict]]:
+    """``(half, family, case, truth)``: the held-out cases (those the fits were first
+    measured on) and, with ``full``, a development set of other parameters on the
+    development images."""
     out = []
-    for n, (family, spec, truth) in enumerate(specs):
-        out.append((family, _case(IMAGES[n % len(IMAGES)], spec, 500 + n), truth))
-    return out if full else out[::3]
+    sets = [("held-out", 19, (1.5, 2, 3), (2, 3.5, 5), (9, 17, 25), IMAGES, 500)]
+    if full:
+        sets.append(("development", 7, (1.2, 2.5, 4), (2.5, 4, 6), (11, 15, 21), DEVELOPMENT, 900))
+    for half, seed, sigmas, radii, lengths, images, first in sets:
+        rng = np.random.default_rng(seed)
+        specs = [("gaussian", f"gaussian:sigma={s}", {"sigma": s}) for s in sigmas]
+        specs += [("disk", f"disk:radius={r}", {"radius": r}) for r in radii]
+        for length in lengths:
+            angle = int(rng.integers(180))
+            truth = {"length": length, "angle": angle}
+            specs.append(("motion", f"motion:length={length},angle={angle}", truth))
+        for n, (family, spec, truth) in enumerate(specs):
+            case = _case(images[n % len(images)], spec, first + n)
+            out.append((half, family, case, truth))
+    return out if full else out[:9:3]
 
 
 def _case(image: str, spec: str, seed: int) -> deblur_matrix.Case:
@@ -148,8 +161,9 @@ def main(argv=None) -> int:
 
     print(f"non-blind method: {args.method}; kernel bound {BOUND[0]}x{BOUND[1]}; noise σ=0.01")
     print(f"{'case':<42} {'ratio':>6} {'blind RL':>8} {'CPU s':>6} {'confidence':>10}")
-    ratios, baseline, cpu = [], [], []
+    ratios, baseline, cpu, halves = [], [], [], []
     for case in [] if args.no_free else shake_cases(args.full):
+        halves.append(HALVES[case.image not in DEVELOPMENT])
         gray = _gray(case.blurred)
         start = time.process_time()
         kernel = blind.estimate_kernel(gray, BOUND).kernel
@@ -164,13 +178,16 @@ def main(argv=None) -> int:
             baseline.append(rl)
         score = blind_fit.confidence(gray, kernel)[0]
         print(f"{case.name:<42} {ratio:6.2f} {rl:8.2f} {cpu[-1]:6.1f} {score:10.2f}", flush=True)
-    ratios = np.array(ratios)
-    if len(ratios):
-        print(
-            f"free kernels: {len(ratios)} cases, ratio ≤ 3 on {np.mean(ratios <= 3):.0%}, "
-            f"median {np.median(ratios):.2f}, worst {ratios.max():.2f}; estimate CPU time "
-            f"median {np.median(cpu):.1f} s, worst {max(cpu):.1f} s"
-        )
+    ratios, cpu, halves = np.array(ratios), np.array(cpu), np.array(halves)
+    for half in ("all", *HALVES):
+        picked = np.ones(len(ratios), bool) if half == "all" else halves == half
+        if picked.any():
+            r, t = ratios[picked], cpu[picked]
+            print(
+                f"free kernels, {half}: {len(r)} cases, ratio ≤ 3 on {np.mean(r <= 3):.0%}, "
+                f"median {np.median(r):.2f}, worst {r.max():.2f}; estimate CPU time "
+                f"median {np.median(t):.1f} s, worst {t.max():.1f} s"
+            )
     if baseline:
         better = np.mean(ratios < np.array(baseline))
         print(
@@ -179,15 +196,34 @@ def main(argv=None) -> int:
         )
     if args.no_parametric:
         return 0
-    print(f"\n{'parametric case':<42} {'found':<32} {'ratio':>6}")
-    for family, case, truth in parametric_cases(args.full):
+    print(f"\n{'parametric case':<42} {'found':<32} {'ratio':>6} {'CPU s':>6}  errors")
+    rows = []
+    for half, family, case, truth in parametric_cases(args.full):
         gray = _gray(case.blurred)
-        estimate = blind.estimate_kernel(gray, BOUND)
-        fit = blind_fit.fit_family(family, gray, estimate)
+        start = time.process_time()
+        fit = blind_fit.fit_family(family, gray, BOUND)
+        seconds = time.process_time() - start
         truth_error = rmse(restore_with(case, case.kernel, args.method), case.truth)
         ratio = rmse(restore_with(case, fit.kernel, args.method), case.truth) / truth_error
-        errors = ", ".join(f"Δ{k}={fit.params[k] - v:+.2f}" for k, v in truth.items())
-        print(f"{case.name:<42} {fit.spec:<32} {ratio:6.2f}  {errors}", flush=True)
+        errors = {k: fit.params[k] - v for k, v in truth.items()}
+        if "angle" in errors:
+            errors["angle"] = (errors["angle"] + 90) % 180 - 90
+        met = all(
+            abs(e) <= PARAMETER_TARGETS[k] * (truth[k] if k == "sigma" else 1)
+            for k, e in errors.items()
+        )
+        rows.append((half, ratio, met, seconds))
+        text = ", ".join(f"Δ{k}={e:+.2f}" for k, e in errors.items())
+        print(f"{case.name:<42} {fit.spec:<32} {ratio:6.2f} {seconds:6.1f}  {text}", flush=True)
+    for half in HALVES:
+        picked = [r for r in rows if r[0] == half]
+        if picked:
+            print(
+                f"parametric, {half}: {len(picked)} cases, ratio ≤ 1.5 on "
+                f"{sum(r[1] <= 1.5 for r in picked)}, parameters within the targets on "
+                f"{sum(r[2] for r in picked)}; worst ratio {max(r[1] for r in picked):.2f}; "
+                f"fit CPU time median {np.median([r[3] for r in picked]):.1f} s"
+            )
     return 0
 
 

@@ -110,13 +110,13 @@ class Blind(Transform):
         bound = self.bound or automatic_bound(y.shape)
         blind.check_bound(bound, y.shape)
         blind.check_structure(gray, estimate_noise_sigma(gray))
-        estimate = blind.estimate_kernel(gray, bound, progress=self.on_progress)
         details = {}
         if self.family == "free":
-            kernel, params = estimate.kernel, {}
+            kernel = blind.estimate_kernel(gray, bound, progress=self.on_progress).kernel
+            params = {}
         else:
             self._say(f"fitting the {self.family} family")
-            fit = blind_fit.fit_family(self.family, gray, estimate)
+            fit = blind_fit.fit_family(self.family, gray, bound)
             kernel, params = fit.kernel, fit.params
             details["kernel"] = fit.spec
         self._say("measuring the confidence")
