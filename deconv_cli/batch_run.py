@@ -364,9 +364,12 @@ def _run_processes(items, settings, jobs: int, fail_fast: bool, stop: Stop):
             raise
 
 
-def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop: Stop):
+@contextlib.contextmanager
+def dask_client(scheduler: str, jobs: int):
+    """A Dask client: on a local cluster started here (``"local"``: ``jobs`` worker
+    processes, or one per core), or connected to the scheduler at an address."""
     try:
-        from dask.distributed import Client, LocalCluster, wait
+        from dask.distributed import Client, LocalCluster
     except ImportError as err:
         raise DeconvError(
             "needs Dask: pip install 'deconv-cli[dask]' (or: pip install 'dask[distributed]')",
@@ -392,6 +395,13 @@ def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop:
                     f"cannot connect to the Dask scheduler at `{scheduler}`: {err}",
                     parameter="scheduler",
                 ) from err
+        yield client
+
+
+def _run_dask(items, settings, scheduler: str, jobs: int, fail_fast: bool, stop: Stop):
+    with dask_client(scheduler, jobs) as client:
+        from dask.distributed import wait
+
         single = replace(settings, fft_threads=1)  # one task per worker thread
         slots = sum(client.nthreads().values()) or 1
         yield from _drive(

@@ -124,7 +124,10 @@ class Monitor:
         if self.reference is not None:
             from deconv_cli.metrics import compute_metrics
 
-            values = compute_metrics(self.reference, self.problem.crop(x), ["psnr", "ssim"])
+            reference, estimate = self.reference, self.problem.crop(x)
+            if self.problem.op.spatial == 3 and estimate.ndim == 3:  # the metrics' Z×Y×X×C
+                reference, estimate = reference[..., None], estimate[..., None]
+            values = compute_metrics(reference, estimate, ["psnr", "ssim"])
             psnr, ssim = values["psnr"], values["ssim"]
         record = IterationRecord(
             iteration, float(residual), psnr, ssim, time.perf_counter() - self.start

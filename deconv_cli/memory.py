@@ -18,7 +18,7 @@ import numpy as np
 from deconv_cli.errors import DeconvError
 from deconv_cli.operators import ConvOperator, Geometry, basis_for
 from deconv_cli.restore import get_method
-from deconv_cli.tiled_invert import PILOT_SIDE, default_margin, tileable
+from deconv_cli.tiled_invert import default_margin, pilot_shape, tileable
 from deconv_cli.tiles import Tile, describe_tile, dims, tile_sides
 
 MEMINFO = Path("/proc/meminfo")
@@ -200,11 +200,11 @@ def estimate_bytes(
     op = _whole_operator(command, shape, kernel, geometry, unknown_boundary, spatial)
     itemsize = np.dtype(dtype).itemsize
     copies = _copies(command, method, op, unknown_boundary)
-    d = op.core.ndim
-    spatial, spatial_out = op.input_shape[:d], op.output_shape[:d]
+    d = spatial
+    lengths, lengths_out = op.input_shape[:d], op.output_shape[:d]
     channels = max(math.prod(op.input_shape[d:]), math.prod(op.output_shape[d:]))
     if tile is None:
-        voxels = max(math.prod(spatial), math.prod(spatial_out))
+        voxels = max(math.prod(lengths), math.prod(lengths_out))
         return FIXED_BYTES + int(copies * voxels * channels * itemsize)
     sides = tile_sides(tile, d)
     extent = op.effective.shape[2:]
@@ -213,8 +213,10 @@ def estimate_bytes(
         margins = margins if isinstance(margins, tuple) else (margins,) * d
         # the larger of a tile's window and the pilot crop's, per axis
         window = math.prod(
-            max(min(t, n), min(PILOT_SIDE, n)) + 2 * m + k
-            for t, n, m, k in zip(sides, spatial, margins, extent, strict=True)
+            max(min(t, n), p) + 2 * m + k
+            for t, n, p, m, k in zip(
+                sides, lengths, pilot_shape(lengths), margins, extent, strict=True
+            )
         )
     else:
         stride = geometry.axes(d)[0] if command == "convolve" else (1,) * d
@@ -261,8 +263,9 @@ def check_memory(
     name = f"{command} --method {method}" if method else command
     message = (
         f"{name} on a {dims(shape)} {np.dtype(job.get('dtype', np.float64)).name} image "
-        f"needs about {_gb(need)} of memory"
-        f"{f' with --tile {describe_tile(tile)}' if tile else ''}, {_gb(room)} is available"
+        f"needs about {describe_bytes(need)} of memory"
+        f"{f' with --tile {describe_tile(tile)}' if tile else ''}, "
+        f"{describe_bytes(room)} is available"
     )
     if command == "invert" and not tileable(geometry):
         raise DeconvError(
@@ -278,7 +281,7 @@ def check_memory(
     for size in sizes:
         tiled = estimate_bytes(command, shape, kernel, geometry, tile=size, **job)
         if tiled <= room:
-            raise DeconvError(f"{message}; use --tile {size} (about {_gb(tiled)})")
+            raise DeconvError(f"{message}; use --tile {size} (about {describe_bytes(tiled)})")
     if not mapped:
         for size in [tile] * (tile is not None) + sizes:
             job["mapped"] = True
@@ -287,9 +290,9 @@ def check_memory(
                 raise DeconvError(
                     f"{message}; use --tile {_tile_flag(size)} with float .npy input and "
                     "output, which "
-                    f"are then memory-mapped (about {_gb(tiled)})"
+                    f"are then memory-mapped (about {describe_bytes(tiled)})"
                 )
-    smaller = f"; even --tile {sizes[-1]} needs about {_gb(tiled)}" if sizes else ""
+    smaller = f"; even --tile {sizes[-1]} needs about {describe_bytes(tiled)}" if sizes else ""
     raise DeconvError(f"{message}{smaller}: free memory or process a smaller image")
 
 
@@ -297,5 +300,6 @@ def _tile_flag(tile: Tile) -> str:
     return describe_tile(tile) if isinstance(tile, tuple) else str(tile)
 
 
-def _gb(nbytes: float) -> str:
+def describe_bytes(nbytes: float) -> str:
+    """``1.2 GB`` or ``250 MB``."""
     return f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.0f} MB"

@@ -129,7 +129,9 @@ def write_npy(tmp: Path, pixels: np.ndarray, has_alpha: bool) -> None:
 # --------------------------------------------------------------------------- memory maps
 
 
-def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | None:
+def map_npy(
+    path: PathLike, *, max_channels: int | None = None, axes: str | None = None
+) -> np.ndarray | None:
     """A read-only memory map of a float ``.npy`` image, to process it in tiles.
 
     The header is validated as :func:`read_image` validates it (no pickles, pixel
@@ -142,6 +144,9 @@ def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | 
         A ``.npy`` file.
     max_channels : int or None, optional
         The most channels accepted (default: any number).
+    axes : str, optional
+        The stored axes of a volume (``--axes``, e.g. ``ZYX``): the shape must have as
+        many, and the voxels (channels excluded) count against the pixel limit.
 
     Returns
     -------
@@ -155,7 +160,12 @@ def map_npy(path: PathLike, *, max_channels: int | None = None) -> np.ndarray | 
     if dtype is None:
         return None
     check_dtype(path, dtype)
-    check_image_shape(path, shape, config.current().max_pixels, max_channels)
+    if axes is None:
+        check_image_shape(path, shape, config.current().max_pixels, max_channels)
+    else:
+        from deconv_cli.volumes import check_voxels, parse_axes
+
+        check_voxels(path, parse_axes(axes, len(shape)), shape)
     if dtype.newbyteorder("=") not in _FLOATS:
         return None
     array = np.load(path, mmap_mode="r", allow_pickle=False)

@@ -98,25 +98,27 @@ class Transform(ABC):
 
     def check_layout(self, image: Image) -> int:
         """The spatial axes of ``image`` (2 or 3), refused before the work when the
-        kernel has more or the tiles do not take them."""
-        spatial = spatial_axes(image.axes)
+        kernel has more, or the command takes 2-D images only."""
+        spatial = kernel_layout(self.kernel, image.axes, f"`{image.path}`")
         if spatial == 3 and not self.volumes:
             raise GeometryError(
                 f"`{image.path}` is a volume (axes {image.axes}); this command takes 2-D images",
                 parameter="axes",
             )
-        if self.kernel.is_volume and spatial == 2:
-            shape = "x".join(map(str, self.kernel.array.shape))
-            raise GeometryError(
-                f"kernel `{self.kernel.description}` is a 3-D volume kernel ({shape}) but "
-                f"`{image.path}` is a 2-D image (axes {image.axes}); give a volume: a TIFF "
-                "stack, or a .npy with --axes ZYX"
-            )
-        if self.tile is not None and spatial == 3:
-            raise GeometryError(
-                "tiles are 2-D in this version; process the volume whole", parameter="tile"
-            )
         return spatial
+
+
+def kernel_layout(kernel: Kernel, axes: str, what: str) -> int:
+    """The spatial axes of data with ``axes`` (2 or 3); a 3-D volume kernel on a 2-D
+    image is refused (``what`` names the data)."""
+    spatial = spatial_axes(axes)
+    if kernel.is_volume and spatial == 2:
+        shape = "x".join(map(str, kernel.array.shape))
+        raise GeometryError(
+            f"kernel `{kernel.description}` is a 3-D volume kernel ({shape}) but {what} is "
+            f"2-D (axes {axes}); give a volume: a TIFF stack, or a .npy with --axes ZYX"
+        )
+    return spatial
 
 
 def spatial_axes(axes: str) -> int:
@@ -151,14 +153,17 @@ def process_file(
 
     ``axes`` are the input's as stored (``--axes``; :func:`deconv_cli.volumes.read_volume`).
     A tiled job from a float ``.npy`` file to a ``.npy`` file (with no other
-    ``--dtype`` nor ``axes``) runs between memory maps of the two files, so that
-    neither the image nor the result is ever in memory at once (:func:`_mapped`).
+    ``--dtype``, and ``axes`` as stored in ``Z, Y, X, C`` order) runs between memory
+    maps of the two files, so that neither the image nor the result is ever in memory
+    at once (:func:`_mapped`).
     """
     start = time.perf_counter()
     inputs = inputs or (path,)
-    mapped = None if axes is not None else _mapped(path, output, transform, dtype)
+    in_order = axes is None or axes == "".join(a for a in "ZYXC" if a in axes)
+    mapped = _mapped(path, output, transform, dtype, axes) if in_order else None
     if mapped is not None:
-        image = Image(mapped, None, mapped.dtype, Path(path))
+        image = Image(mapped, None, mapped.dtype, Path(path), axes=axes or "")
+        transform.check_layout(image)
         outcomes = []
 
         def fill(allocate: Allocate) -> None:
@@ -193,12 +198,15 @@ def process_file(
     )
 
 
-def _mapped(path, output, transform: Transform, dtype: str | None) -> np.ndarray | None:
+def _mapped(
+    path, output, transform: Transform, dtype: str | None, axes: str | None = None
+) -> np.ndarray | None:
     """The memory map of ``path`` when the job can run between memory maps, else None."""
     npy = [Path(p).suffix.lower() == ".npy" for p in (path, output)]
     if not (all(npy) and transform.mappable()):
         return None
-    array = map_npy(path, max_channels=transform.kernel.max_channels)  # None: needs scaling
+    # None: needs scaling
+    array = map_npy(path, max_channels=transform.kernel.max_channels, axes=axes)
     if array is None or not array.dtype.isnative:
         return None
     requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
@@ -424,6 +432,19 @@ class Invert(Transform):
     def result_shape(self, shape: tuple[int, ...], spatial: int = 2) -> tuple[int, ...]:
         return self._problem(shape, spatial).image_shape
 
+    def check_layout(self, image: Image) -> int:
+        from deconv_cli.restore import get_method, methods
+
+        spatial = super().check_layout(image)
+        if spatial == 3 and not get_method(self.method).volumes:
+            others = ", ".join(m.name for m in methods().values() if m.volumes)
+            raise GeometryError(
+                f"`{self.method}` takes 2-D images, and `{image.path}` is a volume (axes "
+                f"{image.axes}); on volumes use {others}",
+                parameter="method",
+            )
+        return spatial
+
     def __call__(self, image: Image, y: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         spatial = spatial_axes(image.axes)
         check_memory(
@@ -456,6 +477,7 @@ class Invert(Transform):
                 out=allocate(problem.image_shape, problem.op.dtype) if allocate else None,
                 source_dtype=image.source_dtype,
                 on_tile=self.on_tile,
+                spatial=spatial,
             )
             if self.clip:
                 np.clip(result.image, 0, 1, out=result.image)
@@ -504,8 +526,10 @@ def describe_result(result: RestoreResult) -> dict[str, str]:
     return details
 
 
-def _tiles(tile: int, allocate: Allocate | None) -> str:
-    return f"{tile}x{tile} (exact{', memory-mapped' if allocate else ''})"
+def _tiles(tile, allocate: Allocate | None) -> str:
+    from deconv_cli.tiles import describe_tile
+
+    return f"{describe_tile(tile)} (exact{', memory-mapped' if allocate else ''})"
 
 
 def _shape(shape: tuple[int, ...]) -> str:

@@ -145,15 +145,16 @@ def roundtrip(
     bits: int | None = None,
     methods: Sequence[str] | None = None,
     on_method: Callable[[str], None] | None = None,
+    spatial: int = 2,
 ) -> Roundtrip:
     """Blur ``image`` (+ noise, + quantization), recover it every way, measure each result.
 
     Parameters
     ----------
-    image : (H, W) or (H, W, C) ndarray
+    image : (H, W) or (H, W, C) ndarray, or a volume (Z, H, W[, C])
         The sharp image ``x`` on the [0, 1] scale (computed in float64).
     kernel : ndarray
-        A 2-D kernel or a ``(C_out, C_in, kh, kw)`` bank, as stored.
+        A 2-D kernel, a 3-D one (volumes) or a ``(C_out, C_in, kh, kw)`` bank, as stored.
     geometry : Geometry
     noise : Noise, optional
         Added to ``A x`` with ``np.random.default_rng(seed)``.
@@ -163,6 +164,9 @@ def roundtrip(
         Registered inversion methods (default: those the registry marks for roundtrip).
     on_method : callable, optional
         Called with each method's name before it runs (for progress output).
+    spatial : {2, 3}
+        The spatial axes of ``image`` (3: a volume, measured as the metrics measure
+        volumes; methods that take 2-D images only are not run).
 
     Returns
     -------
@@ -172,7 +176,7 @@ def roundtrip(
         row, then one row per method, in the order given.
     """
     from deconv_cli.inversion import build_problem, invert
-    from deconv_cli.restore import RestoreOptions
+    from deconv_cli.restore import RestoreOptions, get_method
 
     names = check_methods(methods)
     x = np.asarray(image, dtype=np.float64)
@@ -180,7 +184,7 @@ def roundtrip(
         # A bank's size-one channel axis is dropped (so the inverse problem recovers H×W):
         # measure against the same H×W.
         x = x[:, :, 0]
-    op = ConvOperator(kernel, x.shape, geometry)
+    op = ConvOperator(kernel, x.shape, geometry, spatial=spatial)
     y, sigma, description = degrade(op, x, noise=noise, seed=seed, bits=bits)
     if sigma is None:
         analysis = analyze(
@@ -189,19 +193,31 @@ def roundtrip(
     else:
         analysis = analyze(op, noise_sigma=sigma, noise_source=f"the data's noise ({description})")
 
-    rows = [_baseline(x, y)]
+    volume = spatial == 3
+    rows = [_baseline(x, y, volume)]
     start = time.perf_counter()
     transposed = op.adjoint(y)
     note = "Aᵀy as is: restores the shape, not the values"
     if _orthogonal(analysis):
         note = "Aᵀy as is: every singular value is 1 (A is orthogonal), so Aᵀ = A⁻¹"
     rows.append(
-        _scored(RoundtripRow("transpose", note=note), x, transposed, time.perf_counter() - start)
+        _scored(
+            RoundtripRow("transpose", note=note),
+            x,
+            transposed,
+            time.perf_counter() - start,
+            volume,
+        )
     )
-    problem = build_problem(kernel, y.shape, geometry, output_shape=x.shape[:2])
+    problem = build_problem(
+        kernel, y.shape, geometry, output_shape=x.shape[:spatial], spatial=spatial
+    )
     for name in names:
         if on_method is not None:
             on_method(name)
+        if spatial == 3 and not get_method(name).volumes:
+            rows.append(RoundtripRow(name, note="not run: it takes 2-D images"))
+            continue
         if name == "inverse" and not analysis.invertible:
             rows.append(RoundtripRow(name, note=f"not run: A is not invertible: {_why(analysis)}"))
             continue
@@ -216,7 +232,7 @@ def roundtrip(
             rows.append(RoundtripRow(name, note=f"failed: {err}"))
             continue
         seconds = time.perf_counter() - start
-        row = _scored(RoundtripRow(name), x, recovered, seconds)
+        row = _scored(RoundtripRow(name), x, recovered, seconds, volume)
         if name == "inverse" and analysis.predicted_rmse is not None:
             # replaces the method's own warning, which says the same
             notes = [n for n in notes if "amplified" not in n]
@@ -230,14 +246,14 @@ def roundtrip(
     return Roundtrip(x, y, op, analysis, rows, description, sigma)
 
 
-def _baseline(original: np.ndarray, data: np.ndarray) -> RoundtripRow:
+def _baseline(original: np.ndarray, data: np.ndarray, volume: bool) -> RoundtripRow:
     """The ``blurred`` row: the data itself scored against the image, the gain's zero."""
     row = RoundtripRow("blurred", note="the data y as is: the score of doing nothing")
     if data.shape != original.shape:
         row.image = data
         row.note = f"not scored: the data is {_dims(data.shape)}, the image {_dims(original.shape)}"
         return row
-    return _scored(row, original, data, None)
+    return _scored(row, original, data, None, volume)
 
 
 def _dims(shape: Sequence[int]) -> str:
@@ -267,7 +283,11 @@ def _number(value: float | None) -> str:
 
 
 def _scored(
-    row: RoundtripRow, original: np.ndarray, result: np.ndarray, seconds: float | None
+    row: RoundtripRow,
+    original: np.ndarray,
+    result: np.ndarray,
+    seconds: float | None,
+    volume: bool = False,
 ) -> RoundtripRow:
     from deconv_cli.metrics import compute_metrics
 
@@ -276,7 +296,10 @@ def _scored(
     if not np.all(np.isfinite(result)):
         row.note = "; ".join(filter(None, [row.note, "the result has NaN/Inf values"]))
         return row
-    names = ["psnr", "rmse"] + (["ssim"] if min(original.shape[:2]) >= 7 else [])
+    spatial = original.shape[:2] if original.ndim < 3 or not volume else original.shape[:3]
+    names = ["psnr", "rmse"] + (["ssim"] if min(spatial) >= 7 else [])
+    if volume and original.ndim == 3:  # the metrics read volumes as Z×Y×X×C
+        original, result = original[..., None], result[..., None]
     values = compute_metrics(original, result, names, data_range=1.0)
     row.psnr, row.rmse, row.ssim = values["psnr"], values["rmse"], values.get("ssim")
     return row
@@ -338,18 +361,22 @@ def save_outputs(
 
 
 def montage_panels(result: Roundtrip) -> list[tuple[np.ndarray, list[str]]]:
-    """The montage's panels: the truth, then every row with an image, each with its caption.
+    """The montage's panels: the truth, then every row with an image, each with its caption
+    (the central plane of a volume).
 
     A caption is the row's name and its PSNR and SSIM against the truth (``—`` where
     not measured), e.g. ``["wiener", "PSNR 27.31 dB", "SSIM 0.8412"]``.
     """
     from deconv_cli.report import metric_text
 
-    panels = [(result.original, ["truth", "the sharp image"])]
+    def shown(image: np.ndarray) -> np.ndarray:  # a volume's central plane
+        return image[image.shape[0] // 2] if result.operator.spatial == 3 else image
+
+    panels = [(shown(result.original), ["truth", "the sharp image"])]
     for row in result.rows:
         if row.image is not None:
             scores = [metric_text("psnr", row.psnr), metric_text("ssim", row.ssim)]
-            panels.append((row.image, [row.method, *scores]))
+            panels.append((shown(row.image), [row.method, *scores]))
     return panels
 
 

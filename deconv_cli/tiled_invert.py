@@ -34,8 +34,9 @@ from deconv_cli.tiles import (
 
 MARGIN_FACTOR = 3
 """The default invert margin in effective kernel extents (see :func:`default_margin`)."""
-PILOT_SIDE = 1024
-"""A tiled invert chooses its automatic parameters on a central crop of at most this side."""
+PILOT_VOXELS = 1024 * 1024
+"""A tiled invert chooses its automatic parameters on a central crop of at most this many
+pixels or voxels (1024 × 1024 in 2-D; a cube of 101 voxels a side in 3-D)."""
 
 
 def default_margin(op) -> tuple[int, ...]:
@@ -92,6 +93,19 @@ def _central(n: int, side: int) -> tuple[int, int]:
     return start, min(n, start + side)
 
 
+def pilot_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The pilot crop's lengths: ``min(n, s)`` per axis, ``s`` the largest side whose
+    crop holds at most :data:`PILOT_VOXELS` points."""
+    low, high = 1, max(shape)
+    while low < high:  # the largest s with prod(min(n, s)) <= PILOT_VOXELS
+        side = (low + high + 1) // 2
+        if math.prod(min(n, side) for n in shape) <= PILOT_VOXELS:
+            low = side
+        else:
+            high = side - 1
+    return tuple(min(n, low) for n in shape)
+
+
 def tiled_invert(
     blurred: np.ndarray,
     kernel: np.ndarray,
@@ -105,6 +119,7 @@ def tiled_invert(
     out: np.ndarray | None = None,
     source_dtype: np.dtype | None = None,
     on_tile: Callable[[int, int], None] | None = None,
+    spatial: int = 2,
 ) -> RestoreResult:
     """Solve ``A x ≈ y`` tile by tile, each tile on a window with a margin.
 
@@ -136,6 +151,8 @@ def tiled_invert(
         The stored pixel type, for the quantization note of ``inverse``.
     on_tile : callable, optional
         ``on_tile(done, total)`` after each tile.
+    spatial : {2, 3}
+        The data's spatial axes (3: a volume, tiled in boxes).
 
     Returns
     -------
@@ -147,7 +164,7 @@ def tiled_invert(
 
     Notes
     -----
-    The method first runs on the central crop of ``PILOT_SIDE`` per axis (the whole
+    The method first runs on the central crop of :func:`pilot_shape` (the whole
     image when smaller), with its margin: the *pilot*. Its automatic choices
     (Tikhonov's GCV ``reg``, Wiener's ``nsr``, TV's ``lam``, the noise level, the
     method ``auto`` picks, and the iteration count where a discrepancy rule stops
@@ -167,7 +184,12 @@ def tiled_invert(
     check_tiled_geometry(geometry)
     dtype = np.dtype(np.float32 if blurred.dtype == np.float32 else np.float64)
     whole = build_problem(
-        kernel, blurred.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
+        kernel,
+        blurred.shape,
+        geometry,
+        unknown_boundary=unknown_boundary,
+        dtype=dtype,
+        spatial=spatial,
     )
     d = whole.op.core.ndim
     sides = tile_sides(tile, d)
@@ -206,7 +228,12 @@ def tiled_invert(
             # auto's own estimate, kept so that the method it picks gets it on every tile
             opts = replace(opts, noise_sigma=estimate_noise_sigma(data))
         problem = build_problem(
-            kernel, data.shape, geometry, unknown_boundary=unknown_boundary, dtype=dtype
+            kernel,
+            data.shape,
+            geometry,
+            unknown_boundary=unknown_boundary,
+            dtype=dtype,
+            spatial=spatial,
         )
         result = invert(data, problem, chosen, opts, source_dtype=note_dtype)
         flat = data.reshape(-1)
@@ -214,7 +241,10 @@ def tiled_invert(
         return result, core, data_energy
 
     pilot, _, _ = solve(
-        tuple(_central(n, PILOT_SIDE) for n in shape), method, options, source_dtype
+        tuple(_central(n, p) for n, p in zip(shape, pilot_shape(shape), strict=True)),
+        method,
+        options,
+        source_dtype,
     )
     fixed = get_method(pilot.method).freeze(options, pilot)
     iterations, converged = [], []

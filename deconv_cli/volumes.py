@@ -123,7 +123,7 @@ def read_volume(
         shape, dtype = npy_header(path, head)
         if shape is not None:
             formats.check_dtype(path, dtype)
-            _check_voxels(path, parse_axes(axes, len(shape)), shape)
+            check_voxels(path, parse_axes(axes, len(shape)), shape)
         array, stored, spacing = load_npy(path), parse_axes(axes), None
     elif fmt is formats.TIFF and (stack := _read_tiff(path, axes)) is not None:
         array, stored, spacing = stack
@@ -157,7 +157,8 @@ def _agree(path: Path, given: str, stored: str, ndim: int) -> str:
     return stored
 
 
-def _check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
+def check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
+    """Refuse a volume of more voxels (channels excluded) than the pixel limit."""
     limit = config.current().max_pixels
     voxels = int(np.prod([n for a, n in zip(axes, shape, strict=True) if a != "C"]))
     if voxels > limit:
@@ -200,7 +201,7 @@ def _read_tiff(path: Path, axes: str | None):
             if "Z" not in stored and len(main_pages(tif)) == 1:
                 return None
             formats.check_dtype(path, series.dtype)
-            _check_voxels(path, stored, shape)
+            check_voxels(path, stored, shape)
             spacing = _tiff_spacing(tif)
             array = series.asarray().reshape(shape)
     except (InputError, MemoryError):

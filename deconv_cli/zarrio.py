@@ -322,3 +322,101 @@ def chunked(op, x, *, adjoint: bool = False):
         dtype=tiler.core.dtype,
         meta=np.empty((0,) * x.ndim, dtype=tiler.core.dtype),
     )
+
+
+def chunked_bytes(op, chunks: Sequence[Sequence[int]], workers: int, itemsize: int) -> int:
+    """The peak memory of :func:`chunked` on ``workers`` threads: each holds a chunk with
+    its overlap and the work of the tiles' window (:data:`deconv_cli.memory.COPIES`)."""
+    from deconv_cli.memory import COPIES, FIXED_BYTES
+
+    tiler = Tiler(op)
+    window = 1
+    for a, sizes in enumerate(chunks):
+        window *= max(sizes) + (2 * (tiler.extent[a] - 1) if a < tiler.ndim else 0)
+    return FIXED_BYTES + int(workers * (COPIES["convolve"] + 2) * window * itemsize)
+
+
+def process_zarr(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    kernel: np.ndarray,
+    geometry,
+    *,
+    adjoint: bool = False,
+    axes: str | None = None,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    scheduler: str | None = None,
+    jobs: int = 1,
+) -> dict[str, str]:
+    """``A x`` (or ``Aᵀ x``) of a Zarr stack into an OME-Zarr image, chunk by chunk.
+
+    Parameters
+    ----------
+    source, output : str or PathLike
+        The input store and the output directory (an OME-Zarr image).
+    kernel, geometry
+        As for :class:`deconv_cli.operators.ConvOperator` (``same`` mode, stride 1).
+    adjoint : bool
+        ``transpose`` instead of ``convolve``.
+    axes : str, optional
+        The stored axes of a plain Zarr array (:func:`open_zarr`).
+    dtype : {"float32", "float64"}, optional
+        The output's type (default: the computation's).
+    overwrite : bool
+    scheduler : str, optional
+        ``"local"`` (a local Dask cluster of ``jobs`` processes, or one per core), a
+        scheduler's address, or None (Dask's threads in this process).
+    jobs : int
+
+    Returns
+    -------
+    dict
+        Summary lines: shape, chunks, memory estimate, scheduler.
+
+    Raises
+    ------
+    DeconvError
+        Before any work: a geometry that changes the shape, an integer ``dtype``, an
+        existing output without ``overwrite``, a job whose estimated memory exceeds
+        the memory available.
+    """
+    from deconv_cli.memory import available_bytes, describe_bytes
+    from deconv_cli.operators import ConvOperator
+
+    if dtype not in (None, "float32", "float64"):
+        raise OutputError(f"--dtype: `{dtype}`: Zarr outputs hold float32 or float64")
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise OutputError(f"`{output}` exists; use --overwrite to replace it")
+    volume = open_zarr(source, axes=axes)
+    spatial = len(volume.axes.replace("C", ""))
+    data = volume.data
+    op = ConvOperator(kernel, data.shape, geometry, spatial=spatial, dtype=data.dtype)
+    result = chunked(op, data, adjoint=adjoint)
+    workers = jobs if scheduler is not None and jobs > 1 else os.cpu_count() or 1
+    need = chunked_bytes(op, result.chunks, workers, result.dtype.itemsize)
+    room = available_bytes()
+    if room is not None and need > room:
+        raise DeconvError(
+            f"`{source}`: chunks of {'x'.join(str(max(c)) for c in result.chunks)} on "
+            f"{workers} workers need about {describe_bytes(need)} of memory, "
+            f"{describe_bytes(room)} is available; rechunk the store smaller"
+        )
+    if dtype is not None:
+        result = result.astype(dtype)
+    if scheduler is None:
+        write_zarr(output, result, axes=volume.axes, spacing=volume.spacing, overwrite=overwrite)
+    else:
+        from deconv_cli.batch_run import dask_client
+
+        with dask_client(scheduler, jobs):
+            write_zarr(
+                output, result, axes=volume.axes, spacing=volume.spacing, overwrite=overwrite
+            )
+    return {
+        "shape": f"{'x'.join(map(str, data.shape))} ({volume.axes}), {result.dtype}",
+        "chunks": "x".join(str(max(c)) for c in result.chunks) + f", {result.npartitions} of them",
+        "memory estimate": describe_bytes(need),
+        "scheduler": scheduler or "threads",
+    }

@@ -250,3 +250,95 @@ def test_compare_a_volume_with_an_image_is_refused(tmp_path):
     np.save(tmp_path / "s.npy", np.zeros((3, 8, 8)))
     line = one_error_line(run("compare", tmp_path / "s.tif", tmp_path / "s.npy"))
     assert "compare a volume with a volume" in line and "--axes" in line
+
+
+def blurred_volume(tmp_path, seed=11):
+    """A smooth phantom, blurred by scipy.ndimage with a wrap boundary, as ZYX .npy."""
+    from deconv_cli.kernels import load_kernel
+
+    truth = ndimage.gaussian_filter(rng(seed).random((8, 16, 16)), 1.5, mode="wrap")
+    truth = (truth - truth.min()) / (truth.max() - truth.min())
+    kernel = load_kernel("gaussian:sigma=0.6,sigma_z=0.5", volume=True).array
+    np.save(tmp_path / "y.npy", ndimage.convolve(truth, kernel, mode="wrap"))
+    return truth
+
+
+def test_invert_inverse_recovers_a_volume_and_keeps_its_voxel_size(tmp_path):
+    truth = blurred_volume(tmp_path)
+    spec = "gaussian:sigma=0.6,sigma_z=0.5"
+    common = ["-k", spec, "--boundary", "wrap", "-m", "inverse", "-q"]
+    result = run("invert", tmp_path / "y.npy", "--axes", "ZYX", "-o", tmp_path / "x.npy", *common)
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "x.npy"), truth, atol=1e-9)
+    stack = np.moveaxis(np.stack([np.load(tmp_path / "y.npy")] * 2), 0, 1)  # Z C Y X
+    tifffile.imwrite(
+        tmp_path / "y.tif", stack.astype(np.float32), imagej=True, resolution=(10, 10),
+        metadata={"axes": "ZCYX", "spacing": 0.3, "unit": "um"},
+    )  # fmt: skip
+    assert run("invert", tmp_path / "y.tif", "-o", tmp_path / "x.tif", *common).exit_code == 0
+    with tifffile.TiffFile(tmp_path / "x.tif") as tif:
+        assert tif.series[0].axes == "ZCYX" and tif.imagej_metadata["spacing"] == 0.3
+        x = tif.series[0].asarray()
+    np.testing.assert_allclose(x[:, 1], truth, atol=1e-4)  # float32 data
+
+
+def test_invert_rl_on_a_volume_measures_its_history_in_3d(tmp_path):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    truth = blurred_volume(tmp_path)
+    np.save(tmp_path / "truth.npy", truth)
+    result = run(
+        "invert", tmp_path / "y.npy", "--axes", "ZYX", "-k", "gaussian:sigma=0.6,sigma_z=0.5",
+        "--boundary", "wrap", "-m", "richardson-lucy", "--iterations", "5", "--tol", "0",
+        "--reference", tmp_path / "truth.npy", "--history", tmp_path / "h.csv",
+        "-o", tmp_path / "x.npy", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    x = np.load(tmp_path / "x.npy")
+    last = (tmp_path / "h.csv").read_text().strip().splitlines()[-1].split(",")
+    header = (tmp_path / "h.csv").read_text().splitlines()[0].split(",")
+    row = dict(zip(header, last, strict=True))
+    assert float(row["psnr"]) == pytest.approx(
+        peak_signal_noise_ratio(truth, x, data_range=1), abs=1e-3
+    )
+    assert float(row["ssim"]) == pytest.approx(
+        structural_similarity(truth, x, data_range=1), abs=1e-4
+    )  # a 7×7×7 window, not 8 channels of 16×16
+    blurred = np.load(tmp_path / "y.npy")
+    assert peak_signal_noise_ratio(truth, x, data_range=1) > peak_signal_noise_ratio(
+        truth, blurred, data_range=1
+    )
+
+
+def test_the_default_method_on_a_volume_and_tv_refused(tmp_path):
+    blurred_volume(tmp_path)
+    args = [tmp_path / "y.npy", "--axes", "ZYX", "-k", "gaussian:sigma=0.6,sigma_z=0.5"]
+    result = run("invert", *args, "-o", tmp_path / "x.npy")
+    assert result.exit_code == 0, result.output
+    assert "auto picked wiener" in result.output and "a volume (tv is 2-D)" in result.output
+    line = one_error_line(run("invert", *args, "-m", "tv", "-o", tmp_path / "t.npy"))
+    assert "--method: `tv` takes 2-D images" in line and "richardson-lucy" in line
+    assert not (tmp_path / "t.npy").exists()
+
+
+def test_roundtrip_on_a_volume(tmp_path):
+    import json
+
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    truth = blurred_volume(tmp_path)
+    np.save(tmp_path / "truth.npy", truth)
+    result = run(
+        "roundtrip", tmp_path / "truth.npy", "--axes", "ZYX", "-k",
+        "gaussian:sigma=0.6,sigma_z=0.5", "-m", "wiener,tv", "--out-dir", tmp_path / "out",
+        "-f", "json", "-q",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = {row["method"]: row for row in json.loads(result.stdout)["rows"]}
+    assert rows["tv"]["note"] == "not run: it takes 2-D images"
+    for name in ("blurred", "wiener"):
+        x = np.load(tmp_path / "out" / f"{name}.npy")
+        assert x.shape == truth.shape
+        assert rows[name]["psnr"] == pytest.approx(peak_signal_noise_ratio(truth, x, data_range=1))
+        assert rows[name]["ssim"] == pytest.approx(structural_similarity(truth, x, data_range=1))
+    assert (tmp_path / "out" / "montage.png").exists()

@@ -300,3 +300,21 @@ def test_3d_fft_engine_pads_to_5_smooth_lengths():
     op = Convolution(np.ones((1, 1, 15, 15, 15)), (51, 131, 131, 1), engine="fft")
     # 65 -> 72 = 2^3 3^2; 145 -> 160 = 2^5 5 (150 = 2 3 5^2 has two factors 5: slower)
     assert op._engine.size == (72, 160, 160)
+
+
+def test_cli_tile_per_axis_equals_untiled_and_bad_tiles_are_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from deconv_cli.cli import main
+
+    np.save(tmp_path / "x.npy", rng(13).random((40, 30)))
+    runner = CliRunner()
+    base = ["convolve", str(tmp_path / "x.npy"), "-k", "gaussian:sigma=2", "-q"]
+    assert runner.invoke(main, [*base, "-o", str(tmp_path / "a.npy")]).exit_code == 0
+    tiled = runner.invoke(main, [*base, "-o", str(tmp_path / "b.npy"), "--tile", "7x11"])
+    assert tiled.exit_code == 0, tiled.output
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert relative_gap(b, a) <= 1e-12
+    bad = runner.invoke(main, [*base, "-o", str(tmp_path / "c.npy"), "--tile", "4x0"])
+    assert bad.exit_code == 2
+    assert bad.stderr.count("\n") == 1 and "must be N, HxW or ZxYxX" in bad.stderr

@@ -118,3 +118,39 @@ def test_a_3d_zarr_array_without_axes_is_refused_naming_axes(tmp_path):
     with pytest.raises(InputError, match="without axes metadata; give --axes"):
         open_zarr(tmp_path / "a.zarr")
     assert open_zarr(tmp_path / "a.zarr", axes="ZYX").axes == "ZYX"
+
+
+def test_convolve_and_transpose_commands_on_a_zarr_stack(tmp_path):
+    from click.testing import CliRunner
+
+    from deconv_cli.cli import main
+    from deconv_cli.kernels import load_kernel
+    from deconv_cli.operators import ConvOperator
+
+    r = np.random.default_rng(7)
+    stack = r.random((14, 40, 36)).astype(np.float32)
+    store = zarr.open_array(
+        str(tmp_path / "in.zarr"), mode="w", shape=stack.shape, chunks=(7, 16, 16), dtype="f4"
+    )
+    store[...] = stack
+    spec = "gaussian:sigma=1.2,sigma_z=2"
+    op = ConvOperator(
+        load_kernel(spec, volume=True).array,
+        stack.shape,
+        Geometry.create(boundary="wrap"),
+        spatial=3,
+        dtype=np.float32,
+    )
+    runner = CliRunner()
+    for command, expected in (("convolve", op.forward(stack)), ("transpose", op.adjoint(stack))):
+        out = tmp_path / f"{command}.zarr"
+        args = [command, str(tmp_path / "in.zarr"), "--axes", "ZYX", "-k", spec]
+        result = runner.invoke(main, [*args, "--boundary", "wrap", "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert f"{out}: chunks:" in result.stderr
+        got = np.asarray(open_zarr(out).data)
+        assert got.dtype == np.float32 and relative_gap(got, expected) <= 1e-5
+    refused = runner.invoke(main, ["invert", str(tmp_path / "in.zarr"), "-k", spec, "-o", "x"])
+    assert refused.exit_code == 2 and "by convolve or transpose" in refused.stderr
+    tiled = runner.invoke(main, [*args, "--tile", "8", "-o", str(tmp_path / "t.zarr")])
+    assert tiled.exit_code == 2 and "give no --tile" in tiled.stderr

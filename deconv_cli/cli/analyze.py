@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from deconv_cli.cli.options import (
+    axes_option,
     format_option,
     geometry_options,
     kernel_options,
@@ -23,7 +24,9 @@ def _positive_sigma(ctx, param, value):
     return value
 
 
-def _parse_shape(value: str) -> tuple[int, ...]:
+def _parse_shape(value: str, axes: str | None) -> tuple[tuple[int, ...], str]:
+    """``(shape, axes)`` of ``--shape``: ``HxW[xC]``, or lengths in the order of ``--axes``
+    (returned in Z, Y, X, C order)."""
     from deconv_cli.errors import GeometryError
 
     parts = value.lower().replace("×", "x").split("x")
@@ -31,14 +34,24 @@ def _parse_shape(value: str) -> tuple[int, ...]:
         numbers = tuple(int(p) for p in parts)
     except ValueError:
         numbers = ()
-    if len(numbers) not in (2, 3) or min(numbers) < 1:
-        raise GeometryError(f"--shape: `{value}` is not HxW or HxWxC with positive integers")
-    return numbers
+    if axes is None:
+        if len(numbers) not in (2, 3) or min(numbers) < 1:
+            raise GeometryError(f"--shape: `{value}` is not HxW or HxWxC with positive integers")
+        return numbers, "YXC"[: len(numbers)]
+    if len(numbers) != len(axes) or min(numbers, default=0) < 1:
+        raise GeometryError(
+            f"--shape: `{value}` must give {len(axes)} positive lengths, one per axis of "
+            f"--axes {axes}"
+        )
+    order = "".join(a for a in "ZYXC" if a in axes)
+    return tuple(numbers[axes.index(a)] for a in order), order
 
 
-def _image_shape(image, shape, kernel) -> tuple[tuple[int, ...], int | None]:
-    """The operator's input shape, and the image's bit depth (integer images only)."""
+def _image_shape(image, shape, kernel, axes) -> tuple[tuple[int, ...], int, int | None]:
+    """The operator's input shape, its spatial axes, and the image's bit depth (integer
+    images only)."""
     from deconv_cli.errors import DeconvError
+    from deconv_cli.process import kernel_layout
 
     if image is not None and shape is not None:
         raise DeconvError("give an IMAGE or --shape HxW, not both")
@@ -49,16 +62,18 @@ def _image_shape(image, shape, kernel) -> tuple[tuple[int, ...], int | None]:
     if image is not None:
         import numpy as np
 
-        from deconv_cli.io import read_image
+        from deconv_cli.volumes import read_volume
 
-        read = read_image(image, max_channels=kernel.max_channels)
+        read = read_volume(image, axes=axes, max_channels=kernel.max_channels)
+        spatial = kernel_layout(kernel, read.axes, f"`{image}`")
         dtype = np.dtype(read.source_dtype)
         bits = np.iinfo(dtype).bits if dtype.kind == "u" else None
-        return read.data.shape, bits
-    dims = _parse_shape(shape)
-    if kernel.is_bank and len(dims) == 2 and kernel.array.shape[1] > 1:
+        return read.data.shape, spatial, bits
+    dims, order = _parse_shape(shape, axes)
+    spatial = kernel_layout(kernel, order, f"--shape {shape}")
+    if kernel.is_bank and len(dims) == spatial and kernel.array.shape[1] > 1:
         dims = dims + (kernel.array.shape[1],)
-    return dims, None
+    return dims, spatial, None
 
 
 def _number(value, fmt: str = ".4g") -> str:
@@ -157,9 +172,11 @@ def _columns():
     "--shape",
     default=None,
     metavar="HxW[xC]",
-    help="Shape of the image the operator acts on (instead of IMAGE); for a MODEL.onnx, "
+    help="Shape of the image the operator acts on (instead of IMAGE): HxW[xC], or one "
+    "length per letter of --axes (e.g. --shape 32x64x64 --axes ZYX); for a MODEL.onnx, "
     "the network input HxWxC.",
 )
+@axes_option
 @geometry_options()
 @click.option(
     "--noise-sigma",
@@ -193,6 +210,7 @@ def analyze(
     image,
     kernel,
     shape,
+    axes,
     geometry,
     noise_sigma,
     bits,
@@ -223,6 +241,8 @@ def analyze(
       deconv analyze -k layer.npy --shape 32x32 --correlate --stride 2 --boundary wrap
       deconv analyze -k motion:length=9 --shape 64x64 --noise-sigma 0.01 --format json
       deconv analyze model.onnx --shape 224x224x3 --format csv
+      deconv analyze -k gaussian:sigma=1.5,sigma_z=2 --shape 32x64x64 --axes ZYX
+      deconv analyze stack.tif -k psf.tif --boundary wrap
     """
     import json
 
@@ -233,7 +253,7 @@ def analyze(
 
     if image is not None and image.lower().endswith(".onnx") and kernel.kernel_spec is None:
         geometry_flags = ("mode", "boundary", "correlate", "stride", "dilation", "padding")
-        if (noise_sigma, bits, spectrum) != (None, None, None) or given_flags(geometry_flags):
+        if (noise_sigma, bits, spectrum, axes) != (None,) * 4 or given_flags(geometry_flags):
             raise DeconvError(
                 "analyze MODEL takes the layers' geometry from the model: give only --shape, "
                 "--format and --quiet"
@@ -245,12 +265,14 @@ def analyze(
     if noise_sigma is not None and bits is not None:
         raise DeconvError("give --noise-sigma or --bits, not both")
     geometry, kernel = operator_inputs(kernel, geometry)
-    input_shape, image_bits = _image_shape(image, shape, kernel)
+    input_shape, spatial, image_bits = _image_shape(image, shape, kernel, axes)
     if spectrum is not None:  # refuse a bad --spectrum path before the work
         from deconv_cli.fs import check_target
 
+        if spatial == 3:
+            raise DeconvError("--spectrum: the picture is of 2-D operators; leave it out")
         check_target(spectrum, overwrite=overwrite, inputs=(image,) if image else ())
-    op = ConvOperator(kernel.array, input_shape, geometry)
+    op = ConvOperator(kernel.array, input_shape, geometry, spatial=spatial)
     source = None
     if noise_sigma is None and bits is None and image_bits is not None:
         bits, source = image_bits, f"{image_bits}-bit quantization (the image's)"
@@ -300,6 +322,7 @@ def verdict_lines(analysis) -> list[str]:
 @click.command()
 @click.argument("image", type=click.Path(path_type=str))
 @kernel_options
+@axes_option
 @geometry_options()
 @noise_options
 @click.option(
@@ -337,6 +360,7 @@ def verdict_lines(analysis) -> list[str]:
 def roundtrip(
     image,
     kernel,
+    axes,
     geometry,
     noise,
     seed,
@@ -357,6 +381,10 @@ def roundtrip(
     same noise level. Its first row, `blurred`, scores the data itself: what
     doing nothing gives, the baseline every method must beat.
 
+    A volume (a TIFF stack, or .npy with --axes ZYX) is measured as one (SSIM
+    7×7×7); methods that take 2-D images only are not run; the montage shows the
+    central plane.
+
     Long notes go under the table as numbered footnotes. On a terminal a live
     status line shows the method running; in a log, one line per method.
 
@@ -367,20 +395,24 @@ def roundtrip(
       deconv roundtrip photo.png -k box:size=4 --boundary wrap --bits 8 -m inverse,tv
       deconv roundtrip x.png -k samples/haar_bank.npy --correlate --stride 2 --mode valid
       deconv roundtrip photo.png -k disk:radius=3 --out-dir results/ --format markdown
+      deconv roundtrip stack.tif -k gaussian:sigma=1,sigma_z=2 -m richardson-lucy,wiener
     """
     import json
 
     from deconv_cli.cli.models import operator_inputs
     from deconv_cli.cli.output import live_status
-    from deconv_cli.io import read_image
     from deconv_cli.noise import parse_noise
+    from deconv_cli.process import kernel_layout
     from deconv_cli.roundtrip import check_methods
     from deconv_cli.roundtrip import roundtrip as run_roundtrip
 
     geometry, kernel = operator_inputs(kernel, geometry)
     names = check_methods([m.strip() for m in (methods or "").split(",") if m.strip()])
     parsed_noise = parse_noise(noise)
-    data = read_image(image, max_channels=kernel.max_channels).data
+    from deconv_cli.volumes import read_volume
+
+    read = read_volume(image, axes=axes, max_channels=kernel.max_channels)
+    spatial, data = kernel_layout(kernel, read.axes, f"`{image}`"), read.data
     if montage is not None:  # refuse a bad --montage path before the work
         from deconv_cli.roundtrip import check_montage
 
@@ -400,6 +432,7 @@ def roundtrip(
             bits=bits,
             methods=names,
             on_method=step,
+            spatial=spatial,
         )
     if montage is not None:
         from deconv_cli.roundtrip import write_montage

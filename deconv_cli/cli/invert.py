@@ -133,7 +133,7 @@ def invert(
     from deconv_cli.cli.models import operator_inputs
 
     geometry, kernel = operator_inputs(kernel, geometry)
-    sharp = _read_reference(reference)
+    sharp = _read_reference(reference, batch.axes)
     records = [] if history else None
 
     def build(single: bool) -> Invert:
@@ -183,12 +183,12 @@ def _check_history(path, batch) -> None:
     fs.check_writable_file(path, overwrite=batch.overwrite, what="history")
 
 
-def _read_reference(path):
+def _read_reference(path, axes):
     if path is None:
         return None
-    from deconv_cli.io import read_image
+    from deconv_cli.volumes import read_volume
 
-    return read_image(path).data
+    return read_volume(path, axes=axes).data
 
 
 def _write_history(path, records, overwrite) -> None:

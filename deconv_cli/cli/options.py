@@ -204,7 +204,7 @@ class BatchRequest:
     jobs: int
     scheduler: str | None
     fail_fast: bool
-    tile: int | None
+    tile: int | tuple[int, ...] | None
     axes: str | None
 
 
@@ -230,6 +230,18 @@ def _check_axes(ctx, param, value):
 
     try:
         return parse_axes(value)
+    except DeconvError as err:
+        raise click.BadParameter(err.detail) from None
+
+
+def _check_tile(ctx, param, value):
+    if value is None:
+        return None
+    from deconv_cli.errors import DeconvError
+    from deconv_cli.tiles import parse_tile
+
+    try:
+        return parse_tile(value)
     except DeconvError as err:
         raise click.BadParameter(err.detail) from None
 
@@ -297,11 +309,11 @@ def processing_options(func):
         ),
         click.option(
             "--tile",
-            type=click.IntRange(min=1),
             default=None,
-            metavar="SIZE",
-            help="Process each image in SIZE x SIZE tiles, with bounded memory "
-            "(exact for convolve/transpose).",
+            metavar="SIZE|ZxYxX",
+            callback=_check_tile,
+            help="Process each image in SIZE x SIZE tiles (a volume in SIZE³ boxes, or "
+            "ZxYxX), with bounded memory (exact for convolve/transpose).",
         ),
         axes_option,
     )(_collect(BatchRequest, "batch")(func))

@@ -31,6 +31,10 @@ def run_batch(batch, build, *, title, kernel, notes=()) -> list:
         raise DeconvError("--overwrite and --skip-existing contradict each other; give one")
     if batch.scheduler not in (None, "local") and batch.jobs != 1:
         raise DeconvError("--jobs sets the workers of --scheduler local; a cluster has its own")
+    from deconv_cli.cli.chunked import run_zarr
+
+    if run_zarr(batch, build(True), title=title):
+        return []
     sources = core.collect(batch.inputs, recursive=batch.recursive)
     stdin_data = b""
     if any(s.path is None for s in sources):
@@ -253,6 +257,7 @@ def convolve(batch, kernel, geometry, noise, seed):
       deconv convolve photo.png -k shake:size=21,seed=3 --noise jpeg:quality=90 -o b.png
       deconv convolve raw.npy -k disk:radius=4 --noise poisson:peak=200+quantize:bits=8 -o b.npy
       deconv convolve x.npy -k samples/haar_bank.npy --correlate --stride 2 -o coeffs.npy
+      deconv convolve stack.zarr -k gaussian:sigma=1.5,sigma_z=3 -o blurred.zarr --scheduler local
     """
     from deconv_cli.cli.models import operator_inputs
     from deconv_cli.noise import parse_noise

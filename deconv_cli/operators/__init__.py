@@ -30,9 +30,10 @@ derived. Module map:
     ``LinearOperator`` view, and :func:`dottest`.
 ``grid``, ``spatial``
     The plans the iterative solvers run on (Richardson-Lucy, TV, CGLS): the
-    operator of one 2-D kernel on a grid with every buffer kept, by FFT
-    (:class:`GridOperator`) or in space (:class:`SpatialGridOperator`), derived from
-    a :class:`ConvOperator` by :func:`grid_operator`.
+    operator of one kernel (1-3 spatial axes, any number of channels) on a grid with
+    every buffer kept, by FFT (:class:`GridOperator`) or in space
+    (:class:`SpatialGridOperator`), derived from the operator's :class:`Convolution`
+    by :func:`grid_operator`.
 
 The tiles (:mod:`deconv_cli.tiles`) apply a ``valid`` operator per window gathered
 through the padding's index map; the dense matrix and the spectral

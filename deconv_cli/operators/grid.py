@@ -28,7 +28,7 @@ from deconv_cli.errors import DeconvError
 from deconv_cli.operators import cost
 from deconv_cli.operators.core import Convolution
 from deconv_cli.operators.cost import fast_length
-from deconv_cli.operators.padding import border_pairs
+from deconv_cli.operators.padding import border_pairs, namespace
 from deconv_cli.operators.threads import fft_workers
 
 
@@ -44,13 +44,15 @@ def one_kernel(op) -> bool:
 
 
 def channel_first(a: np.ndarray, ndim: int) -> np.ndarray:
-    """An array of ``ndim`` spatial axes, channels last if any, as a ``C × *spatial`` view."""
-    return a[None] if a.ndim == ndim else np.moveaxis(a, -1, 0)
+    """An array of ``ndim`` spatial axes, channels last if any, as a ``C × *spatial`` view
+    (in the array's own namespace)."""
+    xp = namespace(a)
+    return xp.expand_dims(a, axis=0) if a.ndim == ndim else xp.moveaxis(a, -1, 0)
 
 
 def channel_last(a: np.ndarray, shape: tuple[int, ...], ndim: int) -> np.ndarray:
     """A ``C × *spatial`` array as a view of the layout of ``shape`` (``*spatial[, C]``)."""
-    return a[0] if len(shape) == ndim else np.moveaxis(a, 0, -1)
+    return a[0, ...] if len(shape) == ndim else namespace(a).moveaxis(a, 0, -1)
 
 
 def noise_planes(a: np.ndarray) -> np.ndarray:
@@ -75,13 +77,17 @@ class _Transforms:
         self.shape = shape
         self.axes = tuple(range(-ndim, 0))
         self.workers = fft_workers()
-        complex_dtype = np.result_type(dtype, np.complex64)
-        self.spectrum = np.empty(shape[:-1] + (shape[-1] // 2 + 1,), dtype=complex_dtype)
+        self.complex_dtype = np.result_type(dtype, np.complex64)
         try:
             from scipy.fft._pocketfft import pypocketfft
         except ImportError:  # pragma: no cover - depends on the scipy build
             pypocketfft = None
         self._pocketfft = pypocketfft
+
+    @cached_property
+    def spectrum(self) -> np.ndarray:
+        """The shared spectrum buffer, made on first use (TV keeps its own)."""
+        return np.empty(self.shape[:-1] + (self.shape[-1] // 2 + 1,), dtype=self.complex_dtype)
 
     def forward(self, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``rfftn(a)`` over the spatial axes into ``out`` (default: the shared spectrum
@@ -174,10 +180,15 @@ class _Grid(ABC):
             slice(c - before, c - before + n)
             for c, (before, _), n in zip(corner, core.pads, self.padded, strict=True)
         )
-        boundary = core.geometry.boundary
-        self._maps = [
-            border_pairs(n, pads, boundary) for n, pads in zip(spatial, core.pads, strict=True)
-        ]
+        # the copies P makes and the sums Pᵀ makes, (target, source) grid indices in order
+        boundary, image = core.geometry.boundary, self.interior[1:]
+        self._fills, self._folds = [], []
+        for axis, (n, pads) in enumerate(zip(spatial, core.pads, strict=True)):
+            fill = self._padded[:axis] + image[axis:]
+            fold = image[:axis] + self._padded[axis:]
+            for border, source in border_pairs(n, pads, boundary) or ():
+                self._fills.append((_at(fill, axis, border), _at(fill, axis, source)))
+                self._folds.append((_at(fold, axis, source), _at(fold, axis, border)))
 
     # -- buffers, made on first use (TV runs its own and needs none of them) -----------
 
@@ -223,13 +234,8 @@ class _Grid(ABC):
         extent of the axes after it, so corners are copies of copies, as ``np.pad``
         makes them.
         """
-        image = self.interior[1:]
-        for axis, pairs in enumerate(self._maps):
-            if pairs is None:
-                continue
-            region = self._padded[:axis] + image[axis:]
-            for dst, src in pairs:
-                grid[_at(region, axis, dst)] = grid[_at(region, axis, src)]
+        for dst, src in self._fills:
+            grid[dst] = grid[src]
 
     def fold_padding(self, grid: np.ndarray) -> np.ndarray:
         """``Pᵀ``: add the padding of ``grid`` onto the pixels it copies; the image view.
@@ -237,13 +243,8 @@ class _Grid(ABC):
         Axis after axis, over the image extent of the axes already folded and the padded
         extent of the others (the fold is the tensor product of the per-axis folds).
         """
-        image = self.interior[1:]
-        for axis, pairs in enumerate(self._maps):
-            if pairs is None:
-                continue
-            region = image[:axis] + self._padded[axis:]
-            for src, dst in pairs:
-                grid[_at(region, axis, dst)] += grid[_at(region, axis, src)]
+        for dst, src in self._folds:
+            grid[dst] += grid[src]
         return grid[self.interior]
 
     @abstractmethod
@@ -286,7 +287,7 @@ class GridOperator(_Grid):
         self.transforms = _Transforms((self.channels,) + self.grid, self.dtype, self.ndim)
         spectrum = _kernel_spectrum(core.effective[0, 0], self.grid)
         spectrum *= 1 / math.prod(self.grid)  # the inverse transforms are unnormalized
-        self.kernel_spectrum = spectrum.astype(self.transforms.spectrum.dtype, copy=False)
+        self.kernel_spectrum = spectrum.astype(self.transforms.complex_dtype, copy=False)
 
     @cached_property
     def conj_spectrum(self) -> np.ndarray:

@@ -19,6 +19,8 @@ a new method, or a new option of one, is declared in one place:
   :func:`deconv_cli.memory.estimate_bytes`; an unknown method is an error there;
 - ``check_kernel``: refuses kernels it cannot use, before any data is read;
   ``banks``: whether it takes conv-layer kernel banks (``auto`` reads it);
+  ``volumes``: whether it takes volumes (3 spatial axes; ``auto``, ``invert`` and
+  ``roundtrip`` read it);
 - ``roundtrip``: its place in ``deconv roundtrip``'s default table (``None``: not run
   by default).
 
@@ -297,6 +299,7 @@ class Method:
     check_kernel: Callable[[np.ndarray], None] | None
     banks: bool
     roundtrip: int | None
+    volumes: bool = True
 
     def freeze(self, options: RestoreOptions, pilot: RestoreResult) -> RestoreOptions:
         """``options`` with the choices ``pilot`` (a run of this method) made from its data
@@ -327,6 +330,7 @@ def register(
     check_kernel: Callable[[np.ndarray], None] | None = None,
     banks: bool = True,
     roundtrip: int | None = None,
+    volumes: bool = True,
 ):
     """Decorator: add ``function`` to the registry under ``name`` with its facts.
 
@@ -350,6 +354,8 @@ def register(
         cannot use, before any data is read.
     banks : bool
         It takes conv-layer kernel banks.
+    volumes : bool
+        It takes volumes (operators on 3 spatial axes).
     roundtrip : int, optional
         Its place among the methods ``deconv roundtrip`` runs by default.
     """
@@ -370,6 +376,7 @@ def register(
             check_kernel,
             banks,
             roundtrip,
+            volumes,
         )
         return function
 

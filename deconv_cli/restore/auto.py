@@ -20,7 +20,10 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     The exact inverse where ``A`` is injective and its predicted error at this noise
     level is below :data:`EXACT_RMSE`; otherwise total-variation deconvolution, which
     reached the best quality of all methods in measurements (docs/performance.md), or
-    least squares (CGLS) for conv-layer banks, whose channels TV does not couple.
+    least squares (CGLS) for conv-layer banks, whose channels TV does not couple, or
+    Wiener for volumes, which TV does not take (on a cut 3-D phantom with Poisson
+    noise it was the best of the 3-D methods with their automatic parameters:
+    docs/guide/volumes.md).
     """
     from deconv_cli.analysis import null_space
     from deconv_cli.spectral import predicted_inverse_rmse
@@ -43,12 +46,15 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
         why = f"A has a null space ({reason})"
     if op.is_bank and not get_method("tv").banks:
         return "cgls", f"{why}; a kernel bank: least squares (minimum norm where not injective)"
+    if op.spatial == 3 and not get_method("tv").volumes:
+        return "wiener", f"{why}; a volume (tv is 2-D): Wiener, its noise-to-signal ratio by GCV"
     return "tv", f"{why}; total variation, λ by the discrepancy principle"
 
 
 @register(
     "auto",
-    "picks inverse, tv or cgls from the operator and the estimated noise, and says why",
+    "picks inverse, tv, cgls or (volumes) wiener from the operator and the estimated noise, "
+    "and says why",
     options=("noise_sigma", "iterations", "tol"),
     automatic=("noise_sigma",),
     iterative=True,  # it may pick tv or cgls: their iterations show progress

@@ -82,7 +82,8 @@ def inverse(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> R
     ----------
     blurred : ndarray
         The data ``y``, shape ``op.output_shape``.
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``iterations`` and ``tol`` bound the least-squares path (LSQR; default
         5000 iterations, tolerance 1e-14 on LSQR's ``atol``/``btol``);
@@ -139,7 +140,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
     Parameters
     ----------
     blurred : ndarray
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``rcond``: singular values ``σ <= rcond · σ_max`` are treated as zero
         (default ``max(m, n) · eps``, the rank tolerance, so ``pinv`` equals

@@ -133,7 +133,8 @@ def cgls(
     Parameters
     ----------
     blurred : ndarray, shape ``op.output_shape``
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     iterations : int, optional
         Maximum iterations (default 200).
     tol : float, optional

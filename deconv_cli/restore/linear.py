@@ -1,5 +1,9 @@
 """Tikhonov and Wiener: regularized linear inverses, closed form where diagonalizable.
 
+(Over 500 lines: the closed forms, the parameter rules and CG share one spectral
+representation of the problem, :class:`_Spectrum`; the rules are the candidate to move
+out, with ``gcv_noise_sigma``, which TV imports from here.)
+
 Both minimize ``‖A x − y‖² + ν ‖L x‖²``: Tikhonov with ``L`` the discrete Laplacian
 (``2d + 1`` points on ``d`` spatial axes: 3 in 1-D, 5 in 2-D, 7 in 3-D; the boundary
 convention of ``A``), Wiener with ``L = I`` and ``ν`` a
@@ -80,7 +84,8 @@ def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> 
     ----------
     blurred : ndarray
         The data ``y``, shape ``op.output_shape``.
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``reg``: ``ν`` (``None``: chosen by GCV); ``iterations``/``tol``: the CG
         solver where ``A`` is not diagonalizable (default 1000 and 1e-6 on the
@@ -120,7 +125,8 @@ def wiener(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Re
     Parameters
     ----------
     blurred : ndarray
-    op : ConvOperator
+    op : ConvOperator or Convolution
+        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
     options : RestoreOptions
         ``nsr``: the noise-to-signal power ratio (``None``: chosen from the data);
         ``noise_sigma``: the noise level for the rule of thumb used for kernel banks

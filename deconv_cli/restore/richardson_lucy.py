@@ -3,7 +3,13 @@
 The iteration uses the operator's own forward and adjoint, so the boundary model
 is the blur's (no zero-padding ringing for ``reflect``), and it works for every
 geometry, including the ``unknown`` boundary (a ``valid`` operator on an extended
-image), strides and kernel banks.
+image), strides and kernel banks, on 1, 2 or 3 spatial axes.
+
+Its array functions come from the data's namespace (the array API, as the operator's
+FFT plan): numpy arrays run on the grid plans with fused, cache-sized elementwise
+blocks; arrays of another library (a GPU one) run whole-array steps of that library
+through ``op.forward``/``op.adjoint`` (a :class:`~deconv_cli.operators.Convolution`
+with the ``fft`` engine computes in any namespace).
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from deconv_cli.operators.grid import (
     noise_planes,
     one_kernel,
 )
+from deconv_cli.operators.padding import namespace
 from deconv_cli.restore import RestoreOptions, RestoreResult, check, register
-from deconv_cli.restore.iterative import dot as _dot
+from deconv_cli.restore.rl_steps import blocks, clip_below, inner, predict, ratio, to_numpy, update
 
 DEFAULT_ITERATIONS = 100
 DISCREPANCY = 1.0
@@ -52,13 +59,15 @@ _TV_DENOMINATOR_FLOOR = 0.1  # keeps the TV factor 1 − λ div(...) >= 0.1
 
 
 class _Generic:
-    """The operator through ``op.forward`` / ``op.adjoint`` (kernel banks), channel-first."""
+    """The operator through ``op.forward`` / ``op.adjoint`` (kernel banks, other array
+    namespaces), channel-first, with buffers of the namespace ``xp``."""
 
-    def __init__(self, op: ConvOperator) -> None:
+    def __init__(self, op: ConvOperator, xp=np) -> None:
         self.op = op
         self.ndim = convolution_of(op).ndim
-        self.image = np.zeros(_channel_first(op.input_shape, self.ndim), dtype=op.dtype)
-        self.data = np.zeros(_channel_first(op.output_shape, self.ndim), dtype=op.dtype)
+        dtype = op.dtype if xp is np else getattr(xp, op.dtype.name)
+        self.image = xp.zeros(_channel_first(op.input_shape, self.ndim), dtype=dtype)
+        self.data = xp.zeros(_channel_first(op.output_shape, self.ndim), dtype=dtype)
 
     def internal(self, a: np.ndarray) -> np.ndarray:
         return channel_first(a, self.ndim)
@@ -75,78 +84,6 @@ class _Generic:
 
 def _channel_first(shape: tuple[int, ...], ndim: int) -> tuple[int, ...]:
     return (shape[-1] if len(shape) > ndim else 1,) + tuple(shape[:ndim])
-
-
-def _blocks(shape: tuple[int, ...]) -> list[tuple[int, slice]]:
-    """(channel, slabs along the first spatial axis) blocks of about 64k samples: each
-    chain of elementwise operations runs in cache. (Threads do not pay: many short numpy
-    calls contend for the GIL, and the FFTs already use the cores.)"""
-    channels, height = shape[:2]
-    step = max(1, (1 << 16) // max(math.prod(shape[2:]), 1))
-    return [
-        (c, slice(r, min(r + step, height)))
-        for c in range(channels)
-        for r in range(0, height, step)
-    ]
-
-
-def _clip_below(a: np.ndarray, floor) -> None:
-    """``a = max(a, floor)`` in place. (``np.maximum`` with a scalar runs an unvectorized
-    loop, 3x slower than ``clip`` with both bounds; numpy 2.4.)"""
-    np.clip(a, floor, np.inf, out=a)
-
-
-def _predict(blocks, p, x, x_prev, alpha: np.ndarray) -> None:
-    """``p = max(x + α (x − x_prev), 0)``, one ``α`` per channel."""
-    for c, rows in blocks:
-        pb, xb = p[c, rows], x[c, rows]
-        if alpha[c] > 0:
-            np.subtract(xb, x_prev[c, rows], out=pb)
-            pb *= x.dtype.type(alpha[c])  # a float64 scalar would compute in float64
-            pb += xb
-            _clip_below(pb, 0)
-        else:
-            pb[...] = xb
-
-
-def _ratio(blocks, scratch, ax, y, ratio, floor, need_residual: bool) -> float:
-    """``ratio = y / max(A p, floor)``; returns ``‖A p − y‖²`` (0 when not needed).
-
-    The floored ``A p`` goes to the contiguous ``scratch``: where ``ax`` is a view of a
-    grid with gaps between its rows, ufuncs on it run one inner loop per row (about
-    twice the cost at 544², see ``richardson_lucy``), so it is read once."""
-    residual2 = 0.0
-    for c, rows in blocks:
-        ab, yb = ax[c, rows], y[c, rows]
-        t = scratch[: rows.stop - rows.start]
-        if need_residual:
-            np.subtract(ab, yb, out=t)
-            residual2 += _dot(t, t)
-        np.clip(ab, floor, np.inf, out=t)
-        np.divide(yb, t, out=ratio[c, rows])
-    return residual2
-
-
-def _update(blocks, scratch, x, x_prev, p, b, inv_at1, g, g_prev, steps: bool, change: bool):
-    """``x = p · b [/ Aᵀ1]`` and ``g = x − p``. Returns ``‖g‖²`` and ``⟨g, g_prev⟩`` per
-    channel (when ``steps``), and ``‖x − x_prev‖²``, ``‖x‖²`` (when ``change``)."""
-    gg, gp = np.zeros(x.shape[0]), np.zeros(x.shape[0])
-    dd = xx = 0.0
-    for c, rows in blocks:
-        xb, pb, gb = x[c, rows], p[c, rows], g[c, rows]
-        np.multiply(pb, b[c, rows], out=xb)
-        if inv_at1 is not None:
-            xb *= inv_at1[c, rows]
-        if steps:
-            np.subtract(xb, pb, out=gb)
-            gg[c] += _dot(gb, gb)
-            gp[c] += _dot(gb, g_prev[c, rows])
-        if change:
-            t = scratch[: rows.stop - rows.start]
-            np.subtract(xb, x_prev[c, rows], out=t)
-            dd += _dot(t, t)
-            xx += _dot(xb, xb)
-    return gg, gp, dd, xx
 
 
 def check_psf(kernel: np.ndarray) -> None:
@@ -175,8 +112,10 @@ def richardson_lucy(
     ----------
     blurred : ndarray, shape ``op.output_shape``
         Non-negative data (values ≤ 0 are raised to a tiny positive floor).
-    op : ConvOperator
-        A non-negative kernel (a PSF), any geometry.
+    op : ConvOperator or Convolution
+        A non-negative kernel (a PSF), any geometry, 1 to 3 spatial axes (arrays
+        ``*spatial`` or ``*spatial × C``). For data of another array library: a
+        :class:`~deconv_cli.operators.Convolution` with the ``fft`` engine.
     iterations : int, optional
         Maximum iterations (default 100).
     tol : float, optional
@@ -234,8 +173,12 @@ def richardson_lucy(
     iterations = DEFAULT_ITERATIONS if iterations is None else int(iterations)
     check_psf(op.effective)
     dtype = op.dtype
-    data = np.asarray(blurred, dtype=dtype)
-    peak = float(data.max())
+    xp = namespace(blurred)
+    if xp is np:
+        data = np.asarray(blurred, dtype=dtype)
+    else:
+        data = xp.astype(blurred, getattr(xp, dtype.name))
+    peak = float(xp.max(data))
     if not peak > 0:
         raise DeconvError(
             "richardson-lucy needs non-negative data with some positive values; the "
@@ -244,16 +187,16 @@ def richardson_lucy(
     notes: list[str] = []
     params: dict[str, object] = {"iterations": iterations, "accelerate": accelerate}
 
-    engine = grid_operator(op) if one_kernel(op) else _Generic(op)
+    engine = grid_operator(op) if xp is np and one_kernel(op) else _Generic(op, xp)
     observed = engine.internal(data)
-    y = np.array(observed, dtype=dtype, order="C")
+    y = np.array(observed, dtype=dtype, order="C") if xp is np else xp.asarray(observed, copy=True)
     floor = dtype.type(_DATA_FLOOR * peak)
-    clipped = y < floor
-    low = int(np.count_nonzero(clipped))
+    clipped = y < float(floor)
+    low = int(xp.count_nonzero(clipped))
     if not low or tol is not None or tv or noise_sigma is not None:
         clipped = None  # only the noise estimate (the default rule) needs it
     if low:
-        _clip_below(y, floor)
+        clip_below(y, floor)
         notes.append(
             f"{low} data values ≤ {_DATA_FLOOR:g} × max (negative or zero) were raised "
             "to that floor: Richardson-Lucy needs positive data"
@@ -261,7 +204,7 @@ def richardson_lucy(
 
     tv_weight = float(tv) if tv else 0.0
     at1, held = _adjoint_of_ones(op, engine)
-    spread = float(at1.max() - at1.min()) / float(at1.max())
+    spread = float(xp.max(at1) - xp.min(at1)) / float(xp.max(at1))
     foldable = not isinstance(engine, _Generic) and not tv_weight
     x = _start(y, at1, floor)
     if held is None and spread <= _CONSTANT_RTOL[dtype] and foldable:
@@ -271,6 +214,8 @@ def richardson_lucy(
         inv_at1 = None
     elif tv_weight:
         inv_at1 = None  # the TV denominator holds Aᵀ1
+    elif xp is not np:
+        inv_at1 = 1 / at1
     else:
         # Aᵀ1 is not needed any more: invert it in place (0 where no datum sees).
         inv_at1 = at1 if at1.flags.writeable else np.array(at1)
@@ -291,7 +236,8 @@ def richardson_lucy(
             )
         if sigma is None:
             sigma = estimate_noise_sigma(
-                noise_planes(observed), None if clipped is None else noise_planes(clipped)
+                noise_planes(to_numpy(observed)),
+                None if clipped is None else noise_planes(to_numpy(clipped)),
             )
         params["noise_sigma"] = float(sigma)
         target = DISCREPANCY * float(sigma) ** 2 * y.size
@@ -310,36 +256,38 @@ def richardson_lucy(
         epsilon = max(_TV_SMOOTHING * tv_weight, 0.01) * peak
     need_residual = callback is not None or target is not None
 
-    x_prev = np.empty_like(x)
-    g = np.empty_like(x)
-    g_prev = np.empty_like(x)
+    x_prev = xp.zeros_like(x)  # finite: a zero α times x − x_prev stays 0
+    g = xp.empty_like(x)
+    g_prev = xp.zeros_like(x)
     ax_floor = dtype.type(_MODEL_FLOOR[dtype] * peak)
-    norm_y = math.sqrt(_dot(y, y))
+    norm_y = math.sqrt(inner(y, y))
     alpha = np.zeros(x.shape[0])
     gg_prev = np.zeros(x.shape[0])
     residual2 = float("nan")
     stop_at = None
     converged = False
     k = 0
-    image_blocks, data_blocks = _blocks(x.shape), _blocks(y.shape)
-    scratch = np.empty((data_blocks[0][1].stop,) + y.shape[2:], dtype=dtype)
-    image_scratch = np.empty((image_blocks[0][1].stop,) + x.shape[2:], dtype=dtype)
+    image_blocks = data_blocks = scratch = image_scratch = None
+    if xp is np:
+        image_blocks, data_blocks = blocks(x.shape), blocks(y.shape)
+        scratch = np.empty((data_blocks[0][1].stop,) + y.shape[2:], dtype=dtype)
+        image_scratch = np.empty((image_blocks[0][1].stop,) + x.shape[2:], dtype=dtype)
     # the prediction, computed in place where the engine's image is contiguous, else in
     # a contiguous buffer copied into the grid once (see _ratio)
-    direct = engine.image.flags.c_contiguous
+    direct = xp is not np or engine.image.flags.c_contiguous
     p = engine.image if direct else np.empty_like(x)
     for k in range(1, iterations + 1):
-        _predict(image_blocks, p, x, x_prev, alpha)
+        predict(image_blocks, p, x, x_prev, alpha)
         if not direct:
             engine.image[...] = p
         ax = engine.forward()
-        residual2 = _ratio(data_blocks, scratch, ax, y, engine.data, ax_floor, need_residual)
+        residual2 = ratio(data_blocks, scratch, ax, y, engine.data, ax_floor, need_residual)
         b = engine.adjoint()
         if tv_weight:
             b = b / _tv_denominator(p, at1, tv_weight, epsilon, held)
         x_prev, x = x, x_prev
         inv = None if tv_weight else inv_at1
-        gg, gp, dd, xx = _update(
+        gg, gp, dd, xx = update(
             image_blocks,
             image_scratch,
             x,
@@ -358,7 +306,7 @@ def richardson_lucy(
             per_channel = _PER_CHANNEL[g.ndim]
             gg = np.einsum(per_channel, g, g)
             gp = np.einsum(per_channel, g, g_prev)
-            dd, xx = _dot(x - x_prev, x - x_prev), _dot(x, x)
+            dd, xx = inner(x - x_prev, x - x_prev), inner(x, x)
         if accelerate:
             # Biggs-Andrews: α from the last two steps (the first has no predecessor)
             if k > 1:
@@ -380,14 +328,18 @@ def richardson_lucy(
             break
 
     engine.image[...] = x
-    r = np.subtract(engine.forward(), observed, out=engine.data)
-    image = np.ascontiguousarray(engine.external(x, op.input_shape))
+    if xp is np:
+        r = np.subtract(engine.forward(), observed, out=engine.data)
+        image = np.ascontiguousarray(engine.external(x, op.input_shape))
+    else:
+        r = engine.forward() - observed
+        image = xp.asarray(engine.external(x, op.input_shape), copy=True)
     result = RestoreResult(
         image=image,
         method="richardson-lucy",
         params=params,
         iterations=k,
-        residual=math.sqrt(_dot(r, r)) / max(math.sqrt(_dot(observed, observed)), 1e-300),
+        residual=math.sqrt(inner(r, r)) / max(math.sqrt(inner(observed, observed)), 1e-300),
         converged=converged if rule != "iterations" else None,
         notes=notes,
     )
@@ -407,9 +359,19 @@ def _adjoint_of_ones(op: ConvOperator, engine) -> tuple[np.ndarray, np.ndarray |
     """
     dtype = op.dtype
     shape = _channel_first(op.input_shape, convolution_of(op).ndim)
+    xp = namespace(engine.data)
     if diagonal_basis(op) is not None:
-        return np.broadcast_to(np.array(op.effective.sum(), dtype=dtype), shape), None
+        total = xp.asarray(float(op.effective.sum()), dtype=engine.data.dtype)
+        return xp.broadcast_to(total, shape), None
     engine.data[...] = 1
+    if xp is not np:
+        at1 = xp.asarray(engine.adjoint(), copy=True)
+        if float(xp.min(at1)) <= _SEEN_FLOOR[dtype] * float(xp.max(at1)):
+            raise DeconvError(
+                "some pixels are seen by no datum (a stride or a valid mode); Richardson-Lucy "
+                f"holds them with numpy arrays, not with {xp.__name__}"
+            )
+        return at1, None
     at1 = np.array(engine.adjoint(), dtype=dtype, order="C")
     seen = _SEEN_FLOOR[dtype] * at1.max()
     if at1.min() > seen:
@@ -422,17 +384,18 @@ def _adjoint_of_ones(op: ConvOperator, engine) -> tuple[np.ndarray, np.ndarray |
 def _start(y: np.ndarray, at1: np.ndarray, floor: float) -> np.ndarray:
     """A flat image of the data's flux: ``c`` with ``Σ A(c·1) = Σ y``, per channel (one
     value for a kernel bank, whose channels mix)."""
+    xp = namespace(y)
     spatial = tuple(range(1, y.ndim))
     if y.shape[0] == at1.shape[0]:
-        flux = y.sum(axis=spatial, dtype=np.float64) / np.maximum(
-            at1.sum(axis=spatial, dtype=np.float64), 1e-300
+        flux = xp.sum(y, axis=spatial, dtype=xp.float64) / xp.maximum(
+            xp.sum(at1, axis=spatial, dtype=xp.float64), 1e-300
         )
     else:
-        flux = np.full(
-            at1.shape[0], y.sum(dtype=np.float64) / max(at1.sum(dtype=np.float64), 1e-300)
-        )
-    start = np.empty(at1.shape, dtype=y.dtype)
-    start[...] = np.maximum(flux, floor).reshape((-1,) + (1,) * len(spatial))
+        total = float(xp.sum(y, dtype=xp.float64))
+        flux = xp.full(at1.shape[0], total / max(float(xp.sum(at1, dtype=xp.float64)), 1e-300))
+    flux = xp.astype(xp.maximum(flux, float(floor)), y.dtype)
+    start = xp.empty(at1.shape, dtype=y.dtype)
+    start[...] = xp.reshape(flux, (-1,) + (1,) * len(spatial))
     return start
 
 
@@ -449,10 +412,11 @@ def _tv_denominator(
     an unscaled term swamps the pixels few data see (the rim of an ``unknown``
     boundary), and the multiplicative update there diverges.
     """
+    xp = namespace(x)
     # forward differences along each spatial axis, the last first (zero at the far end)
     diffs = []
     for axis in reversed(range(1, x.ndim)):
-        d = np.zeros_like(x)
+        d = xp.zeros_like(x)
         lead, rest = (slice(None),) * axis, (Ellipsis,)
         d[lead + (slice(None, -1),) + rest] = (
             x[lead + (slice(1, None),) + rest] - x[lead + (slice(None, -1),) + rest]
@@ -461,12 +425,12 @@ def _tv_denominator(
     squares = diffs[0][1] * diffs[0][1]
     for _, d in diffs[1:]:
         squares += d * d
-    norm = np.sqrt(squares + x.dtype.type(epsilon**2))
+    norm = xp.sqrt(squares + float(epsilon**2))
     for _, d in diffs:
         d /= norm
     # minus the adjoint of the differences (Neumann): div = Σ_axis d[i] − d[i − 1]
     axis, d = diffs[0]
-    div = d.copy()
+    div = xp.asarray(d, copy=True)
     lead = (slice(None),) * axis
     div[lead + (slice(1, None), Ellipsis)] -= d[lead + (slice(None, -1), Ellipsis)]
     for axis, d in diffs[1:]:
@@ -475,9 +439,10 @@ def _tv_denominator(
             d[lead + (slice(1, None), Ellipsis)] - d[lead + (slice(None, -1), Ellipsis)]
         )
         div[lead + (0, Ellipsis)] += d[lead + (0, Ellipsis)]
-    div *= -x.dtype.type(weight)
+    div *= -float(weight)
     div += 1
-    denominator = np.maximum(div, _TV_DENOMINATOR_FLOOR, out=div)
+    clip_below(div, _TV_DENOMINATOR_FLOOR)
+    denominator = div
     denominator *= at1
     if held is not None:
         denominator.reshape(-1)[held] = 1

@@ -3,11 +3,11 @@
 (Over 500 lines: the two iterations, for a free and a padded grid, share the grid
 layout, the shrinkage and the automatic weight.)
 
-Solves ``min_x ½‖A x − y‖² + λ TV(x)`` with the isotropic TV of each channel and ``A``
-the operator itself, whatever its boundary, mode, padding, stride or dilation,
-including the ``unknown`` boundary (a ``valid`` operator on an extended image). The
-automatic ``λ`` follows Morozov's discrepancy principle, computed on a central crop
-(:func:`discrepancy_lam`).
+Solves ``min_x ½‖A x − y‖² + λ TV(x)`` with the isotropic TV of each channel (over the
+spatial axes: an image's two, a volume's three) and ``A`` the operator itself, whatever
+its boundary, mode, padding, stride or dilation, including the ``unknown`` boundary (a
+``valid`` operator on an extended image). The automatic ``λ`` follows Morozov's
+discrepancy principle, computed on a central crop (:func:`discrepancy_lam`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def tv_deconvolve(
     ----------
     blurred : ndarray, shape ``op.output_shape``
     op : ConvOperator
-        One 2-D kernel, any geometry (kernel banks are not supported).
+        One kernel, any geometry, on an image or a volume (``spatial=3``; a 2-D kernel
+        there blurs each plane); kernel banks are not supported.
     lam : float, optional
         The TV weight λ. ``None``: by the discrepancy principle (:func:`discrepancy_lam`)
         with the noise level ``noise_sigma``, or estimated from the data.
@@ -134,8 +135,8 @@ def tv_deconvolve(
     per iteration.
     """
     if op.is_bank:
-        raise DeconvError("tv needs a 2-D kernel; for a kernel bank use cgls, lsqr or tikhonov")
-    exact = op.pads != ((0, 0), (0, 0)) and op.geometry.boundary in EXACT_BOUNDARIES
+        raise DeconvError("tv needs one kernel; for a kernel bank use cgls, lsqr or tikhonov")
+    exact = any(p != (0, 0) for p in op.pads) and op.geometry.boundary in EXACT_BOUNDARIES
     for name, value in (("iterations", iterations), ("tol", tol), ("lam", lam)):
         check(name, value)
     if iterations is None:
@@ -155,7 +156,7 @@ def tv_deconvolve(
     if default_tol and sigma is not None:
         tol = noise_tol(tol, sigma, blurred)
     params.update(iterations=iterations, tol=tol)
-    free, frame = (op, (slice(None), slice(None))) if exact else _free_operator(op)
+    free, frame = (op, (slice(None),) * op.spatial) if exact else _free_operator(op)
     grid = GridOperator(free)
     y = np.ascontiguousarray(grid.internal(np.asarray(blurred, dtype=op.dtype)))
     # the solvers see A/g and y/g (the same minimizer with λ/g²): their weights and
@@ -182,13 +183,14 @@ def tv_deconvolve(
         if tol > 0 and k > 1 and solver.settled and change <= tol:
             converged = True
             break
-    image = np.ascontiguousarray(grid.external(solver.x, free.input_shape)[frame])
+    residual = solver.final_residual() / norm_y
+    image = np.ascontiguousarray(grid.external(solver.image(), free.input_shape)[frame])
     result = RestoreResult(
         image=image,
         method="tv",
         params=params,
         iterations=k,
-        residual=solver.final_residual() / norm_y,
+        residual=residual,
         converged=converged if tol > 0 else None,
     )
     if tol > 0 and not converged:
@@ -202,8 +204,14 @@ def tv_deconvolve(
 class _HQS:
     """The splitting's state on the grid, channel-first, in the operator's dtype.
 
-    Seven grid arrays (``v``, ``C v``, the split ``t``, the scaled dual ``e``, one work
-    array) and the image ``x``; the elementwise steps run in place or in row blocks.
+    ``3 + 2d`` grid arrays for ``d`` spatial axes (seven on an image): ``v``, ``C v``
+    (which holds ``u`` during a step), the split ``t`` and the scaled dual ``e`` (one
+    per axis) and one work array; the two half-spectra of the ``v``-step live in two of
+    the ``t`` buffers (their rows padded to ``2 (W//2 + 1)`` samples) once ``t`` is spent,
+    and the next ``v`` is written into the work array, whose buffer then swaps with
+    ``v``'s. With the kernel's half-spectrum and the data: about 9.5 image-sized arrays
+    on an image (no divisor is stored: :meth:`_divide`). The elementwise steps run in
+    place or in row blocks.
     """
 
     def __init__(self, grid: GridOperator, y: np.ndarray, lam: float, scale: float) -> None:
@@ -213,49 +221,60 @@ class _HQS:
         self.scale = scale
         dtype = grid.dtype
         shape = (grid.channels,) + grid.grid
-        self.n = grid.grid[0] * grid.grid[1]
-        # |∇|²: the periodic forward differences' symbol, per axis
-        hg, wg = grid.grid
-        self.fy = (4 * np.sin(np.pi * np.arange(hg) / hg) ** 2).astype(dtype)
-        self.fx = (4 * np.sin(np.pi * np.arange(wg // 2 + 1) / wg) ** 2).astype(dtype)
-        self.den = np.empty(grid.kernel_spectrum.shape, dtype=dtype)
-        self.den_rho = None  # the ρ of den
-        self.tiny = dtype.type(1e-12 * float(self._power().max()))
+        self.n = math.prod(grid.grid)
+        self.symbols = _symbols(grid.grid, dtype)
+        # |K|² is the square of the kernel spectrum (which holds the 1/n of the inverse) × n
+        self.tiny = dtype.type(1e-12 * float(np.abs(grid.kernel_spectrum).max() * self.n) ** 2)
         self.region = grid.interior
         # the data placed on the image, blended across the rest of the grid
         self.v = _blend_fill(_placed(grid, y), shape)
         self.cv = np.empty(shape, dtype=dtype)
-        self.tx = np.empty(shape, dtype=dtype)  # t = ∇v + e, then d − e
-        self.ty = np.empty(shape, dtype=dtype)
-        self.ex = np.zeros(shape, dtype=dtype)  # scaled duals of d = ∇v
-        self.ey = np.zeros(shape, dtype=dtype)
+        # t = ∇v + e, then d − e, one array per axis; two of its buffers hold the
+        # half-spectra during the v-step
+        last = grid.grid[-1]
+        padded = shape[:-1] + (2 * (last // 2 + 1),)
+        buffers = [np.empty(padded, dtype=dtype) for _ in range(max(grid.ndim, 2))]
+        self.t = [b[..., :last] for b in buffers[: grid.ndim]]
+        self.spectra = tuple(b.view(grid.kernel_spectrum.dtype) for b in buffers[:2])
+        self.e = [np.zeros(shape, dtype=dtype) for _ in range(grid.ndim)]  # scaled duals
         self.work = np.empty(shape, dtype=dtype)
-        self.spectrum2 = np.empty_like(grid.transforms.spectrum)
         relative = max(lam / scale, 1e-30)
         start = max(BETA_START, RHO_MIN / relative)
         self.beta = start / 2  # the first step doubles it
         self.beta_max = max(min(max(BETA_FACTOR / math.sqrt(relative), 16.0), 8192.0), start)
-        spectrum = grid.transforms.forward(self.v)
-        spectrum *= grid.conj_spectrum
+        spectrum = grid.transforms.forward(self.v, out=self.spectra[0])
+        _times_conjugate(spectrum, grid.kernel_spectrum, spectrum)
         grid.transforms.inverse(spectrum, self.cv)
-        self.x = self.v[self.region].copy()
 
-    def _power(self) -> np.ndarray:
-        """``|K|²`` into :attr:`den` (not kept: one grid array less, recomputed when ρ
-        changes); the kernel spectrum holds the 1/n of the unnormalized inverse."""
-        den = np.abs(self.grid.kernel_spectrum, out=self.den)
-        den *= den.dtype.type(self.n)
-        den *= den
-        return den
+    @property
+    def x(self) -> np.ndarray:
+        """The image: a view of ``v``, overwritten by the next step."""
+        return self.v[self.region]
 
-    def _denominator(self, rho: float) -> np.ndarray:
-        """``1 / (|K|² + ρ |∇|²)``, the v-step's Fourier division."""
-        den = self._power()
-        rho = self.fy.dtype.type(rho)
-        den += (rho * self.fy)[:, None]
-        den += rho * self.fx
-        np.maximum(den, self.tiny, out=den)
-        return np.reciprocal(den, out=den)
+    def _divide(self, spectrum: np.ndarray, tv_part: np.ndarray, rho: float, rows: int = 64):
+        """The ``v``-step in the Fourier domain, in row blocks (no divisor is stored):
+        ``V = (K·U + T) / (|K|² + ρ |∇|²)`` into ``spectrum`` and ``C v``'s spectrum
+        ``K̄·V`` into ``tv_part`` (``K`` the kernel spectrum, the symbol of ``Cᵀ``;
+        ``U``, ``T`` the spectra of ``u`` and of the TV part)."""
+        kernel = self.grid.kernel_spectrum
+        first, *others = self.symbols
+        dtype = first.dtype.type
+        n, rho = dtype(self.n), dtype(rho)
+        tail = rho * sum(others)  # the symbols of the axes after the first, broadcast
+        for top in range(0, kernel.shape[0], rows):
+            block = slice(top, top + rows)
+            k = kernel[block]
+            den = np.abs(k)
+            den *= n
+            np.square(den, out=den)
+            den += rho * first[block]
+            den += tail
+            np.maximum(den, self.tiny, out=den)
+            s = spectrum[..., block, :]
+            s *= k  # Cᵀu
+            s += tv_part[..., block, :]
+            s /= den
+            np.multiply(s, np.conj(k), out=tv_part[..., block, :])
 
     @property
     def settled(self) -> bool:
@@ -265,8 +284,7 @@ class _HQS:
     @property
     def residual(self) -> float:
         """``‖M C v − y‖``."""
-        r = self.cv[self.grid.observed] - self.y
-        return math.sqrt(dot(r, r))
+        return math.sqrt(_distances(self.cv[self.grid.observed], self.y)[0])
 
     def final_residual(self) -> float:
         """``‖A x − y‖`` of the current ``x`` (``C v`` is that of ``x``'s ``v``)."""
@@ -283,73 +301,110 @@ class _HQS:
         dtype = g.dtype.type
         beta = min(2 * self.beta, self.beta_max)
         if beta != self.beta:  # the scaled dual follows the weight
-            self.ex *= dtype(self.beta / beta)
-            self.ey *= dtype(self.beta / beta)
+            for e in self.e:
+                e *= dtype(self.beta / beta)
         # u: the data where observed, C v elsewhere (in place of C v)
         self.cv[g.observed] = self.y
-        tx, ty = _grad(self.v, self.tx, self.ty)
-        tx += self.ex
-        ty += self.ey
+        t = _grad(self.v, self.t)
+        for ti, ei in zip(t, self.e, strict=True):
+            ti += ei
         r = self.region
-        _split(tx[r], ty[r], self.ex[r], self.ey[r], self.scale / beta)
-        rhs = _grad_adjoint(tx, ty, self.work)
+        _split([ti[r] for ti in t], [ei[r] for ei in self.e], self.scale / beta)
+        rhs = _grad_adjoint(t, self.work)
         rho = self.lam * beta / self.scale
         rhs *= dtype(rho / self.n)
-        t = g.transforms
-        spectrum = t.forward(self.cv)
-        spectrum *= g.kernel_spectrum  # Cᵀu
-        tv_part = t.forward(rhs, out=self.spectrum2)
-        tv_part[:, 0, 0] = 0  # exactly (∇ᵀ has no mean): rounding times a huge ρ would drift
-        spectrum += tv_part
-        if rho != self.den_rho:
-            self._denominator(rho)
-            self.den_rho = rho
+        fft = g.transforms
+        spectrum, other = self.spectra  # t is spent: its buffers hold the spectra
+        fft.forward(self.cv, out=spectrum)
+        fft.forward(rhs, out=other)
+        # exactly (∇ᵀ has no mean): rounding times a huge ρ would drift
+        other[(slice(None),) + (0,) * g.ndim] = 0
+        self._divide(spectrum, other, rho)
         self.beta = beta
-        spectrum *= self.den
-        np.multiply(spectrum, g.conj_spectrum, out=self.spectrum2)
-        t.inverse(spectrum, self.v)
-        t.inverse(self.spectrum2, self.cv)
+        new = fft.inverse(spectrum, self.work)  # rhs is spent
+        fft.inverse(other, self.cv)
         self.cv *= dtype(self.n)
-        new = self.v[r]
-        diff = np.subtract(new, self.x, out=self.work[r])
-        change = math.sqrt(dot(diff, diff) / max(dot(new, new), 1e-300))
-        np.copyto(self.x, new)
-        return change
+        change, norm = _distances(new[r], self.v[r])
+        self.v, self.work = new, self.v
+        return math.sqrt(change / max(norm, 1e-300))
+
+    def image(self) -> np.ndarray:
+        """The image (a copy), after the work buffers are released: the last call."""
+        self.t = self.spectra = self.e = self.work = self.cv = None
+        return self.x.copy()
 
 
-def _split(tx, ty, ex, ey, threshold: float, rows: int = 64) -> None:
+def _times_conjugate(a: np.ndarray, b: np.ndarray, out: np.ndarray, rows: int = 64) -> None:
+    """``out = a · conj(b)`` in row blocks (``b`` broadcast over the leading axis): the
+    conjugate is never stored whole."""
+    for top in range(0, a.shape[-2], rows):
+        block = slice(top, top + rows)
+        np.multiply(a[..., block, :], np.conj(b[block]), out=out[..., block, :])
+
+
+def _distances(a: np.ndarray, b: np.ndarray, rows: int = 64) -> tuple[float, float]:
+    """``(‖a − b‖², ‖a‖²)`` in row blocks (no image-sized temporary)."""
+    distance = norm = 0.0
+    for top in range(0, a.shape[-2], rows):
+        block = (Ellipsis, slice(top, top + rows), slice(None))
+        diff = a[block] - b[block]
+        distance += dot(diff, diff)
+        norm += dot(a[block], a[block])
+    return distance, norm
+
+
+def _split(ts: list, es: list, threshold: float, rows: int = 64) -> None:
     """In place on the image region: ``d = shrink(t)`` (isotropic soft shrinkage by
-    ``threshold`` of the differences inside the image), ``e = t − d``, ``t ← 2d − t``.
+    ``threshold`` of the differences inside the image, ``|t|`` over the spatial axes),
+    ``e = t − d``, ``t ← 2d − t``; ``ts[i]``, ``es[i]`` along spatial axis ``i``.
 
-    The last column of ``tx`` and the last row of ``ty`` cross the image's edge: no cost
-    there, ``d = t`` (``e = 0``). Row blocks keep the temporaries small.
+    The last sample of ``ts[i]`` along its axis crosses the image's edge: no cost there,
+    ``d = t`` (``e = 0``). Blocks of rows of the first spatial axis keep the temporaries
+    small.
     """
-    h = tx.shape[1]
+    d = len(ts)
+    h = ts[0].shape[1]
     for top in range(0, h, rows):
         block = (slice(None), slice(top, min(top + rows, h)))
-        x, y = tx[block], ty[block]
-        magnitude = np.square(x)
-        magnitude[..., -1] = 0
-        square = np.square(y)
-        if top + rows >= h:
-            square[..., -1, :] = 0
-        magnitude += square
+        # the edge samples of each axis in this block (the first axis: in the last block)
+        edges = [
+            (Ellipsis, -1) + (slice(None),) * (d - 1 - axis) if axis or top + rows >= h else None
+            for axis in range(d)
+        ]
+        t = [ti[block] for ti in ts]
+        magnitude = np.zeros(t[0].shape, dtype=t[0].dtype)
+        for ti, edge in zip(t, edges, strict=True):
+            square = np.square(ti)
+            if edge is not None:
+                square[edge] = 0
+            magnitude += square
         np.sqrt(magnitude, out=magnitude)
         np.maximum(magnitude, magnitude.dtype.type(1e-30), out=magnitude)
         # f = max(1 − t/|g|, 0) as max(|g| − t, 0)/|g|: no overflow where |g| is tiny
-        f = np.subtract(magnitude, magnitude.dtype.type(threshold), out=square)
+        f = np.subtract(magnitude, magnitude.dtype.type(threshold))
         np.maximum(f, 0, out=f)
         f /= magnitude
-        fx = f.copy()
-        fx[..., -1] = 1
-        if top + rows >= h:
-            f[..., -1, :] = 1
-        for t, dual, keep in ((x, ex[block], fx), (y, ey[block], f)):
+        for ti, ei, edge in zip(t, es, edges, strict=True):
+            keep = f.copy()
+            if edge is not None:
+                keep[edge] = 1
             np.subtract(1, keep, out=magnitude)
-            np.multiply(magnitude, t, out=dual)
+            np.multiply(magnitude, ti, out=ei[block])
             keep *= 2
             keep -= 1
-            t *= keep
+            ti *= keep
+
+
+def _symbols(grid: tuple[int, ...], dtype) -> list[np.ndarray]:
+    """The symbol of ``∇ᵀ∇`` (periodic forward differences) per spatial axis on the
+    real half-spectrum, ``4 sin²(π k / G)``, each shaped to broadcast along its axis."""
+    d = len(grid)
+    symbols = []
+    for axis, size in enumerate(grid):
+        length = size // 2 + 1 if axis == d - 1 else size
+        symbol = (4 * np.sin(np.pi * np.arange(length) / size) ** 2).astype(dtype)
+        symbols.append(symbol.reshape((-1,) + (1,) * (d - 1 - axis)))
+    return symbols
 
 
 def kernel_gain(op: ConvOperator) -> float:
@@ -358,52 +413,67 @@ def kernel_gain(op: ConvOperator) -> float:
     return float(np.abs(op.effective).sum()) or 1.0
 
 
-def _free_operator(op: ConvOperator) -> tuple[ConvOperator, tuple[slice, slice]]:
+def _free_operator(op: ConvOperator) -> tuple[ConvOperator, tuple[slice, ...]]:
     """The operator on the padded image with every padded pixel an unknown (``valid``
     mode, same kernel, stride and dilation), and the frame of ``op``'s image in it."""
-    if op.pads == ((0, 0), (0, 0)):
-        return op, (slice(None), slice(None))
+    d = op.spatial
+    if all(p == (0, 0) for p in op.pads):
+        return op, (slice(None),) * d
     geometry = replace(op.geometry, mode="valid", boundary="constant", padding=None)
-    shape = op.padded_shape + op.input_shape[2:]
-    (top, _), (left, _) = op.pads
-    h, w = op.input_shape[:2]
-    free = ConvOperator(op.kernel, shape, geometry, dtype=op.dtype)
-    return free, (slice(top, top + h), slice(left, left + w))
+    shape = op.padded_shape + op.input_shape[d:]
+    free = ConvOperator(op.kernel, shape, geometry, spatial=d, dtype=op.dtype)
+    spatial = op.input_shape[:d]
+    return free, tuple(slice(b, b + n) for (b, _), n in zip(op.pads, spatial, strict=True))
 
 
 def _blend_fill(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``x`` at the top-left of a periodic grid of ``shape``, the rest of each line a
     linear blend from its last sample to its first (no jump across the wrap)."""
     out = x
-    for axis in (1, 2):
+    for axis in range(1, x.ndim):
         n, size = x.shape[axis], shape[axis]
         position = np.arange(size)
         t = np.clip((position - (n - 1)) / (size - n + 1), 0, 1)
         last = np.minimum(position, n - 1)
         first = np.where(position >= n, 0, last)
         a, b = np.take(out, last, axis=axis), np.take(out, first, axis=axis)
-        t = t.astype(x.dtype).reshape((-1, 1) if axis == 1 else (1, -1))
+        t = t.astype(x.dtype).reshape((-1,) + (1,) * (x.ndim - 1 - axis))
         out = a + (b - a) * t
     return np.ascontiguousarray(out, dtype=x.dtype)
 
 
-def _grad(v: np.ndarray, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Periodic forward differences along columns (x) and rows (y), into ``gx``, ``gy``."""
-    np.subtract(v[..., 1:], v[..., :-1], out=gx[..., :-1])
-    np.subtract(v[..., :1], v[..., -1:], out=gx[..., -1:])
-    np.subtract(v[..., 1:, :], v[..., :-1, :], out=gy[..., :-1, :])
-    np.subtract(v[..., :1, :], v[..., -1:, :], out=gy[..., -1:, :])
-    return gx, gy
+def _along(axis: int, ndim: int, index) -> tuple:
+    """``index`` on array axis ``axis`` of ``ndim`` (every other axis whole)."""
+    return (slice(None),) * axis + (index,) + (slice(None),) * (ndim - 1 - axis)
 
 
-def _grad_adjoint(px: np.ndarray, py: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``∇ᵀ(px, py)`` into ``out``: periodic backward differences, negated."""
-    np.subtract(px[..., -1:], px[..., :1], out=out[..., :1])
-    np.subtract(px[..., :-1], px[..., 1:], out=out[..., 1:])
-    out[..., :1, :] += py[..., -1:, :]
-    out[..., :1, :] -= py[..., :1, :]
-    out[..., 1:, :] += py[..., :-1, :]
-    out[..., 1:, :] -= py[..., 1:, :]
+def _grad(v: np.ndarray, out: list) -> list:
+    """Periodic forward differences of ``C × *spatial`` ``v`` along each spatial axis,
+    into ``out`` (one array per axis, the first spatial axis first)."""
+    for axis, g in enumerate(out, start=v.ndim - len(out)):
+        at = lambda index, axis=axis: _along(axis, v.ndim, index)  # noqa: E731
+        np.subtract(v[at(slice(1, None))], v[at(slice(None, -1))], out=g[at(slice(None, -1))])
+        np.subtract(v[at(slice(None, 1))], v[at(slice(-1, None))], out=g[at(slice(-1, None))])
+    return out
+
+
+def _grad_adjoint(p: list, out: np.ndarray) -> np.ndarray:
+    """``∇ᵀp = Σ_axes (p[k − 1] − p[k])`` (periodic) into ``out``: the adjoint of
+    :func:`_grad` (the last axis first, then the others added)."""
+    first = out.ndim - len(p)
+    for i, axis in enumerate(reversed(range(first, out.ndim))):
+        q = p[axis - first]
+        at = lambda index, axis=axis: _along(axis, out.ndim, index)  # noqa: E731
+        head, rest = at(slice(None, 1)), at(slice(1, None))
+        wrap, before = at(slice(-1, None)), at(slice(None, -1))
+        if i == 0:
+            np.subtract(q[wrap], q[head], out=out[head])
+            np.subtract(q[before], q[rest], out=out[rest])
+        else:
+            out[head] += q[wrap]
+            out[head] -= q[head]
+            out[rest] += q[before]
+            out[rest] -= q[rest]
     return out
 
 
@@ -426,28 +496,27 @@ class _ADMM:
         self.lam = lam
         dtype = grid.dtype
         shape = (grid.channels,) + grid.grid
-        n = grid.grid[0] * grid.grid[1]
+        n = math.prod(grid.grid)
         relative = max(lam / scale, 1e-8)
         self.rho_u = rho[0] * max(math.sqrt(relative), 3e-3)
         self.rho_d = rho[1] * 5 * relative
         self.rho_v = rho[2] * max(math.sqrt(relative), 3e-3)
         # Fourier multipliers; the kernel spectrum holds the 1/n of the unnormalized inverse
         kernel = grid.kernel_spectrum.astype(np.complex128) * n
-        fy = 4 * np.sin(np.pi * np.arange(grid.grid[0]) / grid.grid[0]) ** 2
-        fx = 4 * np.sin(np.pi * np.arange(grid.grid[1] // 2 + 1) / grid.grid[1]) ** 2
-        den = self.rho_u * np.abs(kernel) ** 2 + self.rho_d * (fy[:, None] + fx) + self.rho_v
-        complex_dtype = grid.transforms.spectrum.dtype
+        laplacian = sum(_symbols(grid.grid, np.float64))
+        den = self.rho_u * np.abs(kernel) ** 2 + self.rho_d * laplacian + self.rho_v
+        complex_dtype = grid.transforms.complex_dtype
         self.inv_den = (1 / (den * n)).astype(dtype)
         self.data_filter = (self.rho_u * kernel).astype(complex_dtype)
         self.correlation = np.conj(kernel).astype(complex_dtype)
-        # the image region R on the grid, and the differences inside it
-        _, rs, cs = grid.interior
-        self.region = (slice(None), rs, cs)
-        h, w = rs.stop - rs.start, cs.stop - cs.start
-        self.wx = np.ones((h, w), dtype=dtype)
-        self.wx[:, -1] = 0
-        self.wy = np.ones((h, w), dtype=dtype)
-        self.wy[-1, :] = 0
+        # the image region R on the grid, and the differences inside it (per axis)
+        self.region = grid.interior
+        image = tuple(r.stop - r.start for r in self.region[1:])
+        self.weights = []
+        for axis in range(grid.ndim):
+            weight = np.ones(image, dtype=dtype)
+            weight[_along(axis, grid.ndim, -1)] = 0
+            self.weights.append(weight)
         # (PᵀP)⁻¹: one over the number of copies of each pixel
         ones = np.zeros(shape, dtype=dtype)
         ones[self.region] = 1
@@ -463,10 +532,9 @@ class _ADMM:
         spectrum *= grid.conj_spectrum
         grid.transforms.inverse(spectrum, self.cv)
         self.u = self.cv.copy()
-        self.dx, self.dy = _grad(self.v, np.empty(shape, dtype), np.empty(shape, dtype))
+        self.d = _grad(self.v, [np.empty(shape, dtype) for _ in range(grid.ndim)])
         self.a = np.zeros(shape, dtype=dtype)
-        self.ex = np.zeros(shape, dtype=dtype)
-        self.ey = np.zeros(shape, dtype=dtype)
+        self.e = [np.zeros(shape, dtype=dtype) for _ in range(grid.ndim)]
         self.q = np.zeros(shape, dtype=dtype)
         self.work = np.empty(shape, dtype=dtype)
         self.spectrum2 = np.empty_like(grid.transforms.spectrum)
@@ -477,6 +545,10 @@ class _ADMM:
         """``‖A x − y‖`` of the current ``x``."""
         r = self.grid.apply(self.x) - self.y
         return math.sqrt(dot(r, r))
+
+    def image(self) -> np.ndarray:
+        """The image ``x`` (the solver's own array)."""
+        return self.x
 
     def _place(self, x: np.ndarray) -> None:
         self.ev[self.region] = x
@@ -491,7 +563,9 @@ class _ADMM:
         np.subtract(self.u, self.a, out=w)
         spectrum = t.forward(w)
         spectrum *= self.data_filter
-        rhs = _grad_adjoint(self.dx - self.ex, self.dy - self.ey, np.empty_like(w))
+        rhs = _grad_adjoint(
+            [di - ei for di, ei in zip(self.d, self.e, strict=True)], np.empty_like(w)
+        )
         rhs *= self.rho_d
         np.subtract(self.ev, self.q, out=w)
         w *= self.rho_v
@@ -510,17 +584,16 @@ class _ADMM:
         u_obs += self.y
         u_obs /= 1 + self.rho_u
         # d: isotropic shrinkage of ∇v + e on the differences inside the image
-        gx, gy = _grad(v, np.empty_like(v), np.empty_like(v))
-        self.dx = gx + self.ex
-        self.dy = gy + self.ey
-        txr, tyr = self.dx[self.region], self.dy[self.region]
-        magnitude = np.sqrt(self.wx * txr * txr + self.wy * tyr * tyr)
+        grad = _grad(v, [np.empty_like(v) for _ in self.e])
+        self.d = [gi + ei for gi, ei in zip(grad, self.e, strict=True)]
+        inside = [di[self.region] for di in self.d]
+        magnitude = np.sqrt(sum(c * t * t for c, t in zip(self.weights, inside, strict=True)))
         np.maximum(magnitude, 1e-30, out=magnitude)
         # max(1 − t/|d|, 0) as max(|d| − t, 0)/|d|: no overflow where |d| is tiny
         shrink = np.maximum(magnitude - magnitude.dtype.type(self.lam / self.rho_d), 0)
         shrink /= magnitude
-        txr *= self.wx * shrink + (1 - self.wx)
-        tyr *= self.wy * shrink + (1 - self.wy)
+        for c, t in zip(self.weights, inside, strict=True):
+            t *= c * shrink + (1 - c)
         # x = (PᵀP)⁻¹ Pᵀ (v + q), then E P x
         np.add(v, self.q, out=w)
         x = g.fold_padding(w) * self.inv_counts
@@ -531,32 +604,32 @@ class _ADMM:
         # dual ascent
         self.a += cv
         self.a -= self.u
-        gx -= self.dx
-        self.ex += gx
-        gy -= self.dy
-        self.ey += gy
+        for gi, di, ei in zip(grad, self.d, self.e, strict=True):
+            gi -= di
+            ei += gi
         self.q += v
         self.q -= self.ev
         return change
 
 
 def _placed(grid: GridOperator, y: np.ndarray) -> np.ndarray:
-    """The data ``C×H'×W'`` shifted onto the image ``C×H×W``, edge-extended or cropped.
+    """The data ``C × *spatial'`` shifted onto the image ``C × *spatial``, edge-extended
+    or cropped.
 
-    Datum ``i`` sees the pixels around ``i + centre − pad``; for a stride ``s`` around
-    ``s·i + centre − pad``. Each pixel takes the nearest such datum.
+    Datum ``i`` sees the pixels around ``i + centre − pad`` (per axis); for a stride
+    ``s`` around ``s·i + centre − pad``. Each pixel takes the nearest such datum.
     """
     op = grid.op
+    stride, _, _ = op.geometry.axes(grid.ndim)
     index = []
-    for axis in (0, 1):
+    for axis in range(grid.ndim):
         k = op.effective.shape[2 + axis]
         centre = k // 2 if op.geometry.correlate else (k - 1) // 2
-        stride = op.geometry.stride[axis]
         shift = centre - op.pads[axis][0]
         pixels = np.arange(op.input_shape[axis])
-        nearest = np.rint((pixels - shift) / stride).astype(int)
+        nearest = np.rint((pixels - shift) / stride[axis]).astype(int)
         index.append(np.clip(nearest, 0, y.shape[1 + axis] - 1))
-    return np.ascontiguousarray(y[:, index[0]][:, :, index[1]])
+    return np.ascontiguousarray(y[(slice(None),) + np.ix_(*index)])
 
 
 # -- the automatic weight ------------------------------------------------------------------
@@ -599,9 +672,12 @@ def discrepancy_lam(
     sigma, source = noise_sigma, "given"
     if sigma is None:
         from deconv_cli.noise_model import floor_noise
+        from deconv_cli.operators.grid import channel_first, noise_planes
         from deconv_cli.restore.linear import gcv_noise_sigma
 
-        floor = floor_noise(blurred, jpeg_tables=jpeg_tables)
+        # a volume's planes (and channels) as the 2-D estimate's channels
+        planes = blurred if op.spatial == 2 else noise_planes(channel_first(blurred, 3))
+        floor = floor_noise(planes, jpeg_tables=jpeg_tables)
         if floor is not None:
             sigma, source = floor.sigma, f"the noise model's, {floor.kind}"
         else:
@@ -637,7 +713,7 @@ def discrepancy_lam(
 
 
 def _describe(sigma: float, source: str, problem: str | None) -> str:
-    text = f"discrepancy ‖Ax−y‖² = m·σ², σ = {sigma:.3g} ({source}) on a ≤{PILOT}² crop"
+    text = f"discrepancy ‖Ax−y‖² = m·σ², σ = {sigma:.3g} ({source}) on a ≤{PILOT}²-sample crop"
     if problem:
         text += f"; {problem}"
     return text
@@ -645,18 +721,29 @@ def _describe(sigma: float, source: str, problem: str | None) -> str:
 
 def _pilot(blurred: np.ndarray, op: ConvOperator) -> tuple[np.ndarray, ConvOperator]:
     """The central crop of the data and its operator (a ``valid`` blur of a larger
-    scene), or the whole problem where the geometry has no such crop model."""
+    scene), or the whole problem where the geometry has no such crop model.
+
+    The crop has at most :data:`PILOT` samples along each spatial axis and ``PILOT²`` in
+    all: the axes in increasing length, each at most the ``k``-th root of what the
+    others leave (``k`` the axes still to size); a 2-D image's is ``≤ PILOT × PILOT``.
+    """
     g = op.geometry
-    if g.stride != (1, 1) or op.is_bank:
+    d = op.spatial
+    if any(s != 1 for s in g.axes(d)[0]) or op.is_bank:
         return blurred, op
-    h, w = blurred.shape[:2]
-    top, left = max(0, (h - PILOT) // 2), max(0, (w - PILOT) // 2)
-    crop = blurred[top : top + PILOT, left : left + PILOT]
+    sides = list(blurred.shape[:d])
+    budget = float(PILOT**2)
+    for rank, axis in enumerate(sorted(range(d), key=lambda a: sides[a])):
+        sides[axis] = min(sides[axis], PILOT, int(budget ** (1 / (d - rank)) + 1e-9))
+        budget /= sides[axis]
+    starts = [(n - s) // 2 for n, s in zip(blurred.shape[:d], sides, strict=True)]
+    crop = blurred[tuple(slice(a, a + s) for a, s in zip(starts, sides, strict=True))]
     kernel = op.effective[0, 0]
-    kh, kw = kernel.shape
-    shape = (crop.shape[0] + kh - 1, crop.shape[1] + kw - 1) + crop.shape[2:]
+    spatial = zip(crop.shape[:d], kernel.shape, strict=True)
+    shape = tuple(n + k - 1 for n, k in spatial) + crop.shape[d:]
     geometry = Geometry.create(mode="valid", boundary="constant", correlate=g.correlate)
-    return np.ascontiguousarray(crop), ConvOperator(kernel, shape, geometry, dtype=op.dtype)
+    pilot = ConvOperator(kernel, shape, geometry, spatial=d, dtype=op.dtype)
+    return np.ascontiguousarray(crop), pilot
 
 
 @register(
@@ -669,6 +756,7 @@ def _pilot(blurred: np.ndarray, op: ConvOperator) -> tuple[np.ndarray, ConvOpera
     memory=Footprint(40.0),
     banks=False,
     roundtrip=4,
+    volumes=False,  # its gradients and pilot crop are 2-D
 )
 def _tv_method(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     return tv_deconvolve(
