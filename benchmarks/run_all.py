@@ -1,9 +1,16 @@
 """Run every benchmark in this folder and write docs/performance.md (`make bench`).
 
-Each ``bench_*.py`` runs in its own process with this interpreter; what it prints goes
-to the terminal as it comes and into the page, one section per benchmark, under a
-header saying how, when and on what the page was generated. A benchmark that fails
-gets its exit code in its section, and this script then exits 1.
+Each ``bench_*.py`` runs in its own process with this interpreter, at its default
+(representative) size, with the arguments in ``ARGS``; what it prints goes to the
+terminal as it comes and into the page, one section per benchmark, under a header saying
+how, when and on what the page was generated. Each section says the command it ran and
+its wall time. A benchmark that fails gets its exit code in its section, and this script
+then exits 1. The whole run takes about half an hour on 2 shared cores.
+
+The long runs stay behind each benchmark's own flags and are not part of ``make bench``:
+``bench_deblur.py`` without ``--quick`` (the 120-case matrix) or without ``--no-sweeps``
+(the parameter sweeps), ``bench_blind.py --full``, ``bench_volumes.py --full`` (the
+512x1024x1024 stack), ``bench_rl.py large stop``. Run those by hand.
 
 Run: ``python benchmarks/run_all.py`` (every benchmark; writes the page) or
 ``python benchmarks/run_all.py bench_rl bench_tiles`` (those only; prints, writes nothing,
@@ -17,6 +24,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 
@@ -24,10 +32,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PAGE = ROOT / "docs" / "performance.md"
 PEERS = ("deconv-cli", "numpy", "scipy", "scikit-image")
+# Arguments giving a benchmark its `make bench` size where its own default is a long run.
+ARGS = {"bench_deblur": ["--quick", "--no-sweeps"]}
 
 
-def run(script: Path) -> tuple[str, int]:
-    """Run a benchmark script; echo its standard output and return it with the exit code.
+def run(script: Path, args: list[str]) -> tuple[str, int]:
+    """Run a benchmark script with ``args``; echo its standard output and return it with
+    the exit code.
 
     Absolute paths into the repository are written relative to its root, so the page
     names no machine's folders.
@@ -35,7 +46,7 @@ def run(script: Path) -> tuple[str, int]:
     print(f"\n=== {script.stem} ===", flush=True)
     lines = []
     with subprocess.Popen(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
@@ -72,13 +83,21 @@ def main(names: list[str], folder: Path = HERE, page: Path = PAGE) -> int:
     load = os.getloadavg()[0]
     sections, failed = [], []
     for name in names or every:
-        output, code = run(folder / f"{name}.py")
-        sections.append(f"## {name}\n\n```text\n{output.rstrip()}\n```")
+        args = ARGS.get(name, [])
+        began = time.monotonic()
+        output, code = run(folder / f"{name}.py", args)
+        command = " ".join([f"python benchmarks/{name}.py", *args])
+        sections.append(
+            f"## {name}\n\n`{command}`: {time.monotonic() - began:.0f} s wall, load average "
+            f"{os.getloadavg()[0]:.1f} at the end.\n\n```text\n{output.rstrip()}\n```"
+        )
         if code != 0:
             failed.append(name)
             sections[-1] += f"\n\n**{name} failed (exit code {code}).**"
     if not names:
-        page.write_text("\n\n".join([header(started, load), *sections]) + "\n", encoding="utf-8")
+        minutes = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60
+        top = header(started, load) + f"\nThe whole run took {minutes:.0f} minutes.\n"
+        page.write_text("\n\n".join([top, *sections]) + "\n", encoding="utf-8")
         print(f"\nwrote {page}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
