@@ -1,7 +1,8 @@
 """The default deblur on the development matrix, against tuned scikit-image (issue 14).
 
 Run: ``.venv/bin/python benchmarks/bench_deblur.py [--quick] [--no-sweeps]
-[--methods auto,tv,...]`` (``make bench`` runs the full matrix with the sweeps).
+[--methods auto,tv,...]`` (``make bench`` runs ``--quick --no-sweeps``; without those
+flags: the full matrix and the sweeps).
 
 For every case of ``deblur_matrix.cases()`` it runs the default (``deconv invert``'s
 ``--method auto``, with ``--boundary unknown`` where the case needs it), and prints
