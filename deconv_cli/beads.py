@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deconv_cli.errors import InputError
+from deconv_cli.errors import InputError, mention
 
 THRESHOLD = 8.0
 """Candidates must exceed the background by this many noise standard deviations."""
@@ -84,7 +84,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
         sizes = sizes * 3
     if len(sizes) != 3 or min(sizes) < 1:
         raise InputError(
-            f"--size: `{text}` must be ZxYxX voxels (e.g. `21x15x15`) or N for a cube",
+            f"`{text}` must be ZxYxX voxels (e.g. `21x15x15`) or N for a cube",
             parameter="size",
         )
     return sizes
@@ -140,7 +140,7 @@ def psf_from_beads(
     size = tuple(int(n) for n in size)
     if any(k + 2 * MARGIN > n for k, n in zip(size, stack.shape, strict=True)):
         raise InputError(
-            f"--size: `{_dims(size)}` (plus {MARGIN} voxels each side) does not fit in "
+            f"`{_dims(size)}` (plus {MARGIN} voxels each side) does not fit in "
             f"the {_dims(stack.shape)} stack",
             parameter="size",
         )
@@ -174,7 +174,7 @@ def psf_from_beads(
         raise InputError(
             f"no isolated bead found: {found} above {threshold:g} noise deviations"
             + (f", all rejected ({reasons})" if reasons else "")
-            + f"; check --size {_dims(size)} against the bead spacing"
+            + f"; check {mention('size', _dims(size))} against the bead spacing"
         )
     crops, offsets = [], []
     for p in kept:

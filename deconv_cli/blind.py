@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
+from deconv_cli.errors import DeconvError, mention
 
 LAMBDA_START, LAMBDA_END = 4e-3, 1e-4
 """The L0 weight λ of the latent step: from ``LAMBDA_START``, divided by 1.1 after each
@@ -338,7 +338,7 @@ def check_bound(bound: tuple[int, int], shape: tuple[int, ...]) -> None:
     """Refuse a kernel bound that does not fit the image three times over."""
     if bound[0] * 3 > shape[0] or bound[1] * 3 > shape[1]:
         raise DeconvError(
-            f"--kernel-size {bound[0]}x{bound[1]} is too large for a "
+            f"{mention('kernel_size', f'{bound[0]}x{bound[1]}')} is too large for a "
             f"{shape[0]}x{shape[1]} image: estimating it needs an image at least three "
             "times the kernel on each side"
         )

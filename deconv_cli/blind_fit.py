@@ -201,7 +201,7 @@ def fit_family(family: str, gray: np.ndarray, bound: tuple[int, int]) -> Fit:
     from scipy.optimize import minimize, minimize_scalar
 
     if family not in FAMILIES[1:]:
-        raise DeconvError(f"--family: `{family}` is not one of {', '.join(FAMILIES)}")
+        raise DeconvError(f"`{family}` is not one of {', '.join(FAMILIES)}", parameter="family")
     likelihood = MarginalLikelihood(gray)
     side = min(bound)
 

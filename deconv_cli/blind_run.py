@@ -33,7 +33,7 @@ def parse_kernel_size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         sides = []
     if len(sides) not in (1, 2) or min(sides, default=0) < 3:
-        raise DeconvError(f"--kernel-size: `{text}` is not N or HxW with sides >= 3")
+        raise DeconvError(f"`{text}` is not N or HxW with sides >= 3", parameter="kernel_size")
     sides = sides * (3 - len(sides))
     return (sides[0] | 1, sides[1] | 1)
 
@@ -183,13 +183,15 @@ def check_kernel_out(path: str | None, several: bool, overwrite: bool) -> Path |
     if several:
         if target.suffix.lower() in KERNEL_EXTENSIONS:
             raise DeconvError(
-                f"--kernel-out `{path}` names a file, but there are several inputs: give a folder"
+                f"`{path}` names a file, but there are several inputs: give a folder",
+                parameter="kernel_out",
             )
         target.mkdir(parents=True, exist_ok=True)
         return target
     if target.suffix.lower() not in KERNEL_EXTENSIONS:
         raise DeconvError(
-            f"--kernel-out `{path}`: give a file ending in {', '.join(KERNEL_EXTENSIONS)}"
+            f"`{path}`: give a file ending in {', '.join(KERNEL_EXTENSIONS)}",
+            parameter="kernel_out",
         )
-    fs.check_writable_file(target, overwrite=overwrite, what="--kernel-out")
+    fs.check_writable_file(target, overwrite=overwrite, what="kernel_out")
     return target

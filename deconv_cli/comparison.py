@@ -558,7 +558,7 @@ def compare_images(
             raise InputError(
                 f"reference `{pair.reference}` has axes {ref_axes}, candidate "
                 f"`{pair.candidate}` {cand_axes}: compare a volume with a volume "
-                "(a .npy volume needs --axes)"
+                f"(a .npy volume needs {mention('axes')})"
             )
         if ref.shape != cand.shape:
             raise InputError(

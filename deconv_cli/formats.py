@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.config import MAX_PIXELS_ENV
-from deconv_cli.errors import InputError, OutputError, choice_error
+from deconv_cli.errors import InputError, OutputError, choice_error, mention
 
 MAX_CHANNELS = 4
 OUTPUT_DTYPES = ("uint8", "uint16", "float32", "float64")
@@ -194,7 +194,7 @@ def check_image_shape(
     if len(shape) not in (2, 3):
         extra = "; save one image per file" if len(shape) > 3 else ""
         if npy and len(shape) > 3:
-            extra = "; give --axes for a volume (e.g. --axes ZYXC)"
+            extra = f"; give {mention('axes')} for a volume (e.g. {mention('axes', 'ZYXC')})"
         raise InputError(f"`{path}` has {len(shape)}-D shape {shape_text(shape)}; {wanted}{extra}")
     if 0 in shape:
         raise InputError(f"`{path}` is empty (shape {shape_text(shape)})")
@@ -206,7 +206,7 @@ def check_image_shape(
             )
         raise InputError(
             f"`{path}`: a 3-D array of shape {shape_text(shape)} is ambiguous: an image is "
-            f"H×W×C with at most {max_channels} channels, last; give --axes "
+            f"H×W×C with at most {max_channels} channels, last; give {mention('axes')} "
             "(ZYX for a stack, CYX for channels first, YXC for more channels)"
         )
     pixels = shape[0] * shape[1]
@@ -216,7 +216,7 @@ def check_image_shape(
         size = f"{nbytes / 1e9:.1f} GB" if nbytes >= 1e8 else f"{nbytes / 1e6:.1f} MB"
         raise InputError(
             f"`{path}` has {pixels:,} pixels ({shape_text(shape[:2])}), above the "
-            f"limit of {limit:,}; set {MAX_PIXELS_ENV} or `deconv --max-pixels {pixels}` to "
+            f"limit of {limit:,}; set {MAX_PIXELS_ENV} or {mention('max_pixels', pixels)} to "
             f"read it, if you trust the file (it needs {size} as float64)"
         )
 

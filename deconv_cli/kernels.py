@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli import fs
-from deconv_cli.errors import InputError, KernelError
+from deconv_cli.errors import InputError, KernelError, mention
 from deconv_cli.formats import READ_EXTENSIONS
 from deconv_cli.kernel_families import (
     FAMILIES,
@@ -346,7 +346,9 @@ def _load_file(path: Path, spec: str, normalize: bool) -> Kernel:
         else:
             array = _read_image(path)
     except InputError as err:
-        message, named = str(err), f"`{path}`"
+        message, named = err.detail, f"`{path}`"  # keeps its mentions for the reader to say
+        if err.parameter:
+            message = f"{mention(err.parameter)}: {message}"
         if message.startswith(named):  # the reader names the file: say it once
             rest = message[len(named) :]
             message = rest[1:].lstrip() if rest.startswith(":") else "it" + rest

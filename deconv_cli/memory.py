@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
+from deconv_cli.errors import DeconvError, mention
 from deconv_cli.operators import ConvOperator, Geometry, basis_for
 from deconv_cli.restore import get_method
 from deconv_cli.tiled_invert import default_margin, pilot_shape, tileable
-from deconv_cli.tiles import Tile, describe_tile, dims, tile_sides
+from deconv_cli.tiles import SHAPE_KEEPING, Tile, describe_tile, dims, tile_sides
 
 MEMINFO = Path("/proc/meminfo")
 STATUS = Path("/proc/self/status")
@@ -264,17 +264,17 @@ def check_memory(
     room = available_bytes() if available is None else available
     if room is None or need <= room:
         return need
-    name = f"{command} --method {method}" if method else command
+    name = f"{command} {mention('method', method)}" if method else command
     message = (
         f"{name} on a {dims(shape)} {np.dtype(job.get('dtype', np.float64)).name} image "
         f"needs about {describe_bytes(need)} of memory"
-        f"{f' with --tile {describe_tile(tile)}' if tile else ''}, "
+        f"{' with ' + mention('tile', describe_tile(tile)) if tile else ''}, "
         f"{describe_bytes(room)} is available"
     )
     if command == "invert" and not tileable(geometry):
         raise DeconvError(
-            f"{message}; --tile works for invert only with --mode same, stride 1 and no "
-            "--padding: free memory or process a smaller image"
+            f"{message}; {mention('tile')} works for invert only with {SHAPE_KEEPING}: "
+            "free memory or process a smaller image"
         )
     d = job.get("spatial", 2)
     largest = max(shape[:d])
@@ -285,18 +285,22 @@ def check_memory(
     for size in sizes:
         tiled = estimate_bytes(command, shape, kernel, geometry, tile=size, **job)
         if tiled <= room:
-            raise DeconvError(f"{message}; use --tile {size} (about {describe_bytes(tiled)})")
+            raise DeconvError(
+                f"{message}; use {mention('tile', size)} (about {describe_bytes(tiled)})"
+            )
     if not mapped:
         for size in [tile] * (tile is not None) + sizes:
             job["mapped"] = True
             tiled = estimate_bytes(command, shape, kernel, geometry, tile=size, **job)
             if tiled <= room:
                 raise DeconvError(
-                    f"{message}; use --tile {_tile_flag(size)} with float .npy input and "
+                    f"{message}; use {mention('tile', _tile_flag(size))} with float .npy input and "
                     "output, which "
                     f"are then memory-mapped (about {describe_bytes(tiled)})"
                 )
-    smaller = f"; even --tile {sizes[-1]} needs about {describe_bytes(tiled)}" if sizes else ""
+    smaller = (
+        f"; even {mention('tile', sizes[-1])} needs about {describe_bytes(tiled)}" if sizes else ""
+    )
     raise DeconvError(f"{message}{smaller}: free memory or process a smaller image")
 
 

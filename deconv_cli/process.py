@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError, GeometryError
+from deconv_cli.errors import DeconvError, GeometryError, mention
 from deconv_cli.formats import check_shape, parse_dtype
 from deconv_cli.inversion import IterationRecord, Monitor, build_problem, invert
 from deconv_cli.io import Image, write_image
@@ -120,7 +120,8 @@ def kernel_layout(kernel: Kernel, axes: str, what: str) -> int:
         shape = "x".join(map(str, kernel.array.shape))
         raise GeometryError(
             f"kernel `{kernel.description}` is a 3-D volume kernel ({shape}) but {what} is "
-            f"2-D (axes {axes}); give a volume: a TIFF stack, or a .npy with --axes ZYX"
+            f"2-D (axes {axes}); give a volume: a TIFF stack, or a .npy with "
+            f"{mention('axes', 'ZYX')}"
         )
     return spatial
 
@@ -228,7 +229,7 @@ def _compute_data(image: Image, dtype: str | None) -> np.ndarray:
         if top > limit:
             raise DeconvError(
                 f"`{image.path}`: values reach {top:.3g}, beyond {target.name} "
-                f"(±{limit:.3g}): --dtype {target.name} cannot hold them; use float64"
+                f"(±{limit:.3g}): {mention('dtype', target.name)} cannot hold them; use float64"
             )
     return data.astype(target, copy=False)
 

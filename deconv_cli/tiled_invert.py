@@ -19,10 +19,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError, GeometryError
+from deconv_cli.errors import DeconvError, GeometryError, mention
 from deconv_cli.operators import Geometry
 from deconv_cli.restore import RestoreOptions, RestoreResult, get_method
 from deconv_cli.tiles import (
+    SHAPE_KEEPING,
     Tile,
     describe_tile,
     dims,
@@ -68,8 +69,9 @@ def check_tiled_geometry(geometry: Geometry) -> None:
     """Refuse a geometry a tiled invert does not support (see :func:`tileable`)."""
     if not tileable(geometry):
         raise GeometryError(
-            f"--tile: a tiled invert needs --mode same, stride 1 and no --padding "
-            f"(got `{geometry.describe()}`); run it without --tile"
+            f"a tiled invert needs {SHAPE_KEEPING} (got `{geometry.describe()}`); run it without "
+            f"{mention('tile')}",
+            parameter="tile",
         )
 
 

@@ -24,9 +24,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError, GeometryError
+from deconv_cli.errors import DeconvError, GeometryError, mention
 from deconv_cli.operators import Convolution
 from deconv_cli.operators.padding import index_map
+
+SHAPE_KEEPING = f"{mention('mode', 'same')}, stride 1 and no {mention('padding')}"
+"""The geometry tiles and chunks support (output shape = input shape), as messages say it."""
 
 Tile = int | tuple[int, ...]
 """A tile: one side for every spatial axis, or one per axis."""

@@ -34,7 +34,7 @@ import numpy as np
 
 from deconv_cli import config, formats, fs
 from deconv_cli.atomic import atomic_write
-from deconv_cli.errors import InputError, OutputError
+from deconv_cli.errors import InputError, OutputError, mention
 from deconv_cli.io import Image, PathLike, WriteResult, encode, read_image, scaled
 
 AXES = "ZYXC"
@@ -164,7 +164,7 @@ def check_voxels(path: Path, axes: str, shape: Sequence[int]) -> None:
     if voxels > limit:
         raise InputError(
             f"`{path}` has {voxels:,} voxels ({formats.shape_text(shape)}), above the limit "
-            f"of {limit:,}; set `deconv --max-pixels {voxels}` to read it, if you trust the file"
+            f"of {limit:,}; set {mention('max_pixels', voxels)} to read it, if you trust the file"
         )
 
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError, GeometryError, InputError, OutputError
-from deconv_cli.tiles import Tiler
+from deconv_cli.errors import DeconvError, GeometryError, InputError, OutputError, mention
+from deconv_cli.tiles import SHAPE_KEEPING, Tiler
 
 MISSING = (
     "Zarr stacks need zarr and dask: pip install 'deconv-cli[zarr]' "
@@ -111,8 +111,8 @@ def open_zarr(path: str | os.PathLike, *, axes: str | None = None) -> ZarrVolume
             stored = "YX"
         else:
             raise InputError(
-                f"`{path}` is a {node.ndim}-D Zarr array without axes metadata; give --axes "
-                "(e.g. ZYX, ZYXC)"
+                f"`{path}` is a {node.ndim}-D Zarr array without axes metadata; give "
+                f"{mention('axes')} (e.g. ZYX, ZYXC)"
             )
     formats.check_dtype(Path(path), node.dtype)
     array = da.from_zarr(node)
@@ -194,7 +194,7 @@ def write_zarr(
     da, zarr = _imports()
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputError(f"`{path}` exists; use --overwrite to replace it")
+        raise OutputError(f"`{path}` exists; use {mention('overwrite', True)} to replace it")
     data = da.asarray(data)
     ome = ("C" + axes.replace("C", "")) if "C" in axes else axes
     data = da.moveaxis(data, [axes.index(a) for a in ome], list(range(len(ome))))
@@ -291,8 +291,8 @@ def chunked(op, x, *, adjoint: bool = False):
     d = tiler.ndim
     if tuple(op.input_shape) != tuple(op.output_shape):
         raise GeometryError(
-            "chunked processing keeps the stack's shape: use --mode same, stride 1 and no "
-            f"--padding (got `{op.geometry.describe()}`)"
+            f"chunked processing keeps the stack's shape: use {SHAPE_KEEPING} "
+            f"(got `{op.geometry.describe()}`)"
         )
     if tuple(x.shape) != tuple(op.input_shape):
         raise GeometryError(f"the stack has shape {x.shape}, the operator {op.input_shape}")
@@ -385,10 +385,10 @@ def process_zarr(
     from deconv_cli.operators import ConvOperator
 
     if dtype not in (None, "float32", "float64"):
-        raise OutputError(f"--dtype: `{dtype}`: Zarr outputs hold float32 or float64")
+        raise OutputError(f"`{dtype}`: Zarr outputs hold float32 or float64", parameter="dtype")
     output = Path(output)
     if output.exists() and not overwrite:
-        raise OutputError(f"`{output}` exists; use --overwrite to replace it")
+        raise OutputError(f"`{output}` exists; use {mention('overwrite', True)} to replace it")
     volume = open_zarr(source, axes=axes)
     spatial = len(volume.axes.replace("C", ""))
     data = volume.data

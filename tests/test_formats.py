@@ -131,7 +131,7 @@ def test_unknown_magic_goes_to_pillow(tmp_path):
 
 def test_ambiguous_3d_npy_names_axes(tmp_path):
     np.save(tmp_path / "stack.npy", np.zeros((16, 64, 64)))
-    with pytest.raises(InputError, match=r"16×64×64 is ambiguous.*--axes"):
+    with pytest.raises(InputError, match=r"16×64×64 is ambiguous.*`axes`"):
         io.read_image(tmp_path / "stack.npy")
 
 

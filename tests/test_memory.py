@@ -100,10 +100,10 @@ def test_check_memory_suggests_a_tile_that_fits(monkeypatch):
         memory.check_memory(*args, method="wiener")
     message = str(caught.value)
     assert message.startswith(
-        f"invert --method wiener on a 8192x8192 float64 image needs about {need / 1e9:.1f} GB "
-        f"of memory, {room / 1e9:.1f} GB is available; use --tile "
+        f"invert `method=wiener` on a 8192x8192 float64 image needs about {need / 1e9:.1f} GB "
+        f"of memory, {room / 1e9:.1f} GB is available; use `tile="
     )
-    size = int(message.split("--tile ")[1].split()[0])
+    size = int(message.split("`tile=")[1].split("`")[0])
     assert memory.estimate_bytes(*args, method="wiener", tile=size) <= room
     assert "\n" not in message
     monkeypatch.setattr(memory, "available_bytes", lambda: need)
@@ -122,7 +122,7 @@ def test_check_memory_suggests_memory_maps_when_holding_the_image_cannot_fit():
     for tile in (None, 1024):
         with pytest.raises(DeconvError, match="with float .npy input and output") as caught:
             check_memory(*args, method="wiener", tile=tile, available=image)
-        size = int(str(caught.value).split("use --tile ")[1].split()[0])
+        size = int(str(caught.value).split("use `tile=")[1].split("`")[0])
         assert estimate_bytes(*args, method="wiener", tile=size, mapped=True) <= image
     assert check_memory(*args, method="wiener", tile=1024, mapped=True, available=image) == mapped
 
@@ -132,10 +132,10 @@ def test_check_memory_without_a_way_out():
 
     kernel = np.ones((3, 3))
     strided = Geometry.create(stride=2)
-    with pytest.raises(DeconvError, match="--tile works for invert only with --mode same"):
+    with pytest.raises(DeconvError, match="`tile` works for invert only with `mode=same`"):
         check_memory("invert", (4096, 4096), kernel, strided, method="cgls", available=10**6)
     with pytest.raises(
-        DeconvError, match=r"; even --tile 256 needs about .*: free memory or process a smaller"
+        DeconvError, match=r"; even `tile=256` needs about .*: free memory or process a smaller"
     ):
         check_memory("convolve", (4096, 4096), kernel, Geometry(), available=10**6)
 

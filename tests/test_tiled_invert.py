@@ -182,7 +182,7 @@ def test_tiled_invert_refuses_other_geometries(flags):
     from deconv_cli.tiled_invert import tiled_invert
 
     geometry = Geometry.create(**flags)
-    with pytest.raises(GeometryError, match="--tile: a tiled invert needs --mode same, stride 1"):
+    with pytest.raises(GeometryError, match="tile: a tiled invert needs `mode=same`, stride 1"):
         tiled_invert(np.ones((20, 20)), np.ones((3, 3)), geometry, "wiener", RestoreOptions(), 8)
 
 

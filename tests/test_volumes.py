@@ -93,7 +93,7 @@ def test_npy_without_axes_keeps_the_image_rules(tmp_path):
     np.save(tmp_path / "rgb.npy", np.zeros((4, 5, 3)))
     assert read_volume(tmp_path / "rgb.npy").axes == "YXC"
     np.save(tmp_path / "stack.npy", np.zeros((16, 64, 64)))
-    with pytest.raises(InputError, match="--axes"):
+    with pytest.raises(InputError, match="`axes`"):
         read_volume(tmp_path / "stack.npy")
 
 

@@ -78,7 +78,7 @@ def test_a_zarr_stack_through_the_chunked_operator_equals_the_in_memory_result(t
     whole = op.forward(stack[..., None] / 65535.0)[..., 0]
     assert relative_gap(np.asarray(written.data), whole) <= 1e-12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.zarr", "out.zarr"]  # no temp
-    with pytest.raises(DeconvError, match="exists; use --overwrite"):
+    with pytest.raises(DeconvError, match="exists; use `overwrite=True`"):
         write_zarr(out, result, axes="ZYX")
 
 
@@ -115,7 +115,7 @@ def test_ome_zarr_axes_order_and_a_single_time_point(tmp_path):
 
 def test_a_3d_zarr_array_without_axes_is_refused_naming_axes(tmp_path):
     zarr.open_array(str(tmp_path / "a.zarr"), mode="w", shape=(4, 5, 6), dtype="f4")
-    with pytest.raises(InputError, match="without axes metadata; give --axes"):
+    with pytest.raises(InputError, match="without axes metadata; give `axes`"):
         open_zarr(tmp_path / "a.zarr")
     assert open_zarr(tmp_path / "a.zarr", axes="ZYX").axes == "ZYX"
 

@@ -75,7 +75,7 @@ from deconv_cli.analysis.verdict import (
     structural_reasons,
     zeros_reason,
 )
-from deconv_cli.errors import DeconvError
+from deconv_cli.errors import DeconvError, mention
 from deconv_cli.operators import ConvOperator
 
 __all__ = [
@@ -114,15 +114,20 @@ def noise_level(noise_sigma: float | None = None, bits: int | None = None) -> tu
     from deconv_cli.spectral import quantization_sigma
 
     if noise_sigma is not None and bits is not None:
-        raise DeconvError("give a noise level (--noise-sigma) or a bit depth (--bits), not both")
+        raise DeconvError(
+            f"give a noise level ({mention('noise_sigma')}) or a bit depth ({mention('bits')}), "
+            "not both"
+        )
     if noise_sigma is not None:
         sigma = float(noise_sigma)
         if not math.isfinite(sigma) or sigma < 0:
-            raise DeconvError(f"--noise-sigma: `{noise_sigma}` must be a finite number >= 0")
+            raise DeconvError(
+                f"`{noise_sigma}` must be a finite number >= 0", parameter="noise_sigma"
+            )
         return sigma, "given"
     if bits is not None:
         if isinstance(bits, bool) or int(bits) != bits or not 1 <= int(bits) <= 32:
-            raise DeconvError(f"--bits: `{bits}` must be a whole number from 1 to 32")
+            raise DeconvError(f"`{bits}` must be a whole number from 1 to 32", parameter="bits")
         return quantization_sigma(int(bits)), f"{int(bits)}-bit quantization"
     return quantization_sigma(DEFAULT_BITS), f"{DEFAULT_BITS}-bit quantization (default)"
 

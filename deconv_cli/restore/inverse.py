@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from deconv_cli.analysis import null_space
-from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError
+from deconv_cli.errors import DeconvError, GeometryError, NotInvertibleError, mention
 from deconv_cli.operators import Convolution, ConvOperator
 from deconv_cli.operators.grid import convolution_of, one_kernel
 from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
@@ -212,10 +212,10 @@ def _solver_name(diagonal: Diagonal) -> str:
 def _refusal(op: ConvOperator, nullity: int, exact: bool, reason: str) -> NotInvertibleError:
     size = f"{nullity}" if exact else f"at least {nullity}"
     return NotInvertibleError(
-        f"--method inverse: A is not injective, its null space has dimension {size} "
-        f"(of {op.shape[1]} unknowns): {reason}; the data cannot determine those "
-        "components, use --method pinv or cgls (minimum-norm least squares) or a "
-        "regularized method (tikhonov, wiener, tv)"
+        f"{mention('method', 'inverse')}: A is not injective, its null space has dimension "
+        f"{size} (of {op.shape[1]} unknowns): {reason}; the data cannot determine those "
+        f"components, use {mention('method', 'pinv')} or cgls (minimum-norm least squares) or "
+        "a regularized method (tikhonov, wiener, tv)"
     )
 
 
