@@ -489,7 +489,10 @@ def assert_stopped_cleanly(proc, root: Path, signum: int, sent: float, side: int
     """Exit 128 + signal, no item started after the signal, every started item written
     completely, nothing else (no temporary file)."""
     stderr = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 128 + signum, stderr
+    # 128 + signal from deconv's handler; -signal when the signal lands after the handler
+    # is gone (the work done, the interpreter ending): the default action, which a shell
+    # also reports as 128 + signal. The checks below hold either way.
+    assert proc.returncode in (128 + signum, -signum), stderr
     starts = item_starts(root)
     late = [t - sent for t in starts if t > sent + 0.02]  # 20 ms: the signal's delivery
     assert late == [], f"items started {late} s after the signal"
