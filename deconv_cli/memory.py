@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import DeconvError, mention
-from deconv_cli.operators import ConvOperator, Geometry, basis_for
+from deconv_cli.operators import ConvOperator, Geometry, diagonal_basis
 from deconv_cli.restore import get_method
 from deconv_cli.tiled_invert import default_margin, pilot_shape, tileable
 from deconv_cli.tiles import SHAPE_KEEPING, Tile, describe_tile, dims, tile_sides
@@ -120,7 +120,7 @@ def _copies(command: str, method: str | None, op: ConvOperator, unknown: bool) -
     if command != "invert":
         return COPIES[command]
     footprint = get_method(method).memory
-    diagonal = not unknown and basis_for(op.geometry, op.effective) is not None
+    diagonal = not unknown and diagonal_basis(op) is not None
     return footprint(diagonal=diagonal, bank=op.is_bank)
 
 
