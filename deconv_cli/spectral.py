@@ -20,8 +20,8 @@ none (:func:`deconv_cli.operators.geometry.shared_kernel`: a depthwise bank of o
 kernel, a ``C × C`` diagonal bank): ``A = I_C ⊗ A_1``, and the one diagonal acts on
 each channel. In both cases ``A`` is normal, so its singular values are ``|λ|``.
 Everything else (other boundaries, ``full``/``valid`` modes, strides, padding, banks
-that mix channels or differ between them) returns ``None`` from :func:`diagonalize`; :func:`deconv_cli.analysis.null_space` has the
-null space of every operator.
+that mix channels or differ between them) returns ``None`` from :func:`diagonalize`;
+:func:`deconv_cli.analysis.null_space` has the null space of every operator.
 """
 
 from __future__ import annotations
