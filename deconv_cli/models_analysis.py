@@ -212,14 +212,8 @@ class _Part:
 def analyze_layer(layer: Layer, shapes: tuple) -> LayerAnalysis:
     """One layer's analysis, given its ``((H, W, C) in, (H, W, C) out)``.
 
-    LAPACK runs on one thread here: the stacked SVDs of small per-frequency matrices
-    gain nothing from more, and on a loaded machine each call waits for its threads
-    (ResNet-18 at 224×224×3, every layer in one process, load 6–7 on 2 cores: 34 s of
-    CPU time and 59 s wall with one thread; the whole command with OpenBLAS's default
-    two threads: 353 s of CPU time and 9 min 50 s wall). Stacked complex64 SVDs, 1 vs
-    2 threads alternated three times at load 7, median time ratio 1 thread / 2 threads:
-    1740 matrices 64×64 1.05 (two threads 5 % faster), 45 matrices 512×512 0.11 (two
-    threads 9× slower: 6.5–10.5 s against 46–97 s).
+    LAPACK runs on :data:`deconv_cli.operators.threads.SVD_THREADS` threads, as for
+    ``analyze KERNEL`` (the measurements that chose it are there).
     """
     from deconv_cli.operators import ConvOperator
     from deconv_cli.operators.threads import blas_threads
@@ -230,7 +224,7 @@ def analyze_layer(layer: Layer, shapes: tuple) -> LayerAnalysis:
     a_in = layer_out if transpose else layer_in
     geometry = layer.geometry()
     parts = []
-    with blas_threads(1):
+    with blas_threads():
         for _, ins, bank in group_banks(layer.weight, layer.groups):
             channels = ins.stop - ins.start
             op = ConvOperator(bank, (*a_in[:2], channels), geometry)

@@ -494,3 +494,31 @@ def test_large_operators_get_bounds():
     assert "keeps 1 of every 4 outputs" in reason
     same = ConvOperator(kernel, (side, side), Geometry.create(boundary="constant"))
     assert null_space(same)[:2] == (0, False)
+
+
+def test_the_svds_run_on_the_measured_number_of_blas_threads(monkeypatch):
+    # analyze KERNEL and the null space run their SVDs inside the limit that analyze
+    # MODEL uses; outside it, the pool is as it was.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import deconv_cli.analysis as analysis
+    from deconv_cli.operators.threads import SVD_THREADS
+
+    def blas() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    seen = []
+    exact = analysis.exact_spectrum
+
+    def spy(*args):
+        seen.append(blas())
+        return exact(*args)
+
+    monkeypatch.setattr(analysis, "exact_spectrum", spy)
+    op = ConvOperator(np.ones((3, 3)) / 9, (16, 16), Geometry.create(boundary="wrap"))
+    with threadpool_limits(2, user_api="blas"):
+        before = blas()
+        analysis.analyze(op)
+        analysis.null_space(op)
+        assert blas() == before
+    assert seen == [{SVD_THREADS}, {SVD_THREADS}]

@@ -77,6 +77,7 @@ from deconv_cli.analysis.verdict import (
 )
 from deconv_cli.errors import DeconvError, mention
 from deconv_cli.operators import ConvOperator
+from deconv_cli.operators.threads import blas_threads
 
 __all__ = [
     "DEFAULT_BITS",
@@ -132,6 +133,7 @@ def noise_level(noise_sigma: float | None = None, bits: int | None = None) -> tu
     return quantization_sigma(DEFAULT_BITS), f"{DEFAULT_BITS}-bit quantization (default)"
 
 
+@blas_threads()
 def analyze(
     op: ConvOperator,
     *,
@@ -165,6 +167,12 @@ def analyze(
     Returns
     -------
     Analysis
+
+    Notes
+    -----
+    The SVDs run on :data:`~deconv_cli.operators.threads.SVD_THREADS` BLAS threads (the
+    measurements that chose the number are there), as do :func:`null_space`'s and
+    ``analyze MODEL``'s.
     """
     sigma_noise, source = noise_level(noise_sigma, bits)
     source = noise_source or source
@@ -177,6 +185,7 @@ def analyze(
     return _from_estimates(op, rtol, sigma_noise, source, iterations, seed)
 
 
+@blas_threads()
 def null_space(
     op: ConvOperator, *, dense_limit: int = DENSE_LIMIT, kronecker_limit: int = KRONECKER_LIMIT
 ) -> tuple[int, bool, str]:

@@ -14,7 +14,8 @@ derived. Module map:
     The one cost model (one set of measured constants) choosing a plan, and the
     fast FFT lengths.
 ``threads``
-    FFT threads as an explicit setting: ``with workers(n):``.
+    FFT threads as an explicit setting: ``with workers(n):``; the BLAS threads of
+    the analyses' SVDs (``blas_threads``, one by measurement).
 ``diagonal``
     :func:`diagonal_basis`: the one decision whether the DFT (``wrap``) or the
     DCT-II (``reflect``, symmetric kernel) diagonalizes ``A``, with the maths.
