@@ -22,24 +22,18 @@ class MethodHelp(click.Command):
     from the data when not given), in ``deconv invert --help``."""
 
     def format_epilog(self, ctx, formatter):
-        from deconv_cli.cli import flag
+        from deconv_cli.cli import flag, said
         from deconv_cli.restore import methods
 
         with formatter.section("Methods"):
             rows = []
             for m in methods().values():
                 flags = [flag(o) + "*" * (o in m.automatic) for o in m.options]
-                rows.append((m.name, m.summary + (f" [{', '.join(flags)}]" if flags else "")))
+                rows.append((m.name, said(m.summary) + (f" [{', '.join(flags)}]" if flags else "")))
             formatter.write_dl(rows)
             formatter.write_paragraph()
             formatter.write_text("*: chosen from the data when not given.")
         super().format_epilog(ctx, formatter)
-
-
-def _flags(names) -> list[str]:
-    from deconv_cli.cli import flag
-
-    return [flag(name) for name in names]
 
 
 @click.command(cls=MethodHelp)
@@ -120,13 +114,7 @@ def invert(
 
     chosen = get_method(method)
     given = method_options
-    unused = [f for f, v in given.items() if v is not None and f not in chosen.options]
-    if unused:
-        takes = ", ".join(_flags(chosen.options)) or "no options"
-        raise DeconvError(
-            f"{', '.join(_flags(unused))} does not apply to --method {chosen.name} "
-            f"(it takes {takes})"
-        )
+    chosen.check_taken(given)
     if history:
         _check_history(history, batch)
     unknown = geometry.unknown

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from deconv_cli.errors import mention
 from deconv_cli.operators import ConvOperator
 from deconv_cli.operators.grid import grid_operator, one_kernel
 from deconv_cli.restore import RestoreOptions, RestoreResult, check, register
@@ -92,7 +93,8 @@ class _Stop:
         if converged is False:
             result.notes.append(
                 f"stopped at the iteration cap ({self.iterations}) with ‖Aᵀr‖/‖Aᵀy‖ = "
-                f"{normal:.2e} > tol {self.tol:g}; raise --iterations or --tol, or use a "
+                f"{normal:.2e} > tol {self.tol:g}; raise {mention('iterations')} or "
+                f"{mention('tol')}, or use a "
                 "regularized method"
             )
         return result

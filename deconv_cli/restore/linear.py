@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from deconv_cli.errors import mention
 from deconv_cli.operators import Convolution, ConvOperator, Geometry, is_symmetric_kernel
 from deconv_cli.operators.grid import convolution_of, one_kernel
 from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
@@ -59,7 +60,8 @@ def laplacian_stencil(ndim: int) -> np.ndarray:
 
 @register(
     "tikhonov",
-    "Tikhonov with a Laplacian (--reg or GCV): closed form where diagonalizable, else CG",
+    f"Tikhonov with a Laplacian ({mention('reg')} or GCV): closed form where diagonalizable, "
+    "else CG",
     options=("reg", "iterations", "tol"),
     automatic=("reg",),
     iterative=True,
@@ -101,7 +103,8 @@ def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> 
 
 @register(
     "wiener",
-    "Wiener filter, constant noise-to-signal ratio (--nsr, or from GCV and the estimated MSE)",
+    f"Wiener filter, constant noise-to-signal ratio ({mention('nsr')}, or from GCV and the "
+    "estimated MSE)",
     options=("nsr", "noise_sigma", "iterations", "tol"),
     automatic=("nsr", "noise_sigma"),
     iterative=True,
@@ -385,7 +388,8 @@ def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: Rest
     if tol > 0 and not converged:
         notes.append(
             f"CG stopped at the iteration cap ({iterations}) with normal-equation residual "
-            f"{_norm(r) / rhs_norm:.2e} > tol {tol:g}; raise --iterations or --tol"
+            f"{_norm(r) / rhs_norm:.2e} > tol {tol:g}; raise {mention('iterations')} or "
+            f"{mention('tol')}"
         )
     residual = _norm(op.forward(x) - y) / y_norm
     return x, residual, k, (converged if tol > 0 else None), solver, notes

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deconv_cli.errors import mention
 from deconv_cli.operators import ConvOperator
 from deconv_cli.operators.grid import channel_first, convolution_of, noise_planes, one_kernel
 from deconv_cli.restore import RestoreOptions
@@ -346,10 +347,10 @@ def _fallback(
         sigma = _noise_sigma(y, RestoreOptions(), convolution_of(op).ndim)
     factor = FALLBACK_FACTOR[kind]
     weight = max(factor * sigma**2, 1e-12)
-    flag = "--reg" if kind == "tikhonov" else "--nsr"
+    name = "reg" if kind == "tikhonov" else "nsr"
     return (
         weight,
         f"{factor:g}·σ² (σ={sigma:.3g})",
-        f"no spectral stand-in for a kernel bank or a stride: {flag[2:]} = {factor:g}·σ² "
-        f"from the estimated noise level, a rule of thumb; give {flag} to choose it",
+        f"no spectral stand-in for a kernel bank or a stride: {name} = {factor:g}·σ² "
+        f"from the estimated noise level, a rule of thumb; give {mention(name)} to choose it",
     )

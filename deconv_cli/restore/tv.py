@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
+from deconv_cli.errors import DeconvError, mention
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.operators.grid import GridOperator
 from deconv_cli.restore import (
@@ -761,7 +761,7 @@ def _pilot(blurred: np.ndarray, op: ConvOperator) -> tuple[np.ndarray, ConvOpera
 
 @register(
     "tv",
-    "total-variation deconvolution by half-quadratic splitting (--lam or by the "
+    f"total-variation deconvolution by half-quadratic splitting ({mention('lam')} or by the "
     "discrepancy principle)",
     options=("lam", "iterations", "tol", "noise_sigma"),
     automatic=("lam", "noise_sigma"),
