@@ -139,9 +139,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
 
     Parameters
     ----------
-    blurred : ndarray
-    op : ConvOperator or Convolution
-        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
+    blurred, op
+        As for :func:`inverse`.
     options : RestoreOptions
         ``rcond``: singular values ``σ <= rcond · σ_max`` are treated as zero
         (default ``max(m, n) · eps``, the rank tolerance, so ``pinv`` equals

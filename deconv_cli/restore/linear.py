@@ -73,10 +73,8 @@ def tikhonov(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> 
 
     Parameters
     ----------
-    blurred : ndarray
-        The data ``y``, shape ``op.output_shape``.
-    op : ConvOperator or Convolution
-        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
+    blurred, op
+        As for :func:`~deconv_cli.restore.inverse.inverse`: any geometry.
     options : RestoreOptions
         ``reg``: ``ν`` (``None``: chosen by GCV); ``iterations``/``tol``: the CG
         solver where ``A`` is not diagonalizable (default 1000 and 1e-6 on the
@@ -116,9 +114,8 @@ def wiener(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Re
 
     Parameters
     ----------
-    blurred : ndarray
-    op : ConvOperator or Convolution
-        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
+    blurred, op
+        As for :func:`~deconv_cli.restore.inverse.inverse`: any geometry.
     options : RestoreOptions
         ``nsr``: the noise-to-signal power ratio (``None``: chosen from the data);
         ``noise_sigma``: the noise level for the rule of thumb used for kernel banks
