@@ -121,7 +121,7 @@ def invert(
     from deconv_cli.cli.models import operator_inputs
 
     geometry, kernel = operator_inputs(kernel, geometry)
-    sharp = _read_reference(reference, batch.axes)
+    sharp = _read_reference(reference, batch.axes, kernel.max_channels)
     records = [] if history else None
 
     def build(single: bool) -> Invert:
@@ -171,12 +171,13 @@ def _check_history(path, batch) -> None:
     fs.check_writable_file(path, overwrite=batch.overwrite, what="history")
 
 
-def _read_reference(path, axes):
+def _read_reference(path, axes, max_channels):
+    """The sharp image of ``--reference``, read as the inputs are (a bank's: any channels)."""
     if path is None:
         return None
     from deconv_cli.volumes import read_volume
 
-    return read_volume(path, axes=axes).data
+    return read_volume(path, axes=axes, max_channels=max_channels).data
 
 
 def _write_history(path, records, overwrite) -> None:
