@@ -43,8 +43,9 @@ if TYPE_CHECKING:  # numpy and the operator are imported by the methods, not for
 
     from deconv_cli.operators import ConvOperator
 
-# Modules that register methods, imported on first use of the registry.
-_MODULES = ("inverse", "linear", "richardson_lucy", "iterative", "tv", "auto")
+# Modules that register methods, imported on first use of the registry; their methods
+# are listed in this order (whatever order they were imported in).
+_MODULES = ("inverse", "linear", "iterative", "richardson_lucy", "tv", "auto")
 
 Callback = Callable[[int, "np.ndarray", float], None]
 """``callback(iteration, x, relative_residual)`` after each iteration of an iterative method."""
@@ -397,10 +398,13 @@ def register(
 
 
 def methods() -> dict[str, Method]:
-    """All registered methods, in registration order."""
+    """All registered methods: by module in the order of ``_MODULES``, then in the order
+    each module registers them (others last)."""
     for module in _MODULES:
         importlib.import_module(f"{__name__}.{module}")
-    return REGISTRY
+    rank = {f"{__name__}.{module}": i for i, module in enumerate(_MODULES)}
+    order = sorted(REGISTRY.values(), key=lambda m: rank.get(m.function.__module__, len(rank)))
+    return {m.name: m for m in order}
 
 
 def get_method(name: str) -> Method:

@@ -27,6 +27,7 @@ from deconv_cli.operators import Convolution, ConvOperator, Geometry, is_symmetr
 from deconv_cli.operators.grid import convolution_of, one_kernel
 from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, check, register
 from deconv_cli.restore.inverse import check_data
+from deconv_cli.restore.iterative import dot, norm
 from deconv_cli.restore.parameter_rules import (
     Spectrum,
     choose,
@@ -348,8 +349,8 @@ def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: Rest
     solver = "CG" if precondition is None else "CG (DCT-preconditioned)"
 
     rhs = op.adjoint(y)
-    rhs_norm = _norm(rhs) or 1.0
-    y_norm = _norm(y) or 1.0
+    rhs_norm = norm(rhs) or 1.0
+    y_norm = norm(y) or 1.0
     x = np.zeros(op.input_shape, dtype=op.dtype)
     r = rhs.copy()
     data_r = y.copy()
@@ -357,7 +358,7 @@ def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: Rest
     p = z.astype(op.dtype, copy=True)
     rz = _dot(r, z)
     k = 0
-    converged = tol > 0 and _norm(r) / rhs_norm <= tol
+    converged = tol > 0 and norm(r) / rhs_norm <= tol
     while not converged and k < iterations:
         k += 1
         ap, np_ = normal(p)
@@ -368,9 +369,9 @@ def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: Rest
         x += alpha * p
         r -= alpha * np_
         data_r -= alpha * ap
-        relative = _norm(r) / rhs_norm
+        relative = norm(r) / rhs_norm
         if options.callback is not None:
-            options.callback(k, x, _norm(data_r) / y_norm)
+            options.callback(k, x, norm(data_r) / y_norm)
         if tol > 0 and relative <= tol:
             converged = True
             break
@@ -385,17 +386,13 @@ def _cg(y: np.ndarray, op: ConvOperator, kind: str, weight: float, options: Rest
     if tol > 0 and not converged:
         notes.append(
             f"CG stopped at the iteration cap ({iterations}) with normal-equation residual "
-            f"{_norm(r) / rhs_norm:.2e} > tol {tol:g}; raise {mention('iterations')} or "
+            f"{norm(r) / rhs_norm:.2e} > tol {tol:g}; raise {mention('iterations')} or "
             f"{mention('tol')}"
         )
-    residual = _norm(op.forward(x) - y) / y_norm
+    residual = norm(op.forward(x) - y) / y_norm
     return x, residual, k, (converged if tol > 0 else None), solver, notes
 
 
-def _norm(a: np.ndarray) -> float:
-    flat = a.reshape(-1)
-    return math.sqrt(float(np.dot(flat, flat)))
-
-
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)))
+    """``⟨a, b⟩`` accumulated in float64, of float32 arrays too (CG's step lengths)."""
+    return dot(a.astype(np.float64, copy=False), b.astype(np.float64, copy=False))
