@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli.errors import DeconvError, mention
-from deconv_cli.operators import ConvOperator, Geometry, basis_for
+from deconv_cli.operators import ConvOperator, Geometry, diagonal_basis
 from deconv_cli.restore import get_method
 from deconv_cli.tiled_invert import default_margin, pilot_shape, tileable
-from deconv_cli.tiles import SHAPE_KEEPING, Tile, describe_tile, dims, tile_sides
+from deconv_cli.tiles import SHAPE_KEEPING, Tile, Tiler, describe_tile, dims, tile_sides
 
 MEMINFO = Path("/proc/meminfo")
 STATUS = Path("/proc/self/status")
@@ -120,8 +120,31 @@ def _copies(command: str, method: str | None, op: ConvOperator, unknown: bool) -
     if command != "invert":
         return COPIES[command]
     footprint = get_method(method).memory
-    diagonal = not unknown and basis_for(op.geometry, op.effective) is not None
+    diagonal = not unknown and diagonal_basis(op) is not None
     return footprint(diagonal=diagonal, bank=op.is_bank)
+
+
+def bank_spectrum_bytes(op, itemsize: int) -> int:
+    """Bytes the FFT engine keeps for a kernel bank: its spectrum and the conjugate.
+
+    A bank that is not one shared kernel (:func:`~deconv_cli.operators.geometry.shared_kernel`)
+    is transformed once per operator, ``C_out · C_in/groups`` kernels at the padded
+    grid's fast lengths (a half spectrum along the last axis), complex of twice the
+    computation's ``itemsize``; the adjoint keeps the conjugate beside it. A large bank's
+    spectra outweigh the image many times over (``C_out · C_in/groups`` against ``C``
+    image-sized arrays). 0 for another engine or a shared kernel (one image-sized
+    spectrum at most, within :data:`COPIES`).
+    """
+    from deconv_cli.operators import fast_length
+    from deconv_cli.operators.grid import convolution_of
+
+    core = convolution_of(op)
+    if core.engine != "fft" or core.shared:
+        return 0
+    co, cig = core.effective.shape[:2]
+    size = [fast_length(n) for n in core.padded_shape]
+    frequencies = math.prod(size[:-1]) * (size[-1] // 2 + 1)
+    return 2 * co * cig * frequencies * 2 * itemsize
 
 
 def _whole_operator(
@@ -209,14 +232,15 @@ def estimate_bytes(
     channels = max(math.prod(op.input_shape[d:]), math.prod(op.output_shape[d:]))
     if tile is None:
         voxels = max(math.prod(lengths), math.prod(lengths_out))
-        return FIXED_BYTES + int(copies * voxels * channels * itemsize)
+        spectra = bank_spectrum_bytes(op, itemsize)
+        return FIXED_BYTES + spectra + int(copies * voxels * channels * itemsize)
     sides = tile_sides(tile, d)
     extent = op.effective.shape[2:]
     if command == "invert":
         margins = default_margin(op) if margin is None else margin
         margins = margins if isinstance(margins, tuple) else (margins,) * d
         # the larger of a tile's window and the pilot crop's, per axis
-        window = math.prod(
+        window = tuple(
             max(min(t, n), p) + 2 * m + k
             for t, n, p, m, k in zip(
                 sides, lengths, pilot_shape(lengths), margins, extent, strict=True
@@ -224,12 +248,22 @@ def estimate_bytes(
         )
     else:
         stride = geometry.axes(d)[0] if command == "convolve" else (1,) * d
-        window = math.prod(s * t + k for s, t, k in zip(stride, sides, extent, strict=True))
+        window = tuple(s * t + k for s, t, k in zip(stride, sides, extent, strict=True))
     # the input, the result, and the copy write_image makes when it converts its type
     held = math.prod(op.input_shape) + 2 * math.prod(op.output_shape)
     arrays = 0 if mapped else held * itemsize
+    # The tiles keep one window operator, with its bank's spectra, per window shape; a
+    # tiled invert builds one problem per tile at a time.
+    tiler = Tiler(op)
+    shapes = (
+        [window]
+        if command == "invert"
+        else tiler.window_shapes(sides, adjoint=command == "transpose")
+    )
+    spectra = sum(bank_spectrum_bytes(tiler.window(shape), itemsize) for shape in shapes)
     # the window's own copy (gathered from the input) besides the path's work
-    return FIXED_BYTES + arrays + int((copies + 1) * window * channels * itemsize)
+    work = (copies + 1) * math.prod(window) * channels * itemsize
+    return FIXED_BYTES + arrays + spectra + int(work)
 
 
 def check_memory(

@@ -15,10 +15,13 @@ The operator has 1, 2 or 3 spatial axes (those of its
 :class:`~deconv_cli.operators.Convolution`); arrays are in its layout, ``*spatial``
 or ``*spatial × C``.
 
-In both cases ``A`` is normal, so its singular values are ``|λ|``. Everything else
-(other boundaries, ``full``/``valid`` modes, strides, padding, kernel banks) returns
-``None`` from :func:`diagonalize`; :func:`deconv_cli.analysis.null_space` has the
-null space of every operator.
+A kernel bank qualifies when it applies one kernel to every channel alike, mixing
+none (:func:`deconv_cli.operators.geometry.shared_kernel`: a depthwise bank of one
+kernel, a ``C × C`` diagonal bank): ``A = I_C ⊗ A_1``, and the one diagonal acts on
+each channel. In both cases ``A`` is normal, so its singular values are ``|λ|``.
+Everything else (other boundaries, ``full``/``valid`` modes, strides, padding, banks
+that mix channels or differ between them) returns ``None`` from :func:`diagonalize`;
+:func:`deconv_cli.analysis.null_space` has the null space of every operator.
 """
 
 from __future__ import annotations
@@ -398,7 +401,8 @@ def approximate(op: ConvOperator, *, dtype=None) -> Diagonal | None:
 
     The same kernel, correlation and dilation in ``same`` mode on the input's spatial
     shape: reflect (DCT) for a symmetric kernel, wrap (FFT) otherwise. ``None`` for
-    kernel banks and strides, which have no such stand-in.
+    banks that mix channels (or differ between them) and strides, which have no such
+    stand-in.
     """
     exact = diagonalize(op, dtype=dtype)
     if exact is not None:
@@ -433,7 +437,7 @@ def inverse_amplification(op: ConvOperator) -> float | None:
     of ``A⁻¹ e`` for white noise ``e`` of unit standard deviation. Exact where
     :func:`diagonalize` applies; for other stride-1 single-kernel operators, the
     same quantity for the :func:`approximate` stand-in (a good guide: boundary
-    effects change few eigenvalues). ``None`` for kernel banks and strides.
+    effects change few eigenvalues). ``None`` for banks that mix channels and strides.
     """
     diagonal = diagonalize(op, dtype=np.float64)
     if diagonal is None:

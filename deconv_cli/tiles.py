@@ -159,7 +159,7 @@ class Tiler:
         self.geometry = replace(self.core.geometry, mode="valid", boundary="constant", padding=None)
         self.cache: dict[tuple[int, ...], Convolution] = {}
 
-    def _window(self, spatial: tuple[int, ...]) -> Convolution:
+    def window(self, spatial: tuple[int, ...]) -> Convolution:
         """The ``valid``, zero-boundary operator on a padded window of ``spatial`` shape."""
         if spatial not in self.cache:
             self.cache[spatial] = Convolution(
@@ -171,6 +171,25 @@ class Tiler:
             )
         return self.cache[spatial]
 
+    def window_shapes(self, sides: tuple[int, ...], *, adjoint: bool = False) -> list[tuple]:
+        """The spatial shapes of the window operators that :func:`tiled_forward` (or
+        :func:`tiled_adjoint`) builds for tiles of ``sides``: the product of the distinct
+        window lengths on each axis (the cache keeps one operator per shape)."""
+        d, k, s = self.ndim, self.extent, self.stride
+        shape = (self.op.input_shape if adjoint else self.op.output_shape)[:d]
+        lengths = []
+        for a in range(d):
+            found = set()
+            for b0, b1 in spans(shape[a], sides[a]):
+                if adjoint:
+                    found.update(
+                        s[a] * (p[0].stop - p[0].start - 1) + k[a] for p in self._pieces(a, b0, b1)
+                    )
+                else:
+                    found.add(s[a] * (b1 - 1 - b0) + k[a])
+            lengths.append(sorted(found))
+        return list(itertools.product(*lengths))
+
     def forward_block(self, x, block) -> np.ndarray:
         """``(A x)[block]``: the padded window under the block, gathered through the index
         maps, through the ``valid`` operator (op layout in and out)."""
@@ -179,7 +198,7 @@ class Tiler:
             self.maps[a][s[a] * b0 : s[a] * (b1 - 1) + k[a]] for a, (b0, b1) in enumerate(block)
         ]
         window = gather(x, index, self.core.dtype)
-        conv = self._window(window.shape[:d])
+        conv = self.window(window.shape[:d])
         y = conv.forward(window.reshape(conv.input_shape))
         return y.reshape(y.shape[:d] + self.op.output_shape[d:])
 
@@ -209,7 +228,7 @@ class Tiler:
         for combo in itertools.product(*per_axis):
             data = np.asarray(y[tuple(c[0] for c in combo)], dtype=self.core.dtype)
             spatial = tuple(stride[a] * (data.shape[a] - 1) + k[a] for a in range(d))
-            conv = self._window(spatial)
+            conv = self.window(spatial)
             values = conv.adjoint(data.reshape(conv.output_shape))
             values = values.reshape(spatial + self.op.input_shape[d:])
             _fold(out, values[tuple(c[1] for c in combo)], [c[2] for c in combo])

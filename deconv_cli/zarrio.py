@@ -9,9 +9,10 @@ Reading (:func:`open_zarr`)
     :func:`deconv_cli.io.scaled` (unsigned integers divided by their maximum).
 Writing (:func:`write_zarr`)
     An OME-Zarr v0.4 image (Zarr format 2: what most viewers read): the array at
-    ``0`` with the input's chunks, the axes and the voxel size (µm) in
-    ``multiscales``. Written into a hidden directory beside the target and renamed
-    into place when complete, so a reader never sees a half-written stack.
+    ``0`` in regular chunks (the input's largest block per axis), the axes and the
+    voxel size (µm) in ``multiscales``. Written into a hidden directory beside the
+    target and renamed into place when complete, so a reader never sees a
+    half-written stack.
 Chunked operators (:func:`chunked`)
     ``dask.array.map_overlap`` with the kernel's extent as depth: each chunk, with
     ``k − 1`` neighbouring voxels on each side (round the period for ``wrap``), is
@@ -198,12 +199,15 @@ def write_zarr(
     data = da.asarray(data)
     ome = ("C" + axes.replace("C", "")) if "C" in axes else axes
     data = da.moveaxis(data, [axes.index(a) for a in ome], list(range(len(ome))))
+    # Each Dask block must fill whole Zarr chunks: two blocks writing parts of one
+    # chunk would each read, modify and write it back, and one of the writes is lost
+    # (threads or processes alike). Regular blocks of the largest size are the chunks.
+    chunks = tuple(max(c) for c in data.chunks)
+    data = data.rechunk(chunks)
     tmp = path.parent / f".deconv-{os.getpid()}-{path.name}"
     try:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        target = root.create_array(
-            "0", shape=data.shape, dtype=data.dtype, chunks=[c[0] for c in data.chunks]
-        )
+        target = root.create_array("0", shape=data.shape, dtype=data.dtype, chunks=chunks)
         scale = [1.0] * len(ome)
         if spacing is not None:
             sizes = dict(zip(axes.replace("C", ""), spacing, strict=True))

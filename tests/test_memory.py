@@ -163,3 +163,37 @@ def test_the_memory_estimate_counts_the_address_space_limit(tmp_path):
     available = float(result.stderr.split("GB of memory, ")[1].split(" GB")[0])
     assert available <= 3.3  # the address-space room (3 GiB), not the free memory
     assert not (tmp_path / "out.npy").exists()
+
+
+@pytest.mark.parametrize("tile", [None, 64], ids=["whole", "tiled"])
+@pytest.mark.parametrize("command", ["convolve", "transpose"])
+def test_estimate_bounds_the_traced_peak_of_a_grouped_bank(command, tile):
+    # The FFT engine keeps the bank's spectra (C_out · C_in/groups of them, and their
+    # conjugates): 1.4-1.8x the estimate without them here. The tiles keep one window
+    # operator per window shape. A fresh operator is traced, as a job builds one.
+    import tracemalloc
+
+    from deconv_cli.memory import FIXED_BYTES, estimate_bytes
+    from deconv_cli.tiles import tiled_adjoint, tiled_forward
+
+    bank, groups = rng(11).random((8, 4, 15, 15)), 2
+    x = rng(12).random((160, 160, 8))
+    geometry = Geometry()
+
+    def run():
+        op = ConvOperator(bank, x.shape, geometry, groups=groups)
+        if tile is None:
+            return op.forward(x) if command == "convolve" else op.adjoint(x)
+        tiled = tiled_forward if command == "convolve" else tiled_adjoint
+        return tiled(op, x, tile, out=out)
+
+    out = np.empty_like(x)
+    run()  # imports outside the trace
+    tracemalloc.start()
+    run()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    estimate = estimate_bytes(
+        command, x.shape, bank, geometry, groups=groups, tile=tile, mapped=True
+    )
+    assert peak <= estimate - FIXED_BYTES <= 3 * peak

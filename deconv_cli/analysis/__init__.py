@@ -57,13 +57,13 @@ from deconv_cli.analysis.estimates import (
 )
 from deconv_cli.analysis.exact import (
     Spectrum,
+    channel_block,
     channels,
     dense_matrix,
     exact_form,
     exact_spectrum,
     frequency_name,
     single_kernel,
-    spatial_shape,
     strides,
 )
 from deconv_cli.analysis.verdict import (
@@ -304,7 +304,7 @@ def _from_estimates(
     from deconv_cli.spectral import inverse_amplification
 
     m, n = op.shape
-    block = op.with_input_shape(spatial_shape(op)) if channels(op) > 1 else op
+    block = channel_block(op) if channels(op) > 1 else op
     smax = sigma_max(block, seed)
     bound = sigma_min_bound(block, iterations, seed)
     g = op.geometry

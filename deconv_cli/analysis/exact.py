@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deconv_cli.operators import ConvOperator, Geometry, separable_factors
-from deconv_cli.operators.grid import convolution_of
+from deconv_cli.operators.grid import convolution_of, one_kernel
 
 _CHUNK_ELEMENTS = 1 << 22  # complex entries of per-frequency matrices held at once
 _DENSE_BATCH = 512  # unit images per operator call when building a dense matrix
@@ -36,8 +36,17 @@ class Spectrum:
 
 
 def single_kernel(op: ConvOperator) -> bool:
-    """One kernel applied to every channel (a 1×1 bank counts)."""
-    return op.effective.shape[:2] == (1, 1)
+    """One kernel applied to every channel alike, mixing none, read from the bank
+    (:func:`~deconv_cli.operators.geometry.shared_kernel`: a 1×1 bank, a depthwise
+    bank of one kernel and a ``C × C`` diagonal one count): ``A = I_C ⊗ A_1``."""
+    return one_kernel(op)
+
+
+def channel_block(op: ConvOperator) -> ConvOperator:
+    """``A_1``, the operator on one channel of a single-kernel ``op``."""
+    kernel = op.kernel[0, 0] if op.is_bank else op.kernel
+    shape = spatial_shape(op)
+    return ConvOperator(kernel, shape, op.geometry, spatial=len(shape), dtype=op.dtype)
 
 
 def spatial_axes(op: ConvOperator) -> int:
@@ -114,7 +123,7 @@ def wrap_spectrum(op: ConvOperator) -> Spectrum | None:
     circulant = g.boundary == "wrap" and op.stride1_shape == shape
     if not (circulant or reads_no_padding(op)):
         return None
-    eff = op.effective
+    eff = op.effective[:1, :1] if single_kernel(op) else op.effective
     co, ci = eff.shape[:2]
     reduced = tuple(n // s for n, s in zip(shape, stride, strict=True))
     transforms = [

@@ -43,7 +43,7 @@ computed from the operator.
 
 from deconv_cli.operators.core import Convolution, ConvOperator, input_shape_for
 from deconv_cli.operators.cost import fast_length
-from deconv_cli.operators.diagonal import basis_for, diagonal_basis, is_symmetric_kernel
+from deconv_cli.operators.diagonal import diagonal_basis, is_symmetric_kernel
 from deconv_cli.operators.engines import ENGINES, separable_factors
 from deconv_cli.operators.geometry import (
     BOUNDARIES,
@@ -68,7 +68,6 @@ __all__ = [
     "Geometry",
     "LinearMap",
     "as_bank",
-    "basis_for",
     "check_extent",
     "diagonal_basis",
     "dottest",

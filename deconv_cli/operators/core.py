@@ -29,6 +29,7 @@ from deconv_cli.operators.geometry import (
     check_extent,
     effective_kernel,
     effective_taps,
+    shared_kernel,
 )
 from deconv_cli.operators.linear import LinearMap
 from deconv_cli.operators.padding import namespace
@@ -104,7 +105,7 @@ class Convolution(LinearMap):
         self.stride, dilation, explicit = geometry.axes(d)
         self.effective = effective_taps(bank, dilation, geometry.correlate)
         # one kernel applied to every channel alike: computed once for all of them
-        self.shared = cig == 1 and groups == co and bool(np.all(bank == bank[:1]))
+        self.shared = shared_kernel(bank, groups) is not None
         k = self.effective.shape[2:]
         self.pads = tuple(
             axis_pads(k[a], geometry, None if explicit is None else explicit[a]) for a in range(d)

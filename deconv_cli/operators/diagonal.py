@@ -21,7 +21,9 @@ image on an axis of ``n`` samples; then in ``same`` mode, stride 1,
 
 In both cases ``A`` is normal, ``Aᵀ1 = A1 = (Σk)·1``, and its singular values are
 ``|λ|``. Everything else — other boundaries, ``full``/``valid`` modes or explicit
-padding, strides, a bank mixing channels — gets ``None`` from :func:`diagonal_basis`.
+padding, strides, a bank mixing channels or applying different kernels — gets ``None``
+from :func:`diagonal_basis`. A bank that applies one kernel to each channel alike is
+``I ⊗ A`` over its channels: the same diagonal acts on each.
 The rule is conservative in two corners, left to the general path: ``nearest``
 padding one sample repeats ``x[0]`` as ``reflect`` does, and explicit ``wrap``
 padding ``(K − 1)/2`` is ``same`` mode; there the DCT or the DFT diagonalizes ``A``
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deconv_cli.operators.geometry import Geometry
+from deconv_cli.operators.grid import one_kernel
 
 SYMMETRY_RTOL = 1e-13
 """A kernel is symmetric when each flip differs from it by at most this times its peak."""
@@ -49,34 +51,30 @@ def is_symmetric_kernel(kernel: np.ndarray) -> bool:
     return all(np.max(np.abs(kernel - np.flip(kernel, axis))) <= tol for axis in range(kernel.ndim))
 
 
-def basis_for(geometry: Geometry, effective: np.ndarray) -> str | None:
-    """:func:`diagonal_basis` from a geometry and the effective bank
-    ``(C_out, C_in, *k)`` (:func:`deconv_cli.operators.effective_kernel`), for callers
-    that have no operator yet (the tiler's memory estimate)."""
-    g = geometry
-    same_grid = g.mode == "same" and g.padding is None and all(s == 1 for s in g.stride)
-    if effective.shape[:2] != (1, 1) or not same_grid:
-        return None
-    if g.boundary == "wrap":
-        return "fft"
-    if g.boundary == "reflect" and is_symmetric_kernel(effective[0, 0]):
-        return "dct"
-    return None
-
-
 def diagonal_basis(op) -> str | None:
     """The fast orthogonal basis in which ``op`` is diagonal (module docstring).
 
     Parameters
     ----------
-    op : ConvOperator
-        Its ``geometry`` and ``effective`` bank decide.
+    op : ConvOperator or Convolution
+        Its ``geometry`` and its bank decide: the bank must apply one kernel to every
+        channel alike, mixing none (:func:`~deconv_cli.operators.geometry.shared_kernel`:
+        a 2-D kernel on an RGB image, a depthwise bank of one kernel, a ``C × C``
+        diagonal bank), never judged from the arrays' number of axes.
 
     Returns
     -------
     {"fft", "dct"} or None
-        ``"fft"``: ``wrap``, ``same``, stride 1, one kernel for every channel;
-        ``"dct"``: ``reflect``, same conditions, and a kernel with odd sides
-        symmetric about each axis; else ``None``.
+        ``"fft"``: ``wrap``, ``same``, stride 1, one shared kernel; ``"dct"``:
+        ``reflect``, same conditions, and a kernel with odd sides symmetric about
+        each axis; else ``None``. The diagonal then acts on each channel alike.
     """
-    return basis_for(op.geometry, op.effective)
+    g = op.geometry
+    same_grid = g.mode == "same" and g.padding is None and all(s == 1 for s in g.stride)
+    if not one_kernel(op) or not same_grid:
+        return None
+    if g.boundary == "wrap":
+        return "fft"
+    if g.boundary == "reflect" and is_symmetric_kernel(op.effective[0, 0]):
+        return "dct"
+    return None

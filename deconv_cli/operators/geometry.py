@@ -177,6 +177,28 @@ def effective_taps(bank: np.ndarray, dilation: tuple[int, ...], correlate: bool)
     return np.ascontiguousarray(dilated)
 
 
+def shared_kernel(bank: np.ndarray, groups: int = 1) -> np.ndarray | None:
+    """The one kernel a bank applies to every channel alike, mixing none, or ``None``.
+
+    ``bank`` is ``(C_out, C_in/groups, *k)`` with output channel ``o`` reading the
+    input channels of its group, ``g·C_in/groups + i``. The bank is one shared kernel
+    ``k`` when ``C_out = C_in`` and output ``o`` reads input ``o`` only, through ``k``:
+    its dense ``(C_out, C_in)`` block matrix is ``I ⊗ k``. Read from the bank alone
+    (exactly equal kernels, exact zeros elsewhere): a ``(1, 1, *k)`` bank, a depthwise
+    bank of one kernel (``groups = C``) and a ``C × C`` diagonal bank all qualify.
+    """
+    co, cig = bank.shape[:2]
+    if co != cig * groups:
+        return None
+    own = np.arange(co) % cig  # output o's own channel, as an index within its group
+    kernel = bank[0, own[0]]
+    if not np.all(bank[np.arange(co), own] == kernel):
+        return None
+    others = np.ones((co, cig), dtype=bool)
+    others[np.arange(co), own] = False
+    return kernel if not np.any(bank[others]) else None
+
+
 def as_bank(kernel: np.ndarray, spatial: int = 2) -> tuple[np.ndarray, bool]:
     """``(bank, is_bank)``: a kernel of the commands' layout as a bank ``(C_out, C_in,
     *k)`` with ``spatial`` axes.
