@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError, GeometryError, InputError, KernelError
+from deconv_cli.errors import DeconvError, GeometryError, InputError, KernelError, spoken
 from deconv_cli.io import Image, WriteResult
 from deconv_cli.kernels import Kernel
 
@@ -513,20 +513,15 @@ def invert(
 
     from deconv_cli.operators import parse_pair
     from deconv_cli.process import Invert
-    from deconv_cli.restore import RestoreOptions, get_method
+    from deconv_cli.restore import OPTIONS, RestoreOptions, get_method
 
     chosen = get_method(method)
     values = (iterations, tol, reg, nsr, rcond, lam, tv, noise_sigma)
     given = dict(zip(_METHOD_OPTIONS, values, strict=True))
-    unused = [
-        name for name, value in given.items() if value is not None and name not in chosen.options
-    ]
-    _check_options(given)
-    if unused:
-        takes = ", ".join(f for f in chosen.options if f in _METHOD_OPTIONS) or "no options"
-        raise DeconvError(
-            f"{', '.join(unused)}: not an option of method `{chosen.name}` (it takes {takes})"
-        )
+    for name, value in given.items():  # as the command line parses them; the rest with the data
+        if value is not None:
+            OPTIONS[name].check(value, scale=None)
+    chosen.check_taken(given)
     kernel = _kernel(kernel)
     unknown = boundary == "unknown"
     geometry = _geometry(
@@ -544,25 +539,8 @@ def invert(
         on_iteration=callback,
     )
     outcome = _run(transform, _image(data, "data", kernel))
-    return replace(outcome.restored, image=outcome.data)
-
-
-def _check_options(given: dict) -> None:
-    """The ranges the command line's option types enforce: ``iterations`` a whole number
-    >= 1, ``tol`` >= 0, the weights and the noise level > 0, all finite."""
-    for name, value in given.items():
-        if value is None:
-            continue
-        if name == "iterations":
-            whole = isinstance(value, int | np.integer) and not isinstance(value, bool)
-            if not (whole and value >= 1):
-                raise DeconvError(f"iterations: `{value}` must be a whole number >= 1")
-            continue
-        number = isinstance(value, int | float | np.integer | np.floating)
-        if not (number and not isinstance(value, bool) and np.isfinite(value)):
-            raise DeconvError(f"{name}: `{value}` is not a finite number")
-        if value < 0 or (value == 0 and name != "tol"):
-            raise DeconvError(f"{name}: `{value}` must be {'>= 0' if name == 'tol' else '> 0'}")
+    notes = [spoken(note) for note in outcome.restored.notes]
+    return replace(outcome.restored, image=outcome.data, notes=notes)
 
 
 # --------------------------------------------------------------------------- measuring

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
+from deconv_cli.errors import DeconvError, mention
 from deconv_cli.io import Image
 from deconv_cli.operators import Geometry
 from deconv_cli.process import Allocate, Outcome, Transform, describe_result
@@ -123,7 +123,7 @@ class Blind(Transform):
         score, basis = blind_fit.confidence(gray, kernel)
         path = kernel_path(self.kernel_out, Path(image.path), self.several)
         if self.family == "free":
-            how = "chosen automatically" if self.bound is None else "--kernel-size"
+            how = "chosen automatically" if self.bound is None else mention("kernel_size")
             details["kernel"] = (
                 f"free, {kernel.shape[0]}x{kernel.shape[1]} (bound {bound[0]}x{bound[1]}, {how})"
             )

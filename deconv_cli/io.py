@@ -39,7 +39,6 @@ or an existing file unless ``overwrite=True``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli import config, formats, fs
-from deconv_cli.atomic import atomic_write
+from deconv_cli.atomic import PathLike, atomic_write
 from deconv_cli.errors import OutputError
 from deconv_cli.formats import (
     MAX_CHANNELS,
@@ -57,8 +56,6 @@ from deconv_cli.formats import (
     nonfinite_pixels,
     shape_text,
 )
-
-PathLike = str | os.PathLike
 
 
 @dataclass

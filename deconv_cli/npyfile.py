@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from deconv_cli import config, fs
-from deconv_cli.atomic import atomic_write
+from deconv_cli.atomic import PathLike, atomic_write
 from deconv_cli.errors import InputError, OutputError
 from deconv_cli.formats import (
     NUMPY,
@@ -29,7 +29,6 @@ from deconv_cli.formats import (
     shape_text,
 )
 
-PathLike = str | os.PathLike
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 

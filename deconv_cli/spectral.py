@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deconv_cli.errors import mention
 from deconv_cli.operators import (
     ConvOperator,
     Geometry,
@@ -493,9 +494,9 @@ def amplification_note(
     if math.isinf(amplification):
         return (
             f"{source} (σ≈{noise_sigma:.2g}) is amplified without bound: the operator has "
-            "a null space; consider --method tikhonov"
+            f"a null space; consider {mention('method', 'tikhonov')}"
         )
-    advice = "; consider --method tikhonov" if rmse >= 0.01 else ""
+    advice = f"; consider {mention('method', 'tikhonov')}" if rmse >= 0.01 else ""
     return (
         f"{source} (σ≈{noise_sigma:.2g}) is amplified ≈{amplification:.1e}× by the exact "
         f"inverse: expect RMSE ≈ {rmse:.2g}{advice}"

@@ -275,13 +275,7 @@ def tiled_forward(op, x: np.ndarray, tile: Tile, *, out: np.ndarray | None = Non
     three arrays of ``∏ (s·tile + k)`` pixels (times channels) besides ``x`` and
     ``out``.
     """
-    tiler = Tiler(op)
-    sides = tile_sides(tile, tiler.ndim)
-    _check_array(x, op.input_shape, "image")
-    out = output_array(out, op.output_shape, tiler.core.dtype)
-    for block in _blocks(op.output_shape[: tiler.ndim], sides):
-        out[tuple(slice(b0, b1) for b0, b1 in block)] = tiler.forward_block(x, block)
-    return out
+    return _tiled(op, x, tile, out, adjoint=False)
 
 
 def _covering(start: int, stop: int, k: int, s: int, n_out: int) -> tuple[int, int]:
@@ -316,12 +310,21 @@ def tiled_adjoint(op, y: np.ndarray, tile: Tile, *, out: np.ndarray | None = Non
     ``Vᵀ Sᵀ`` is computed from the data whose taps reach the run (a ``valid`` adjoint
     on a window) and added onto the tile through the index maps.
     """
+    return _tiled(op, y, tile, out, adjoint=True)
+
+
+def _tiled(op, given: np.ndarray, tile: Tile, out: np.ndarray | None, *, adjoint: bool):
+    """``A x`` (``Aᵀ y`` when ``adjoint``) block by block of the result."""
     tiler = Tiler(op)
     sides = tile_sides(tile, tiler.ndim)
-    _check_array(y, op.output_shape, "data")
-    out = output_array(out, op.input_shape, tiler.core.dtype)
-    for block in _blocks(op.input_shape[: tiler.ndim], sides):
-        out[tuple(slice(b0, b1) for b0, b1 in block)] = tiler.adjoint_block(y, block)
+    shape, result = (
+        (op.output_shape, op.input_shape) if adjoint else (op.input_shape, op.output_shape)
+    )
+    _check_array(given, shape, "data" if adjoint else "image")
+    out = output_array(out, result, tiler.core.dtype)
+    block_of = tiler.adjoint_block if adjoint else tiler.forward_block
+    for block in _blocks(result[: tiler.ndim], sides):
+        out[tuple(slice(b0, b1) for b0, b1 in block)] = block_of(given, block)
     return out
 
 

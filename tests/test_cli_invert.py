@@ -174,6 +174,27 @@ def test_reference_and_history(tmp_path):
     assert float(rows[-1]["psnr"]) == pytest.approx(expected, abs=1e-3)
 
 
+def test_a_bank_takes_a_reference_with_any_number_of_channels(tmp_path):
+    """``Kernel.max_channels`` is None for a bank: the reference is read as the input is."""
+    rng = np.random.default_rng(5)
+    bank = rng.random((6, 6, 3, 3))
+    x = rng.random((12, 12, 6))
+    np.save(tmp_path / "bank.npy", bank)
+    np.save(tmp_path / "x.npy", x)
+    hist = tmp_path / "h.csv"
+    common = ["-k", tmp_path / "bank.npy", "--correlate", "--boundary", "wrap"]
+    blurred = run("convolve", tmp_path / "x.npy", *common, "-o", tmp_path / "y.npy")
+    assert blurred.exit_code == 0, blurred.output
+    result = run(
+        "invert", tmp_path / "y.npy", *common, "-m", "cgls", "--iterations", "3", "--tol", "0",
+        "--reference", tmp_path / "x.npy", "--history", hist, "-o", tmp_path / "out.npy",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(hist.open()))
+    expected = peak_signal_noise_ratio(x, np.load(tmp_path / "out.npy"), data_range=1)
+    assert float(rows[-1]["psnr"]) == pytest.approx(expected, abs=1e-3)
+
+
 def test_tol_zero_runs_exactly_the_iterations(tmp_path):
     camera_blurred(tmp_path)
     hist = tmp_path / "h.csv"

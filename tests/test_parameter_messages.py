@@ -184,3 +184,108 @@ def test_the_cli_stderr_names_the_flag(tmp_path, args, words):
     assert result.exit_code == 2, result.output
     assert words in result.output
     assert not any(Path(p).name.startswith("out") for p in tmp_path.iterdir())
+
+
+# -- notes and help texts: the library names parameters there too ---------------------
+
+
+def _strings_outside_docstrings(tree):
+    """Every string constant of a module but its docstrings (and the bare string statements
+    that document attributes): docstrings are the code's documentation, read by whoever
+    reads the code, where naming the flags that reach a function is what explains it;
+    the program never prints them."""
+    import ast
+
+    documenting = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in documenting:
+                yield node
+
+
+def test_no_library_string_names_a_flag_of_the_command_line():
+    import ast
+
+    import deconv_cli
+    from deconv_cli.cli import _flags
+
+    flags = set(_flags().values())
+    assert {"--iterations", "--method", "--kernel-size", "--noise-sigma"} <= flags
+    root = Path(deconv_cli.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.relative_to(root).parts[0] == "cli":
+            continue
+        for node in _strings_outside_docstrings(ast.parse(path.read_text(encoding="utf-8"))):
+            named = set(re.findall(r"--[a-z][a-z0-9-]*", node.value)) & flags
+            if named:
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {sorted(named)}")
+    assert not found, "\n".join(found)
+
+
+def test_the_scan_sees_flags_in_messages_and_skips_docstrings():
+    import ast
+
+    tree = ast.parse('"""doc --tol"""\ndef f():\n    """--tol"""\n    return f"raise --tol {1}"\n')
+    assert [n.value for n in _strings_outside_docstrings(tree)] == ["raise --tol "]
+
+
+def _capped_cgls_data(tmp_path):
+    data = np.random.default_rng(0).random((16, 16))
+    np.save(tmp_path / "y.npy", data)
+    return data
+
+
+def test_a_note_on_the_command_line_names_the_flags(tmp_path):
+    _capped_cgls_data(tmp_path)
+    result = run(
+        "invert", tmp_path / "y.npy", "-k", "box:size=3", "-m", "cgls",
+        "--iterations", "2", "--tol", "1e-30", "-o", tmp_path / "x.npy",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    note = next(line for line in result.output.splitlines() if ": note: " in line)
+    assert "stopped at the iteration cap (2)" in note
+    assert "raise --iterations or --tol" in note
+    assert "\x1f" not in result.output and "`iterations`" not in result.output
+
+
+def test_a_note_of_the_api_names_the_parameters(tmp_path):
+    from deconv_cli import api
+
+    data = _capped_cgls_data(tmp_path)
+    result = api.invert(data, "box:size=3", method="cgls", iterations=2, tol=1e-30)
+    assert result.converged is False
+    (note,) = result.notes
+    assert "raise `iterations` or `tol`" in note
+    assert "--" not in note and "\x1f" not in note
+
+
+def test_roundtrip_notes_name_the_flags_in_every_format(tmp_path):
+    import json
+
+    _capped_cgls_data(tmp_path)
+    args = [
+        "roundtrip", tmp_path / "y.npy", "-k", "gaussian:sigma=2", "--boundary", "wrap",
+        "--noise", "gaussian:sigma=0.01", "--seed", "0", "-m", "pinv",
+    ]  # fmt: skip
+    as_json = run(*args, "--format", "json")
+    assert as_json.exit_code == 0, as_json.output
+    (row,) = [r for r in json.loads(as_json.stdout)["rows"] if r["method"] == "pinv"]
+    assert row["note"].endswith("raise --rcond or use --method tikhonov"), row["note"]
+    markdown = run(*args, "--format", "markdown")
+    assert "raise --rcond or use --method tikhonov" in markdown.stdout
+    assert "\x1f" not in as_json.output + markdown.output
+
+
+def test_the_method_help_written_by_the_library_shows_flags():
+    result = run("invert", "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "Stopping tolerance; 0 runs exactly --iterations." in text
+    assert "pseudo-inverse truncated at --rcond:" in text
+    assert "optional TV (--tv)" in text
+    assert "\x1f" not in result.output and "`" not in text.split("Methods:")[-1]

@@ -9,6 +9,7 @@ import pytest
 import scipy.fft
 from oracles import dense_ndimage
 
+from deconv_cli.errors import spoken
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import ConvOperator, Geometry, is_symmetric_kernel
 from deconv_cli.spectral import (
@@ -167,7 +168,7 @@ def test_amplification_note_for_8_bit_data():
     )
     note = amplification_note(op, sigma, source="8-bit quantization noise")
     assert note.startswith("8-bit quantization noise (σ≈0.0011) is amplified ≈")
-    assert "consider --method tikhonov" in note
+    assert "consider `method=tikhonov`" in spoken(note)  # the CLI says --method tikhonov
     identity = ConvOperator(np.ones((1, 1)), (8, 8), Geometry.create(boundary="wrap"))
     assert amplification_note(identity, sigma) is None
 

@@ -399,6 +399,7 @@ def roundtrip(
     """
     import json
 
+    from deconv_cli.cli import said
     from deconv_cli.cli.models import operator_inputs
     from deconv_cli.cli.output import live_status
     from deconv_cli.noise import parse_noise
@@ -435,6 +436,8 @@ def roundtrip(
             spatial=spatial,
             groups=kernel.groups,
         )
+    for row in result.rows:  # the methods' notes name their parameters: say the flags
+        row.note = said(row.note)
     if montage is not None:
         from deconv_cli.roundtrip import write_montage
 

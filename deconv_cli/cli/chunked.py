@@ -12,6 +12,7 @@ def run_zarr(batch, build, *, title: str) -> bool:
     Returns False (nothing done) when no input is a Zarr store. One Zarr input and one
     output directory; ``--scheduler`` as for batches.
     """
+    from deconv_cli.cli import said
     from deconv_cli.errors import DeconvError
     from deconv_cli.process import Convolve, Transpose
     from deconv_cli.zarrio import is_zarr, process_zarr
@@ -42,5 +43,5 @@ def run_zarr(batch, build, *, title: str) -> bool:
     if not batch.quiet:
         click.echo(f"{title}: {batch.inputs[0]} -> {batch.output}", err=True)
         for key, value in details.items():
-            click.echo(f"{batch.output}: {key}: {value}", err=True)
+            click.echo(f"{batch.output}: {key}: {said(value)}", err=True)
     return True

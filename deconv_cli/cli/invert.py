@@ -22,24 +22,18 @@ class MethodHelp(click.Command):
     from the data when not given), in ``deconv invert --help``."""
 
     def format_epilog(self, ctx, formatter):
-        from deconv_cli.cli import flag
+        from deconv_cli.cli import flag, said
         from deconv_cli.restore import methods
 
         with formatter.section("Methods"):
             rows = []
             for m in methods().values():
                 flags = [flag(o) + "*" * (o in m.automatic) for o in m.options]
-                rows.append((m.name, m.summary + (f" [{', '.join(flags)}]" if flags else "")))
+                rows.append((m.name, said(m.summary) + (f" [{', '.join(flags)}]" if flags else "")))
             formatter.write_dl(rows)
             formatter.write_paragraph()
             formatter.write_text("*: chosen from the data when not given.")
         super().format_epilog(ctx, formatter)
-
-
-def _flags(names) -> list[str]:
-    from deconv_cli.cli import flag
-
-    return [flag(name) for name in names]
 
 
 @click.command(cls=MethodHelp)
@@ -120,20 +114,14 @@ def invert(
 
     chosen = get_method(method)
     given = method_options
-    unused = [f for f, v in given.items() if v is not None and f not in chosen.options]
-    if unused:
-        takes = ", ".join(_flags(chosen.options)) or "no options"
-        raise DeconvError(
-            f"{', '.join(_flags(unused))} does not apply to --method {chosen.name} "
-            f"(it takes {takes})"
-        )
+    chosen.check_taken(given)
     if history:
         _check_history(history, batch)
     unknown = geometry.unknown
     from deconv_cli.cli.models import operator_inputs
 
     geometry, kernel = operator_inputs(kernel, geometry)
-    sharp = _read_reference(reference, batch.axes)
+    sharp = _read_reference(reference, batch.axes, kernel.max_channels)
     records = [] if history else None
 
     def build(single: bool) -> Invert:
@@ -183,12 +171,13 @@ def _check_history(path, batch) -> None:
     fs.check_writable_file(path, overwrite=batch.overwrite, what="history")
 
 
-def _read_reference(path, axes):
+def _read_reference(path, axes, max_channels):
+    """The sharp image of ``--reference``, read as the inputs are (a bank's: any channels)."""
     if path is None:
         return None
     from deconv_cli.volumes import read_volume
 
-    return read_volume(path, axes=axes).data
+    return read_volume(path, axes=axes, max_channels=max_channels).data
 
 
 def _write_history(path, records, overwrite) -> None:

@@ -336,6 +336,7 @@ def method_options(func):
     flags = [
         click.option(
             "--" + option.name.replace("_", "-"),
+            cls=_SaidHelp,
             type=_click_type(option),
             default=None,
             callback=_low_bound(option),
@@ -344,6 +345,22 @@ def method_options(func):
         for option in OPTIONS.values()
     ]
     return _stack(*flags)(collect(func))
+
+
+class _SaidHelp(click.Option):
+    """An option whose help, written by the library, names other parameters with
+    :func:`~deconv_cli.errors.mention`: said as flags when read (the flags are known
+    once every command is built, after the options are)."""
+
+    @property
+    def help(self) -> str | None:
+        from deconv_cli.cli import said
+
+        return None if self._help is None else said(self._help)
+
+    @help.setter
+    def help(self, text: str | None) -> None:
+        self._help = text
 
 
 def _click_type(option):

@@ -187,6 +187,8 @@ def _summary(title, kernel, results, notes, *, streamed, quiet=False, total=None
         return
     from rich.table import Table
 
+    from deconv_cli.cli import said
+
     console = _console()
     shown = (
         results if len(results) <= MAX_TABLE_ROWS else [r for r in results if r.status != "done"]
@@ -224,7 +226,7 @@ def _summary(title, kernel, results, notes, *, streamed, quiet=False, total=None
                     err=True,
                 )
             for key, value in r.report.details.items():
-                click.echo(f"{r.report.output}: {key}: {value}", err=True)
+                click.echo(f"{r.report.output}: {key}: {said(value)}", err=True)
     if total is not None:
         seconds = sum(r.report.seconds for r in results if r.report is not None)
         missing = total - len(results)

@@ -31,19 +31,21 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from deconv_cli.errors import DeconvError, choice_error
+from deconv_cli.errors import DeconvError, choice_error, mention
 
 if TYPE_CHECKING:  # numpy and the operator are imported by the methods, not for --help
     import numpy as np
 
     from deconv_cli.operators import ConvOperator
 
-# Modules that register methods, imported on first use of the registry.
-_MODULES = ("inverse", "linear", "richardson_lucy", "iterative", "tv", "auto")
+# Modules that register methods, imported on first use of the registry; their methods
+# are listed in this order (whatever order they were imported in).
+_MODULES = ("inverse", "linear", "iterative", "richardson_lucy", "tv", "auto")
 
 Callback = Callable[[int, "np.ndarray", float], None]
 """``callback(iteration, x, relative_residual)`` after each iteration of an iterative method."""
@@ -140,9 +142,11 @@ class Option:
         ``scale`` is the data scale for a relative ``high``; ``None`` checks the type
         and the low bound only (the command line's check while parsing, before the data).
         """
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise DeconvError(f"`{value}` is not a number", parameter=self.name)
         if not math.isfinite(value):
             raise DeconvError(f"`{value}` must be a finite number", parameter=self.name)
-        if self.type is int and (isinstance(value, bool) or value != int(value)):
+        if self.type is int and value != int(value):
             raise DeconvError(f"`{value}` must be a whole number", parameter=self.name)
         if value < self.low or (self.low_open and value == self.low):
             raise DeconvError(f"`{value:g}` must be {self._lowest()}", parameter=self.name)
@@ -175,7 +179,7 @@ OPTIONS: dict[str, Option] = {
     o.name: o
     for o in (
         Option("iterations", int, "Most iterations of an iterative method.", 1),
-        Option("tol", float, "Stopping tolerance; 0 runs exactly --iterations.", 0),
+        Option("tol", float, f"Stopping tolerance; 0 runs exactly {mention('iterations')}.", 0),
         _weight("reg", "Tikhonov weight λ (default: chosen by GCV)."),
         _weight("nsr", "Wiener noise-to-signal ratio (default: estimated)."),
         Option("rcond", float, "Relative singular-value cutoff of pinv.", 0.0, True, 1.0, True),
@@ -241,7 +245,12 @@ def check(name: str, value) -> None:
 
 @dataclass
 class RestoreResult:
-    """A recovered image and how it was obtained."""
+    """A recovered image and how it was obtained.
+
+    ``notes`` are sentences (why a choice, a warning); the options they name are
+    written with :func:`~deconv_cli.errors.mention`, so the command line says them as
+    flags and :func:`deconv_cli.invert` as parameters (:func:`~deconv_cli.errors.spoken`).
+    """
 
     image: np.ndarray
     method: str
@@ -297,6 +306,18 @@ class Method:
     check_kernel: Callable[[np.ndarray], None] | None
     banks: bool
     roundtrip: int | None
+
+    def check_taken(self, given: dict[str, object]) -> None:
+        """Refuse the options of ``given`` (name -> value, ``None``: not given) that this
+        method does not take, naming them and those it takes."""
+        unused = [name for name, value in given.items() if value is not None]
+        unused = [name for name in unused if name not in self.options]
+        if unused:
+            takes = ", ".join(mention(name) for name in self.options) or "no options"
+            raise DeconvError(
+                f"{', '.join(mention(name) for name in unused)} does not apply to "
+                f"{mention('method', self.name)} (it takes {takes})"
+            )
 
     def freeze(self, options: RestoreOptions, pilot: RestoreResult) -> RestoreOptions:
         """``options`` with the choices ``pilot`` (a run of this method) made from its data
@@ -377,10 +398,13 @@ def register(
 
 
 def methods() -> dict[str, Method]:
-    """All registered methods, in registration order."""
+    """All registered methods: by module in the order of ``_MODULES``, then in the order
+    each module registers them (others last)."""
     for module in _MODULES:
         importlib.import_module(f"{__name__}.{module}")
-    return REGISTRY
+    rank = {f"{__name__}.{module}": i for i, module in enumerate(_MODULES)}
+    order = sorted(REGISTRY.values(), key=lambda m: rank.get(m.function.__module__, len(rank)))
+    return {m.name: m for m in order}
 
 
 def get_method(name: str) -> Method:

@@ -131,7 +131,7 @@ def inverse(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> R
 
 @register(
     "pinv",
-    "pseudo-inverse truncated at --rcond: the minimum-norm least-squares solution",
+    f"pseudo-inverse truncated at {mention('rcond')}: the minimum-norm least-squares solution",
     options=("rcond", "iterations", "tol", "noise_sigma"),
 )
 def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
@@ -139,9 +139,8 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
 
     Parameters
     ----------
-    blurred : ndarray
-    op : ConvOperator or Convolution
-        Any geometry, 1 to 3 spatial axes (arrays ``*spatial`` or ``*spatial × C``).
+    blurred, op
+        As for :func:`inverse`.
     options : RestoreOptions
         ``rcond``: singular values ``σ <= rcond · σ_max`` are treated as zero
         (default ``max(m, n) · eps``, the rank tolerance, so ``pinv`` equals
@@ -192,7 +191,11 @@ def pinv(blurred: np.ndarray, op: ConvOperator, options: RestoreOptions) -> Rest
         result.notes.append(
             f"noise (σ≈{options.noise_sigma:.2g}) is amplified ≈{kept_amplification:.1e}× "
             f"by the kept components: expect RMSE ≈ {rmse:.2g}"
-            + ("; raise --rcond or use --method tikhonov" if rmse >= 0.01 else "")
+            + (
+                f"; raise {mention('rcond')} or use {mention('method', 'tikhonov')}"
+                if rmse >= 0.01
+                else ""
+            )
         )
     return result
 
@@ -277,7 +280,7 @@ def _least_squares(
         result.converged = False
         result.notes.append(
             f"LSQR stopped at the iteration cap ({iterations}) before reaching tol {tol:g}; "
-            "raise --iterations or use a regularized method"
+            f"raise {mention('iterations')} or use a regularized method"
         )
     elif istop == 3:
         result.converged = True

@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from deconv_cli.errors import mention
 from deconv_cli.operators import ConvOperator
 from deconv_cli.operators.grid import grid_operator, one_kernel
 from deconv_cli.restore import RestoreOptions, RestoreResult, check, register
@@ -43,7 +44,8 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum(_SUBSCRIPTS[a.ndim], a, b))
 
 
-def _norm(a: np.ndarray) -> float:
+def norm(a: np.ndarray) -> float:
+    """``‖a‖``, by :func:`dot`."""
     return math.sqrt(dot(a, a))
 
 
@@ -79,7 +81,7 @@ class _Stop:
         return met
 
     def finish(self, name, x, op, y, k, normal, breakdown) -> RestoreResult:
-        residual = _norm(op.forward(x) - y) / max(_norm(y), np.finfo(float).tiny)
+        residual = norm(op.forward(x) - y) / max(norm(y), np.finfo(float).tiny)
         converged = None if self.tol == 0 else (self.met or breakdown)
         result = RestoreResult(
             image=x,
@@ -92,7 +94,8 @@ class _Stop:
         if converged is False:
             result.notes.append(
                 f"stopped at the iteration cap ({self.iterations}) with ‖Aᵀr‖/‖Aᵀy‖ = "
-                f"{normal:.2e} > tol {self.tol:g}; raise --iterations or --tol, or use a "
+                f"{normal:.2e} > tol {self.tol:g}; raise {mention('iterations')} or "
+                f"{mention('tol')}, or use a "
                 "regularized method"
             )
         return result
@@ -172,7 +175,7 @@ def cgls(
     p = s.copy()
     gamma = dot(s, s)
     norm_s0 = math.sqrt(gamma)
-    norm_y = max(_norm(y), np.finfo(float).tiny)
+    norm_y = max(norm(y), np.finfo(float).tiny)
     if norm_s0 == 0:
         return stop.finish("cgls", x, op, y, 0, 0.0, True)
     normal, k, breakdown = 1.0, 0, False
@@ -224,11 +227,11 @@ def lsqr(
     forward, adjoint = _fast(op)
     y = np.asarray(blurred, dtype=op.dtype)
     x = np.zeros(op.input_shape, dtype=op.dtype)
-    norm_y = _norm(y)
+    norm_y = norm(y)
     beta = norm_y
     u = y / beta if beta > 0 else y.copy()
     v = adjoint(u)
-    alpha = _norm(v)
+    alpha = norm(v)
     if beta == 0 or alpha == 0:
         return stop.finish("lsqr", x, op, y, 0, 0.0, True)
     v /= alpha
@@ -238,11 +241,11 @@ def lsqr(
     normal, k, breakdown = 1.0, 0, False
     for k in range(1, stop.iterations + 1):
         u = forward(v) - alpha * u
-        beta = _norm(u)
+        beta = norm(u)
         if beta > 0:
             u /= beta
         v = adjoint(u) - beta * v
-        alpha = _norm(v)
+        alpha = norm(v)
         if alpha > 0:
             v /= alpha
         rho = math.hypot(rhobar, beta)

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from deconv_cli.errors import DeconvError
+from deconv_cli.errors import DeconvError, mention
 from deconv_cli.noise_model import estimate_noise_sigma
 from deconv_cli.operators import ConvOperator, diagonal_basis
 from deconv_cli.operators.grid import (
@@ -451,7 +451,8 @@ def _tv_denominator(
 
 @register(
     "richardson-lucy",
-    "Richardson-Lucy: non-negative, boundary-consistent, accelerated; optional TV (--tv)",
+    "Richardson-Lucy: non-negative, boundary-consistent, accelerated; optional TV "
+    f"({mention('tv')})",
     options=("iterations", "tol", "tv", "noise_sigma"),
     automatic=("noise_sigma",),
     iterative=True,
