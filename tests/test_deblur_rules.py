@@ -249,7 +249,7 @@ def test_tv_held_out_lam_on_jpeg_is_within_1db_of_a_sweep(name, spec, quality):
     problem = build_problem(kernel, y.shape, Geometry.create(), unknown_boundary=True)
     y = y.astype(np.float32)
     auto = tv_deconvolve(y, problem.op)
-    assert auto.params["lam_rule"].startswith("held-out")
+    assert auto.params["lam_rule"].startswith("cross-validated on held-out")
     lam = auto.params["lam"]
     scores = [
         psnr(truth, problem.crop(tv_deconvolve(y, problem.op, lam=lam * 2.0**k).image))
