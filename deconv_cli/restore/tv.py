@@ -730,17 +730,15 @@ def automatic_lam(
     start = 10 * sigma**2 * kernel_gain(pilot) / scale
     if jpeg and op.spatial == 2 and pilot is not op:
         crop, small = _pilot(blurred, op, HELD_OUT_SIDE)
-        corner = [(n - c) // 2 for n, c in zip(blurred.shape[:2], crop.shape[:2], strict=True)]
-        lam = held_out_lam(crop, small, start, tol, corner)
-        side = "×".join(map(str, crop.shape[:2]))
-        return (
-            lam,
-            sigma,
-            (
+        if min(crop.shape[:2]) >= 4 * HELD_OUT:  # at least two blocks each way of each kind
+            corner = [(n - c) // 2 for n, c in zip(blurred.shape[:2], crop.shape[:2], strict=True)]
+            lam = held_out_lam(crop, small, start, tol, corner)
+            side = "×".join(map(str, crop.shape[:2]))
+            rule = (
                 f"cross-validated on held-out {HELD_OUT}×{HELD_OUT} blocks of a {side} crop "
                 f"(JPEG data, σ = {sigma:.3g}: {source})"
-            ),
-        )
+            )
+            return lam, sigma, rule
     lam, problem = _discrepancy(y, pilot, start, sigma, tol)
     return lam, sigma, _describe(sigma, source, problem)
 
