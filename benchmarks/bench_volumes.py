@@ -1,8 +1,8 @@
 """Volumes (z-stacks) against scikit-image, side by side in one run, as ratios.
 
-Run: .venv/bin/python benchmarks/bench_volumes.py [speed] [quality] [large] [--full]
-(default: all three, ``large`` scaled down; ``--full`` runs ``large`` at the issue's
-512x1024x1024 in 4 GiB).
+Run: .venv/bin/python benchmarks/bench_volumes.py [speed] [quality] [levels] [large]
+[--full] (default: all four, ``large`` scaled down; ``--full`` runs ``large`` at the
+issue's 512x1024x1024 in 4 GiB).
 
 1. speed: Richardson-Lucy, 10 iterations, a 64x256x256 float32 stack, an anisotropic
    15x15x15 gaussian PSF (sigma 1.5 across, 2.33 planes along z). The whole command,
@@ -19,6 +19,9 @@ Run: .venv/bin/python benchmarks/bench_volumes.py [speed] [quality] [large] [--f
    (the default method) and ``-m richardson-lucy --iterations 60 --tol 0 --boundary
    unknown`` (a plain boundary-aware RL). Targets: the default >= skimage's best +
    1 dB, and >= the 60-iteration RL + 0.5 dB.
+   levels: the same at 10², 10³ and 10⁴ photons: the default, Richardson-Lucy with
+   its stopping rule (the Poisson discrepancy principle), and its best iteration on
+   the truth and its 60th (a sweep in process).
 3. large: a stack (uint16 values, stored as a float32 ``.npy`` so that the tiles read
    it through a memory map: an integer ``.npy`` must be scaled, so it is read whole)
    convolved and inverted (RL, 10 iterations) with ``--tile`` under an address-space
@@ -52,6 +55,7 @@ THICK = (96, 128, 128)
 CUT = 48
 PHOTONS = 10000.0
 SWEEP = (1, 2, 3, 4, 6, 8, 10, 15, 20, 30, 45, 60)
+LEVELS = (100.0, 1000.0, 10000.0)
 LARGE = ((128, 512, 512), 3.0)  # shape, GiB
 FULL = ((512, 1024, 1024), 4.0)
 LARGE_TILE = "64x256x256"
@@ -122,9 +126,10 @@ def psnr(truth: np.ndarray, estimate: np.ndarray) -> float:
     return peak_signal_noise_ratio(truth, estimate, data_range=float(np.ptp(truth)))
 
 
-def quality(folder: Path) -> None:
+def cut_phantom(photons: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(truth, data, PSF): the phantom blurred by the PSF (reflect), its central planes
+    cut out, Poisson noise at ``photons`` for the brightest voxel (seeded)."""
     from scipy import ndimage
-    from skimage.restoration import richardson_lucy
 
     kernel = psf()
     truth_thick = phantom(THICK, seed=1)
@@ -132,8 +137,41 @@ def quality(folder: Path) -> None:
     z0 = (THICK[0] - CUT) // 2
     truth, clean = truth_thick[z0 : z0 + CUT], blurred_thick[z0 : z0 + CUT]
     rng = np.random.default_rng(2)
-    scale = PHOTONS / clean.max()
-    data = (rng.poisson(clean * scale) / scale).astype(np.float32)
+    scale = photons / clean.max()
+    return truth, (rng.poisson(clean * scale) / scale).astype(np.float32), kernel
+
+
+def invert_unknown(folder: Path, truth: np.ndarray, extra: list[str]) -> tuple[float, str]:
+    """PSNR of ``deconv invert cut.npy --boundary unknown [extra]`` and a note (seconds,
+    the method, the iterations), or NaN and the error."""
+    out = folder / "restored.npy"
+    command = [DECONV, "invert", str(folder / "cut.npy"), "--axes", "ZYX"]
+    command += ["-k", str(folder / "psf.npy"), "--boundary", "unknown", *extra]
+    command += ["-o", str(out), "--overwrite"]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        return float("nan"), done.stderr.strip().splitlines()[-1]
+    method = re.search(r"method: (\S+)", done.stderr)
+    count = re.search(r"iterations: (\d+)", done.stderr)
+    note = f"{seconds:.1f} s" + (f", {method.group(1)}" if method else "")
+    note += f", {count.group(1)} it" if count else ""
+    return psnr(truth, np.load(out)), note
+
+
+DEFAULT = ("deconv invert --boundary unknown (default)", [])
+RL60 = (
+    "deconv invert -m richardson-lucy, 60 it, --boundary unknown",
+    ["-m", "richardson-lucy", "--iterations", "60", "--tol", "0"],
+)
+RL_RULE = ("deconv invert -m richardson-lucy (its stopping rule)", ["-m", "richardson-lucy"])
+
+
+def quality(folder: Path) -> None:
+    from skimage.restoration import richardson_lucy
+
+    truth, data, kernel = cut_phantom(PHOTONS)
     np.save(folder / "cut.npy", data)
     np.save(folder / "psf.npy", kernel)
     rows = [("blurred data (no restoration)", psnr(truth, data), "")]
@@ -143,31 +181,8 @@ def quality(folder: Path) -> None:
     }
     best = max(scores, key=scores.get)
     rows.append(("skimage richardson_lucy, best on the truth", scores[best], f"{best} it"))
-    runs = {
-        "deconv invert --boundary unknown (default)": [],
-        "deconv invert -m richardson-lucy, 60 it, --boundary unknown": [
-            "-m",
-            "richardson-lucy",
-            "--iterations",
-            "60",
-            "--tol",
-            "0",
-        ],
-    }
-    for label, extra in runs.items():
-        out = folder / "restored.npy"
-        command = [DECONV, "invert", str(folder / "cut.npy"), "--axes", "ZYX"]
-        command += ["-k", str(folder / "psf.npy"), "--boundary", "unknown", *extra]
-        command += ["-o", str(out), "--overwrite"]
-        start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if done.returncode != 0:
-            rows.append((label, float("nan"), done.stderr.strip().splitlines()[-1]))
-            continue
-        method = re.search(r"method: (\S+)", done.stderr)
-        note = f"{seconds:.1f} s" + (f", {method.group(1)}" if method else "")
-        rows.append((label, psnr(truth, np.load(out)), note))
+    for label, extra in (DEFAULT, RL60):
+        rows.append((label, *invert_unknown(folder, truth, extra)))
     print(
         f"\nquality: phantom {'x'.join(map(str, THICK))} blurred by {PSF_SPEC}, the central "
         f"{CUT} planes cut out, Poisson {PHOTONS:g} photons at the peak (seeded)"
@@ -179,6 +194,50 @@ def quality(folder: Path) -> None:
         f"  default - skimage best: {default - scores[best]:+.2f} dB (target >= +1); "
         f"default - RL 60: {default - rl60:+.2f} dB (target >= +0.5)"
     )
+
+
+def rl_sweep(truth: np.ndarray, data: np.ndarray, kernel: np.ndarray, n: int) -> list[float]:
+    """PSNR after each of ``n`` Richardson-Lucy iterations, the unknown boundary."""
+    from deconv_cli.inversion import build_problem
+    from deconv_cli.operators import Geometry
+    from deconv_cli.restore.richardson_lucy import richardson_lucy
+
+    problem = build_problem(
+        kernel, data.shape, Geometry.create(), unknown_boundary=True, spatial=3, dtype=np.float32
+    )
+    scores: list[float] = []
+
+    def score(k, x, residual):
+        scores.append(psnr(truth, problem.crop(x)))
+
+    richardson_lucy(data, problem.op, iterations=n, tol=0, callback=score)
+    return scores
+
+
+def levels(folder: Path) -> None:
+    """The quality case at 10², 10³ and 10⁴ photons: the default, Richardson-Lucy with
+    its stopping rule, its best iteration on the truth (a sweep of 1..60, in process)
+    and 60 iterations."""
+    print(f"\nlevels: the quality case at {', '.join(f'{p:g}' for p in LEVELS)} photons")
+    for photons in LEVELS:
+        truth, data, kernel = cut_phantom(photons)
+        np.save(folder / "cut.npy", data)
+        np.save(folder / "psf.npy", kernel)
+        sweep = rl_sweep(truth, data, kernel, 60)
+        best = int(np.argmax(sweep))
+        rows = [("blurred data", psnr(truth, data), "")]
+        for label, extra in (DEFAULT, RL_RULE):
+            rows.append((label, *invert_unknown(folder, truth, extra)))
+        rows.append(("richardson-lucy, best iteration on the truth", sweep[best], f"{best + 1} it"))
+        rows.append(("richardson-lucy, 60 it", sweep[-1], ""))
+        print(f"  {photons:g} photons at the peak")
+        for label, value, note in rows:
+            print(f"    {label:<60} {value:6.2f} dB  {note}")
+        print(
+            f"    default - RL best: {rows[1][1] - sweep[best]:+.2f} dB; default - RL 60: "
+            f"{rows[1][1] - sweep[-1]:+.2f} dB; RL's rule - RL best: "
+            f"{rows[2][1] - sweep[best]:+.2f} dB"
+        )
 
 
 def peak_rss_under_limit(command: list[str], gib: float) -> tuple[int, float, int, str]:
@@ -243,14 +302,14 @@ def large(folder: Path, full: bool) -> None:
 
 def main(argv: list[str]) -> int:
     full = "--full" in argv
-    parts = [a for a in argv if a != "--full"] or ["speed", "quality", "large"]
+    parts = [a for a in argv if a != "--full"] or ["speed", "quality", "levels", "large"]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for part in parts:
             if part == "large":
                 large(folder, full)
             else:
-                {"speed": speed, "quality": quality}[part](folder)
+                {"speed": speed, "quality": quality, "levels": levels}[part](folder)
     return 0
 
 

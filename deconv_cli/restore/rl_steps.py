@@ -75,27 +75,54 @@ def predict(blocks, p, x, x_prev, alpha: np.ndarray) -> None:
             pb[...] = xb
 
 
-def ratio(blocks, scratch, ax, y, out, floor, need_residual: bool) -> float:
-    """``out = y / max(A p, floor)``; returns ``‖A p − y‖²`` (0 when not needed).
+def ratio(blocks, scratch, ax, y, out, floor, need_residual: bool, photons=None):
+    """``out = y / max(A p, floor)``; returns ``‖A p − y‖²`` (0 when not needed) and,
+    with ``photons = (s, b)``, the Poisson deviance ``Σ 2 [v log(v / w) + w − v]`` of
+    ``v = s y + b`` about ``w = s max(A p, floor) + b`` (else 0).
 
-    The floored ``A p`` goes to the contiguous ``scratch``: where ``ax`` is a view of a
-    grid with gaps between its rows, ufuncs on it run one inner loop per row (about
-    twice the cost at 544², see ``richardson_lucy``), so it is read once."""
-    residual2 = 0.0
+    The floored ``A p`` goes to the contiguous ``scratch`` (two blocks of it with
+    ``photons``): where ``ax`` is a view of a grid with gaps between its rows, ufuncs on
+    it run one inner loop per row (about twice the cost at 544², see
+    ``richardson_lucy``), so it is read once."""
+    residual2 = deviance = 0.0
     if blocks is None:
+        xp = namespace(y)
         if need_residual:
             residual2 = inner(ax - y, ax - y)
-        out[...] = y / namespace(y).clip(ax, min=float(floor))
-        return residual2
+        model = xp.clip(ax, min=float(floor))
+        out[...] = y / model
+        if photons is not None:
+            s, b = photons
+            v, w = s * y + b, s * model + b
+            deviance = 2 * float(xp.sum(v * xp.log(v / w) + w - v, dtype=xp.float64))
+        return residual2, deviance
     for c, rows in blocks:
         ab, yb = ax[c, rows], y[c, rows]
-        t = scratch[: rows.stop - rows.start]
+        n = rows.stop - rows.start
+        t = scratch[:n]
         if need_residual:
             np.subtract(ab, yb, out=t)
             residual2 += _dot(t, t)
         np.clip(ab, floor, np.inf, out=t)
         np.divide(yb, t, out=out[c, rows])
-    return residual2
+        if photons is not None:
+            deviance += _deviance(yb, t, scratch[n : 2 * n], *photons)
+    return residual2, deviance
+
+
+def _deviance(y, model, v, s: float, b: float) -> float:
+    """``2 Σ [v log(v / w) + w − v]``, ``v = s y + b``, ``w = s · model + b``, in place
+    (``model`` is overwritten, ``v`` is scratch). The linear part ``s (model − y)`` is
+    summed apart, in float64: each term is about 1/2 against ``v`` log ratios of order
+    ``√v``, which cancel."""
+    linear = s * (float(np.sum(model, dtype=np.float64)) - float(np.sum(y, dtype=np.float64)))
+    np.multiply(y, y.dtype.type(s), out=v)
+    v += y.dtype.type(b)
+    model *= y.dtype.type(s)
+    model += y.dtype.type(b)
+    np.divide(v, model, out=model)
+    np.log(model, out=model)
+    return 2 * (_dot(v, model) + linear)
 
 
 def update(blocks, scratch, x, x_prev, p, b, inv_at1, g, g_prev, steps: bool, change: bool):
