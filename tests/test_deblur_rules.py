@@ -13,7 +13,8 @@ from deconv_cli.inversion import build_problem, invert
 from deconv_cli.kernels import load_kernel
 from deconv_cli.operators import ConvOperator, Geometry
 from deconv_cli.restore import RestoreOptions
-from deconv_cli.restore.linear import gcv_noise_sigma, wiener
+from deconv_cli.restore.linear import wiener
+from deconv_cli.restore.parameter_rules import gcv_noise_sigma
 from deconv_cli.restore.tv import tv_deconvolve
 
 

@@ -672,7 +672,7 @@ def discrepancy_lam(
     σ is ``noise_sigma``; or, where a JPEG or 8-bit floor dominates the data's noise, the
     noise model's level (:func:`deconv_cli.noise_model.floor_noise`: such an error is
     not white and the fit below reads it low); else the noise level the Tikhonov-GCV
-    fit of the crop implies (:func:`deconv_cli.restore.linear.gcv_noise_sigma`), which
+    fit of the crop implies (:func:`deconv_cli.restore.parameter_rules.gcv_noise_sigma`), which
     counts white and Poisson noise; at least :data:`NOISE_FLOOR` times the data scale.
 
     Measured: the λ with the best PSNR (a sweep scored on the truth) left residuals
@@ -686,7 +686,7 @@ def discrepancy_lam(
     if sigma is None:
         from deconv_cli.noise_model import floor_noise
         from deconv_cli.operators.grid import channel_first, noise_planes
-        from deconv_cli.restore.linear import gcv_noise_sigma
+        from deconv_cli.restore.parameter_rules import gcv_noise_sigma
 
         # a volume's planes (and channels) as the 2-D estimate's channels
         planes = blurred if op.spatial == 2 else noise_planes(channel_first(blurred, 3))
