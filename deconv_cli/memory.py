@@ -207,7 +207,7 @@ def estimate_bytes(
         the file, plus the work of one window (for ``invert``, of the larger of a
         tile's window and the parameter crop).
     mapped : bool
-        The tiled job's input and output are memory-mapped files: not counted.
+        The tiled job's input and output are files streamed box by box: not counted.
     spatial : {2, 3}
         The spatial axes of ``shape`` (3: a volume).
 
@@ -323,14 +323,16 @@ def check_memory(
                 f"{message}; use {mention('tile', size)} (about {describe_bytes(tiled)})"
             )
     if not mapped:
+        files = ".npy input and output"
+        if d == 3:
+            files = "a .npy or uncompressed TIFF stack in and .npy or .tif out"
         for size in [tile] * (tile is not None) + sizes:
             job["mapped"] = True
             tiled = estimate_bytes(command, shape, kernel, geometry, tile=size, **job)
             if tiled <= room:
                 raise DeconvError(
-                    f"{message}; use {mention('tile', _tile_flag(size))} with float .npy input and "
-                    "output, which "
-                    f"are then memory-mapped (about {describe_bytes(tiled)})"
+                    f"{message}; use {mention('tile', _tile_flag(size))} with {files}, which "
+                    f"are then streamed box by box (about {describe_bytes(tiled)})"
                 )
     smaller = (
         f"; even {mention('tile', sizes[-1])} needs about {describe_bytes(tiled)}" if sizes else ""

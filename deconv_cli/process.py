@@ -33,13 +33,10 @@ from deconv_cli.io import Image, write_image
 from deconv_cli.kernels import Kernel
 from deconv_cli.memory import check_memory
 from deconv_cli.noise import Noise
-from deconv_cli.npyfile import map_npy, write_npy_mapped
 from deconv_cli.operators import ConvOperator, Geometry, input_shape_for
 from deconv_cli.restore import RestoreOptions, RestoreResult
+from deconv_cli.stackfile import Allocate, open_stack, write_stack
 from deconv_cli.volumes import check_volume_format, read_volume, write_volume
-
-Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
-"""``allocate(shape, dtype)``: the array a tiled result is written into."""
 
 
 @dataclass
@@ -86,13 +83,14 @@ class Transform(ABC):
     def __call__(self, image: Image, data: np.ndarray, allocate: Allocate | None = None) -> Outcome:
         """The result of the command on ``data`` (the pixels of ``image``).
 
-        With ``tile`` and ``allocate`` (the memory-mapped output file of
-        :func:`process_file`), the tiles are written into ``allocate(shape, dtype)``
-        and ``data`` may be a memory map too: memory stays bounded by the tile.
+        With ``tile`` and ``allocate`` (the output file of :func:`process_file`,
+        :func:`deconv_cli.stackfile.write_stack`), the tiles are written into
+        ``allocate(shape, dtype, stride=, clip=)`` and ``data`` may be read from a file
+        box by box too: memory stays bounded by the tile.
         """
 
     def mappable(self) -> bool:
-        """Whether the result can be computed tile by tile into a memory map."""
+        """Whether the result can be computed tile by tile, streamed between files."""
         return self.tile is not None
 
     @abstractmethod
@@ -157,26 +155,36 @@ def process_file(
     """Read ``path``, apply the transform built for it, write ``output`` atomically.
 
     ``axes`` are the input's as stored (``--axes``; :func:`deconv_cli.volumes.read_volume`).
-    A tiled job from a float ``.npy`` file to a ``.npy`` file (with no other
-    ``--dtype``, and ``axes`` as stored in ``Z, Y, X, C`` order) runs between memory
-    maps of the two files, so that neither the image nor the result is ever in memory
-    at once (:func:`_mapped`).
+    A tiled job from a ``.npy`` or a contiguous TIFF stack, axes stored in ``Z, Y, X, C``
+    order, to a ``.npy`` (or a TIFF, without channels) streams between the two files
+    (:mod:`deconv_cli.stackfile`): neither the image nor the result is ever in memory.
     """
     start = time.perf_counter()
     inputs = inputs or (path,)
-    in_order = axes is None or axes == "".join(a for a in "ZYXC" if a in axes)
-    mapped = _mapped(path, output, transform, dtype, axes) if in_order else None
-    if mapped is not None:
-        image = Image(mapped, None, mapped.dtype, Path(path), axes=axes or "")
-        transform.check_layout(image)
+    streamed = _streamed(path, output, transform, dtype, axes)
+    if streamed is not None:
+        image, spatial = streamed
         outcomes = []
 
         def fill(allocate: Allocate) -> None:
-            outcomes.append(transform(image, mapped, allocate))
+            outcomes.append(transform(image, image.data, allocate))
 
-        written = write_npy_mapped(output, fill, overwrite=overwrite, inputs=inputs)
+        done = write_stack(
+            output,
+            fill,
+            axes=image.axes,
+            spacing=image.spacing,
+            forward=transform.forward,
+            dtype=dtype,
+            source_dtype=image.source_dtype,
+            overwrite=overwrite,
+            inputs=inputs,
+        )
         outcome = outcomes[0]
-        clipped, output_dtype, details = 0, outcome.data.dtype, dict(outcome.details)
+        written, clipped, output_dtype = done.path, done.clipped, done.dtype
+        details = dict(outcome.details)
+        if spatial == 3 and image.spacing is not None:
+            details["voxel size"] = _voxel_size(_result_spacing(image, outcome, transform.forward))
     else:
         image = read_volume(path, axes=axes, max_channels=transform.kernel.max_channels)
         spatial = transform.check_layout(image)
@@ -203,19 +211,31 @@ def process_file(
     )
 
 
-def _mapped(
-    path, output, transform: Transform, dtype: str | None, axes: str | None = None
-) -> np.ndarray | None:
-    """The memory map of ``path`` when the job can run between memory maps, else None."""
-    npy = [Path(p).suffix.lower() == ".npy" for p in (path, output)]
-    if not (all(npy) and transform.mappable()):
+def _streamed(path, output, transform: Transform, dtype: str | None, axes: str | None):
+    """``(image, spatial axes)`` with ``image.data`` read from ``path`` box by box, when
+    the job can stream between the files (:mod:`deconv_cli.stackfile`), else None;
+    the output's format checked before the work."""
+    suffix = Path(output).suffix.lower()
+    if not transform.mappable() or suffix not in (".npy", ".tif", ".tiff"):
         return None
-    # None: needs scaling
-    array = map_npy(path, max_channels=transform.kernel.max_channels, axes=axes)
-    if array is None or not array.dtype.isnative:
+    requested = parse_dtype(dtype)
+    image = open_stack(
+        path,
+        axes=axes,
+        dtype=np.float32 if requested == np.float32 else None,
+        max_channels=transform.kernel.max_channels,
+    )
+    if image is None or (suffix != ".npy" and "C" in image.axes):
         return None
-    requested = parse_dtype(dtype)  # (never `in (None, ...)`: numpy reads None as float64)
-    return array if requested is None or requested == array.dtype else None
+    spatial = transform.check_layout(image)
+    result = transform.result_shape(image.data.shape, spatial)
+    if spatial == 2:
+        check_shape(output, result)  # before the work
+    else:
+        check_volume_format(output, dtype)
+    if suffix != ".npy" and (spatial != 3 or len(result) != spatial):
+        return None  # a TIFF image, or a bank's channels (stored as planes): written whole
+    return image, spatial
 
 
 def _compute_data(image: Image, dtype: str | None) -> np.ndarray:
@@ -265,16 +285,12 @@ def _write_volume(output, image: Image, outcome: Outcome, dtype, overwrite, inpu
     """Write a volume result with its axes and voxel size (``A x`` samples every
     ``stride``-th voxel: its voxels are ``stride`` times larger; ``Aᵀ y`` and the
     inverses the reverse)."""
-    op = outcome.operator
-    spacing = image.spacing
-    if spacing is not None:
-        stride = op.core.stride
-        spacing = tuple(d * s if forward else d / s for d, s in zip(spacing, stride, strict=True))
+    spacing = _result_spacing(image, outcome, forward)
     source_dtype = None if Path(output).suffix.lower() == ".npy" else image.source_dtype
     result = write_volume(
         output,
         outcome.data,
-        axes=result_axes(outcome.data.shape, op.spatial),
+        axes=result_axes(outcome.data.shape, outcome.operator.spatial),
         spacing=spacing,
         dtype=dtype,
         source_dtype=source_dtype,
@@ -283,8 +299,21 @@ def _write_volume(output, image: Image, outcome: Outcome, dtype, overwrite, inpu
     )
     details = dict(outcome.details)
     if spacing is not None:
-        details["voxel size"] = " x ".join(f"{d:.4g}" for d in spacing) + " µm (z y x)"
+        details["voxel size"] = _voxel_size(spacing)
     return result.path, result.clipped, result.dtype, details
+
+
+def _result_spacing(image: Image, outcome: Outcome, forward: bool):
+    """The result's voxel size: ``A x`` samples every ``stride``-th voxel, so its voxels
+    are ``stride`` times larger; ``Aᵀ y`` and the inverses the reverse."""
+    if image.spacing is None:
+        return None
+    stride = outcome.operator.core.stride
+    return tuple(d * s if forward else d / s for d, s in zip(image.spacing, stride, strict=True))
+
+
+def _voxel_size(spacing) -> str:
+    return " x ".join(f"{d:.4g}" for d in spacing) + " µm (z y x)"
 
 
 @dataclass
@@ -327,7 +356,7 @@ class Convolve(Transform):
         else:
             from deconv_cli.tiles import tiled_forward
 
-            out = allocate(op.output_shape, op.dtype) if allocate else None
+            out = allocate(op.output_shape, op.dtype, stride=op.core.stride) if allocate else None
             y = tiled_forward(op, x, self.tile, out=out)
             details["tiles"] = _tiles(self.tile, allocate)
         if self.noise is not None:
@@ -371,7 +400,7 @@ class Transpose(Transform):
             return Outcome(op.adjoint(y), op)
         from deconv_cli.tiles import tiled_adjoint
 
-        out = allocate(op.input_shape, op.dtype) if allocate else None
+        out = allocate(op.input_shape, op.dtype, stride=op.core.stride) if allocate else None
         x = tiled_adjoint(op, y, self.tile, out=out)
         return Outcome(x, op, {"tiles": _tiles(self.tile, allocate)})
 
@@ -467,13 +496,15 @@ class Invert(Transform):
                 self.tile,
                 margin=self.tile_margin,
                 unknown_boundary=self.unknown_boundary,
-                out=allocate(problem.image_shape, problem.op.dtype) if allocate else None,
+                out=allocate(problem.image_shape, problem.op.dtype, clip=self.clip)
+                if allocate
+                else None,
                 source_dtype=image.source_dtype,
                 on_tile=self.on_tile,
                 spatial=spatial,
                 groups=self.kernel.groups,
             )
-            if self.clip:
+            if self.clip and allocate is None:  # the file's writer clips what it stores
                 np.clip(result.image, 0, 1, out=result.image)
             return Outcome(result.image, problem.op, describe_result(result), result)
         if self.reference is not None and self.reference.shape != problem.image_shape:

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,43 +174,74 @@ def _read_tiff(path: Path, axes: str | None):
     """``(array, axes, spacing by axis letter)`` of a TIFF's first series, or None for
     a one-page 2-D image (read as :func:`deconv_cli.io.read_image` reads it: alpha,
     palette, CMYK)."""
-    import tifffile
-
-    from deconv_cli.codecs import decode_error, main_pages, tifffile_quiet
+    from deconv_cli.codecs import decode_error
 
     try:
-        with tifffile_quiet(), tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                return None  # no readable page: read_image says what is wrong
-            series = tif.series[0]
-            stored = series.axes.upper().replace("S", "C").replace("I", "Z").replace("Q", "Z")
-            sizes = zip(stored, series.shape, strict=True)
-            keep = [i for i, (a, n) in enumerate(sizes) if n > 1 or a in "YX"]
-            shape = tuple(series.shape[i] for i in keep)
-            stored = "".join(stored[i] for i in keep)
-            # the metadata's axes are facts; a plain file's are tifffile's guesses
-            said = tif.is_imagej or tif.is_ome or "axes" in (tif.shaped_metadata or [{}])[0]
-            if axes is not None and not said:
-                stored = parse_axes(axes, len(shape))
-            elif len(set(stored)) != len(stored) or set(stored) - set(AXES):
-                raise InputError(
-                    f"`{path}` is a TIFF with axes `{series.axes}` "
-                    f"(shape {formats.shape_text(series.shape)}); deconv reads Z, Y, X and "
-                    "channels (save one time point or one position per file)"
-                )
-            elif axes is not None:
-                stored = _agree(path, axes, stored, len(shape))
-            if "Z" not in stored and len(main_pages(tif)) == 1:
+        with _open_tiff(path) as tif:
+            layout = tiff_layout(tif, path, axes)
+            if layout is None:
                 return None
-            formats.check_dtype(path, series.dtype)
-            check_voxels(path, stored, shape)
-            spacing = _tiff_spacing(tif)
-            array = series.asarray().reshape(shape)
+            array = tif.series[0].asarray().reshape(layout.shape)
     except (InputError, MemoryError):
         raise
     except Exception as err:
         raise decode_error(path, err) from err
-    return array, stored, spacing
+    return array, layout.axes, layout.spacing
+
+
+@contextmanager
+def _open_tiff(path: Path):
+    import tifffile
+
+    from deconv_cli.codecs import tifffile_quiet
+
+    with tifffile_quiet(), tifffile.TiffFile(path) as tif:
+        yield tif
+
+
+@dataclass(frozen=True)
+class TiffLayout:
+    """A TIFF stack's first series as deconv reads it: ``shape`` and ``axes`` as stored
+    (axes of length 1 dropped), ``spacing`` by axis letter, ``dtype``, and ``offset``:
+    where its pixels start when they are one contiguous uncompressed block, else None."""
+
+    shape: tuple[int, ...]
+    axes: str
+    spacing: dict[str, float | None]
+    dtype: np.dtype
+    offset: int | None
+
+
+def tiff_layout(tif, path: Path, axes: str | None) -> TiffLayout | None:
+    """The :class:`TiffLayout` of an open ``tifffile.TiffFile``, or None for a one-page
+    2-D image; ``axes`` as for :func:`read_volume` (checked against the metadata)."""
+    from deconv_cli.codecs import main_pages
+
+    if not tif.series:
+        return None  # no readable page: read_image says what is wrong
+    series = tif.series[0]
+    stored = series.axes.upper().replace("S", "C").replace("I", "Z").replace("Q", "Z")
+    sizes = zip(stored, series.shape, strict=True)
+    keep = [i for i, (a, n) in enumerate(sizes) if n > 1 or a in "YX"]
+    shape = tuple(series.shape[i] for i in keep)
+    stored = "".join(stored[i] for i in keep)
+    # the metadata's axes are facts; a plain file's are tifffile's guesses
+    said = tif.is_imagej or tif.is_ome or "axes" in (tif.shaped_metadata or [{}])[0]
+    if axes is not None and not said:
+        stored = parse_axes(axes, len(shape))
+    elif len(set(stored)) != len(stored) or set(stored) - set(AXES):
+        raise InputError(
+            f"`{path}` is a TIFF with axes `{series.axes}` "
+            f"(shape {formats.shape_text(series.shape)}); deconv reads Z, Y, X and "
+            "channels (save one time point or one position per file)"
+        )
+    elif axes is not None:
+        stored = _agree(path, axes, stored, len(shape))
+    if "Z" not in stored and len(main_pages(tif)) == 1:
+        return None
+    formats.check_dtype(path, series.dtype)
+    check_voxels(path, stored, shape)
+    return TiffLayout(shape, stored, _tiff_spacing(tif), series.dtype, series.dataoffset)
 
 
 def _tiff_spacing(tif) -> dict[str, float | None]:
@@ -298,10 +331,12 @@ def write_volume(
     def write(tmp: Path) -> None:
         if fmt is formats.NUMPY:
             np.save(tmp, np.ascontiguousarray(pixels), allow_pickle=False)
-        elif out_dtype == np.float64 or path.name.lower().endswith((".ome.tif", ".ome.tiff")):
-            _write_ome(tmp, pixels, axes, sizes)
-        else:
-            _write_imagej(tmp, pixels, axes, sizes)
+            return
+        import tifffile
+
+        planes, stored = _channel_planes(pixels, axes)
+        options = tiff_options(path, out_dtype, stored, sizes)
+        tifffile.imwrite(tmp, np.ascontiguousarray(planes), **options)
 
     atomic_write(path, write, overwrite=overwrite, inputs=inputs)
     return WriteResult(path=path, dtype=out_dtype, clipped=clipped)
@@ -329,35 +364,22 @@ def _channel_planes(pixels: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
     return np.moveaxis(pixels, -1, axes.index("Y")), axes.replace("YXC", "CYX")
 
 
-def _write_imagej(tmp: Path, pixels: np.ndarray, axes: str, sizes: dict) -> None:
-    import tifffile
-
-    pixels, axes = _channel_planes(pixels, axes)
+def tiff_options(path: Path, dtype: np.dtype, axes: str, sizes: dict) -> dict:
+    """``tifffile.imwrite``'s keywords for a volume of ``axes`` (channel planes before
+    Y, X) and voxel ``sizes`` (µm by axis letter): an ImageJ hyperstack, or an OME-TIFF
+    for float64 or a name ending ``.ome.tif``."""
     metadata: dict = {"axes": axes}
-    resolution = None
-    if sizes:
-        metadata["unit"] = "um"
-        if "Z" in sizes:
-            metadata["spacing"] = sizes["Z"]
-        resolution = (1 / sizes["X"], 1 / sizes["Y"])
-    tifffile.imwrite(
-        tmp,
-        np.ascontiguousarray(pixels),
-        imagej=True,
-        photometric="minisblack",  # never RGB because the last axis is 3 long
-        metadata=metadata,
-        resolution=resolution,
-    )
-
-
-def _write_ome(tmp: Path, pixels: np.ndarray, axes: str, sizes: dict) -> None:
-    import tifffile
-
-    pixels, axes = _channel_planes(pixels, axes)
-    metadata: dict = {"axes": axes}
-    for a, size in sizes.items():
-        metadata[f"PhysicalSize{a}"] = size
-        metadata[f"PhysicalSize{a}Unit"] = "µm"
-    tifffile.imwrite(
-        tmp, np.ascontiguousarray(pixels), ome=True, photometric="minisblack", metadata=metadata
-    )
+    options: dict = {"photometric": "minisblack", "metadata": metadata}  # never RGB
+    if dtype == np.float64 or path.name.lower().endswith((".ome.tif", ".ome.tiff")):
+        options["ome"] = True
+        for a, size in sizes.items():
+            metadata[f"PhysicalSize{a}"] = size
+            metadata[f"PhysicalSize{a}Unit"] = "µm"
+    else:
+        options["imagej"] = True
+        if sizes:
+            metadata["unit"] = "um"
+            if "Z" in sizes:
+                metadata["spacing"] = sizes["Z"]
+            options["resolution"] = (1 / sizes["X"], 1 / sizes["Y"])
+    return options

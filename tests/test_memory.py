@@ -120,7 +120,9 @@ def test_check_memory_suggests_memory_maps_when_holding_the_image_cannot_fit():
     mapped = estimate_bytes(*args, method="wiener", tile=1024, mapped=True)
     assert mapped < image  # the tiles' work is far below one image
     for tile in (None, 1024):
-        with pytest.raises(DeconvError, match="with float .npy input and output") as caught:
+        with pytest.raises(
+            DeconvError, match="with .npy input and output, which are then streamed"
+        ) as caught:
             check_memory(*args, method="wiener", tile=tile, available=image)
         size = int(str(caught.value).split("use `tile=")[1].split("`")[0])
         assert estimate_bytes(*args, method="wiener", tile=size, mapped=True) <= image

@@ -199,13 +199,13 @@ def test_tiled_mapped_write_on_a_full_tmpfs_is_an_error_not_sigbus(inside, tmpfs
 
 def test_mapped_write_reserves_its_space_first(ws, monkeypatch):
     """posix_fallocate's ENOSPC (simulated) stops the write before any tile is computed."""
-    from deconv_cli import npyfile
+    from deconv_cli import stackfile
     from deconv_cli.errors import OutputError
 
     tiles = []
 
     def fill(allocate):
-        allocate((64, 64), np.float64)
+        allocate((64, 64), np.dtype(np.float64))
         tiles.append("computed")
 
     def no_space(fd, offset, length):
@@ -213,7 +213,7 @@ def test_mapped_write_reserves_its_space_first(ws, monkeypatch):
 
     monkeypatch.setattr(os, "posix_fallocate", no_space)
     with pytest.raises(OutputError, match="no space left on device"):
-        npyfile.write_npy_mapped(ws / "y.npy", fill)
+        stackfile.write_stack(ws / "y.npy", fill, axes="YX")
     assert tiles == []
     assert not (ws / "y.npy").exists() and not list(ws.glob(".deconv-*"))
 

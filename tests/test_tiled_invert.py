@@ -196,22 +196,22 @@ def test_tile_margin_must_be_non_negative():
         )
 
 
-def test_tiled_invert_between_memory_mapped_files(scene, tmp_path):
-    from deconv_cli.npyfile import map_npy, write_npy_mapped
+def test_tiled_invert_streams_between_files(scene, tmp_path):
     from deconv_cli.restore import RestoreOptions
+    from deconv_cli.stackfile import open_stack, write_stack
     from deconv_cli.tiled_invert import tiled_invert
 
     y, kernel, geometry, _ = blur(scene, "reflect")
     np.save(tmp_path / "y.npy", y.astype(np.float32))
-    mapped = map_npy(tmp_path / "y.npy")
+    stream = open_stack(tmp_path / "y.npy").data
     options = RestoreOptions(nsr=0.01)
     expected = tiled_invert(y.astype(np.float32), kernel, geometry, "wiener", options, 48).image
 
     def fill(allocate):
-        out = allocate(mapped.shape, mapped.dtype)
-        tiled_invert(mapped, kernel, geometry, "wiener", options, 48, out=out)
+        out = allocate(stream.shape, stream.dtype)
+        tiled_invert(stream, kernel, geometry, "wiener", options, 48, out=out)
 
-    write_npy_mapped(tmp_path / "x.npy", fill)
+    write_stack(tmp_path / "x.npy", fill, axes="YX")
     written = np.load(tmp_path / "x.npy")
     assert written.dtype == np.float32
     np.testing.assert_array_equal(written, expected)
@@ -348,29 +348,31 @@ def test_tiled_invert_reports_progress_per_tile(tmp_path):
     assert quiet.exit_code == 0 and quiet.output == ""
 
 
-IN_MEMORY = {
-    "uint8 input": ([], ".npy"),
-    "float32 output": (["--dtype", "float32"], ".npy"),
-    "tif output": (["--dtype", "float64"], ".tif"),
-    "noise": (["--noise", "gaussian:sigma=0.1", "--seed", "3"], ".npy"),
+TILED_JOBS = {  # flags, output suffix, streamed between the files
+    "uint8 input": ([], ".npy", True),
+    "float32 output": (["--dtype", "float32"], ".npy", True),
+    "uint8 output": (["--dtype", "uint8"], ".npy", True),
+    "2-D tif output": (["--dtype", "float64"], ".tif", False),
+    "noise": (["--noise", "gaussian:sigma=0.1", "--seed", "3"], ".npy", False),
 }
 
 
-@pytest.mark.parametrize("case", IN_MEMORY)
-def test_tiled_jobs_that_need_the_whole_image_run_in_memory(tmp_path, case):
-    """Integer data (scaled), another --dtype, another format, or noise drawn for the
-    whole image: the job reads the image into memory and gives the untiled values."""
+@pytest.mark.parametrize("case", TILED_JOBS)
+def test_tiled_jobs_stream_or_run_in_memory_with_the_untiled_values(tmp_path, case):
+    """Integer data (scaled box by box), another --dtype (encoded box by box) stream
+    between the files; a 2-D image format, or noise drawn for the whole image, read the
+    image into memory. Either way the values are the untiled ones."""
     import imageio.v3 as iio
 
     x = rng(11).random((40, 50))
     source = tmp_path / "x.npy"
     np.save(source, (x * 255).astype(np.uint8) if case == "uint8 input" else x)
-    extra, suffix = IN_MEMORY[case]
+    extra, suffix, streamed = TILED_JOBS[case]
     flags = ["-k", "gaussian:sigma=1", *extra, "-o"]
     untiled = deconv("convolve", source, *flags, tmp_path / f"untiled{suffix}")
     tiled = deconv("convolve", source, *flags, tmp_path / f"tiled{suffix}", "--tile", "16")
     assert untiled.exit_code == tiled.exit_code == 0, tiled.output
-    assert "memory-mapped" not in tiled.output
+    assert ("memory-mapped" in tiled.output) == streamed
     read = np.load if suffix == ".npy" else iio.imread
     a, b = read(tmp_path / f"tiled{suffix}"), read(tmp_path / f"untiled{suffix}")
     assert a.dtype == b.dtype

@@ -155,55 +155,6 @@ def test_shapes_are_checked():
         tiled_forward(op, np.zeros((8, 8)), 4, out=np.zeros((8, 8)))
 
 
-# -- io: memory maps ----------------------------------------------------------------------
-
-
-def test_map_npy_maps_floats_and_defers_the_rest(tmp_path):
-    from deconv_cli.npyfile import map_npy
-
-    np.save(tmp_path / "f.npy", np.ones((4, 5, 2)))
-    np.save(tmp_path / "u.npy", np.ones((4, 5), dtype=np.uint8))
-    mapped = map_npy(tmp_path / "f.npy")
-    assert isinstance(mapped, np.memmap) and mapped.shape == (4, 5, 2)
-    assert map_npy(tmp_path / "u.npy") is None
-
-
-def test_map_npy_refuses_nan_and_pickles(tmp_path):
-    from deconv_cli.errors import InputError
-    from deconv_cli.npyfile import map_npy
-
-    bad = np.zeros((6, 4))
-    bad[2, 1] = np.nan
-    np.save(tmp_path / "nan.npy", bad)
-    with pytest.raises(InputError, match="has 1 NaN/Inf pixels"):
-        map_npy(tmp_path / "nan.npy")
-    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(InputError, match="never loaded"):
-        map_npy(tmp_path / "obj.npy")
-
-
-def test_write_npy_mapped_is_atomic(tmp_path):
-    from deconv_cli.errors import OutputError
-    from deconv_cli.npyfile import write_npy_mapped
-
-    target = tmp_path / "out.npy"
-
-    def fail(allocate):
-        allocate((3, 3), np.float64)[:] = 1
-        raise RuntimeError("disk on fire")
-
-    with pytest.raises(OutputError, match="disk on fire"):
-        write_npy_mapped(target, fail)
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(OutputError, match="nothing was computed"):
-        write_npy_mapped(target, lambda allocate: None)
-    assert list(tmp_path.iterdir()) == []
-    write_npy_mapped(target, lambda allocate: allocate((3, 3), np.float64).fill(2.0))
-    np.testing.assert_array_equal(np.load(target), np.full((3, 3), 2.0))
-    with pytest.raises(OutputError, match="exists; use `overwrite=True`"):
-        write_npy_mapped(target, lambda allocate: allocate((3, 3), np.float64))
-
-
 # -- 3-D tiles ---------------------------------------------------------------------------
 
 CASES_3D = list(itertools.product(BOUNDARIES, ["same", "full", "valid"], [1, 2]))
