@@ -103,6 +103,19 @@ def test_center_kernel_moves_the_centroid_to_the_centre():
     assert abs((rows * centred).sum() - 4) <= 0.5 and abs((cols * centred).sum() - 4) <= 0.5
 
 
+def test_center_exactly_shifts_by_the_fraction_of_a_pixel():
+    k = np.zeros((9, 9))
+    k[4, 3], k[4, 4] = 0.5, 0.5  # centroid half a pixel left of the centre
+    np.testing.assert_allclose(blind.center_exactly(k), [[0.25, 0.5, 0.25]])
+    k = np.random.default_rng(3).uniform(size=(7, 11)) ** 4
+    k /= k.sum()
+    centred = blind.center_exactly(blind.center_kernel(k))
+    rows, cols = np.indices(centred.shape)
+    assert centred.min() >= 0 and centred.sum() == pytest.approx(1)
+    assert (rows * centred).sum() == pytest.approx(centred.shape[0] // 2, abs=1e-9)
+    assert (cols * centred).sum() == pytest.approx(centred.shape[1] // 2, abs=1e-9)
+
+
 def test_moments_give_the_motion_angle_and_length():
     along, across, angle = blind_fit.moments(load_kernel("motion:length=21,angle=30").array)
     assert angle == pytest.approx(30, abs=1)
