@@ -242,7 +242,8 @@ def _nonnegative(matrix: np.ndarray, rhs: np.ndarray, iterations: int = 60) -> n
 
 def project_kernel(k: np.ndarray) -> np.ndarray:
     """A blur kernel from a least-squares one: taps below 1/20 of the peak set to 0,
-    connected pieces (8-neighbour) holding under 10% of the mass removed, sum 1,
+    connected pieces (8-neighbour) holding under 10% of the mass removed (but for the
+    heaviest, should every piece hold less), sum 1,
     centroid moved to the centre pixel (whole-pixel shift)."""
     from scipy import ndimage
 
@@ -254,7 +255,8 @@ def project_kernel(k: np.ndarray) -> np.ndarray:
     labels, count = ndimage.label(k > 0, structure=np.ones((3, 3)))
     if count > 1:
         mass = ndimage.sum(k, labels, index=np.arange(1, count + 1))
-        k = np.where(np.isin(labels, 1 + np.flatnonzero(mass >= 0.1 * k.sum())), k, 0.0)
+        keep = mass >= min(0.1 * k.sum(), mass.max())  # the heaviest piece always stays
+        k = np.where(np.isin(labels, 1 + np.flatnonzero(keep)), k, 0.0)
     k /= k.sum()
     return center_kernel(k)
 

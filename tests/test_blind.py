@@ -103,6 +103,17 @@ def test_center_kernel_moves_the_centroid_to_the_centre():
     assert abs((rows * centred).sum() - 4) <= 0.5 and abs((cols * centred).sum() - 4) <= 0.5
 
 
+def test_project_kernel_keeps_the_heaviest_of_many_light_pieces():
+    """Twelve isolated taps each hold under 10% of the mass: the heaviest stay (here
+    the four equal largest), rather than none (a kernel of zeros)."""
+    k = np.zeros((15, 15))
+    k[1::4, 1::4] = 1.0  # 16 isolated taps
+    k[1, 1] = k[5, 9] = k[13, 13] = k[9, 5] = 1.5
+    out = blind.project_kernel(k)
+    assert np.isfinite(out).all() and out.sum() == pytest.approx(1)
+    assert np.count_nonzero(out) == 4 and out.max() == pytest.approx(0.25)
+
+
 def test_center_exactly_shifts_by_the_fraction_of_a_pixel():
     k = np.zeros((9, 9))
     k[4, 3], k[4, 4] = 0.5, 0.5  # centroid half a pixel left of the centre
