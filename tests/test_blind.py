@@ -103,6 +103,30 @@ def test_center_kernel_moves_the_centroid_to_the_centre():
     assert abs((rows * centred).sum() - 4) <= 0.5 and abs((cols * centred).sum() - 4) <= 0.5
 
 
+def test_project_kernel_keeps_the_heaviest_of_many_light_pieces():
+    """Twelve isolated taps each hold under 10% of the mass: the heaviest stay (here
+    the four equal largest), rather than none (a kernel of zeros)."""
+    k = np.zeros((15, 15))
+    k[1::4, 1::4] = 1.0  # 16 isolated taps
+    k[1, 1] = k[5, 9] = k[13, 13] = k[9, 5] = 1.5
+    out = blind.project_kernel(k)
+    assert np.isfinite(out).all() and out.sum() == pytest.approx(1)
+    assert np.count_nonzero(out) == 4 and out.max() == pytest.approx(0.25)
+
+
+def test_center_exactly_shifts_by_the_fraction_of_a_pixel():
+    k = np.zeros((9, 9))
+    k[4, 3], k[4, 4] = 0.5, 0.5  # centroid half a pixel left of the centre
+    np.testing.assert_allclose(blind.center_exactly(k), [[0.25, 0.5, 0.25]])
+    k = np.random.default_rng(3).uniform(size=(7, 11)) ** 4
+    k /= k.sum()
+    centred = blind.center_exactly(blind.center_kernel(k))
+    rows, cols = np.indices(centred.shape)
+    assert centred.min() >= 0 and centred.sum() == pytest.approx(1)
+    assert (rows * centred).sum() == pytest.approx(centred.shape[0] // 2, abs=1e-9)
+    assert (cols * centred).sum() == pytest.approx(centred.shape[1] // 2, abs=1e-9)
+
+
 def test_moments_give_the_motion_angle_and_length():
     along, across, angle = blind_fit.moments(load_kernel("motion:length=21,angle=30").array)
     assert angle == pytest.approx(30, abs=1)
