@@ -66,7 +66,10 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
             f"{why}; a volume no fast transform diagonalizes (the unknown boundary, an "
             "asymmetric PSF): total variation, λ by the discrepancy principle"
         )
-    return "tv", f"{why}; total variation, λ by the discrepancy principle"
+    return "tv", (
+        f"{why}; total variation, λ by the discrepancy principle (by held-out blocks on "
+        "JPEG data: lam_rule says which)"
+    )
 
 
 @register(
