@@ -7,9 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from deconv_cli.inversion import build_problem
 from deconv_cli.operators import Geometry
-from deconv_cli.restore.auto import choose
 
 
 def psf(asymmetric: bool) -> np.ndarray:
@@ -31,6 +29,11 @@ def psf(asymmetric: bool) -> np.ndarray:
     ids=["reflect-symmetric", "wrap", "unknown", "reflect-asymmetric"],
 )
 def test_auto_on_volumes(boundary, unknown, asymmetric, method):
+    # imported here: importing a method module at collection would register the
+    # methods out of their order (the registry lists them in the order registered)
+    from deconv_cli.inversion import build_problem
+    from deconv_cli.restore.auto import choose
+
     problem = build_problem(
         psf(asymmetric),
         (12, 16, 16),

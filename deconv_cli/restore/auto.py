@@ -31,8 +31,8 @@ def choose(blurred, op: ConvOperator, noise_sigma: float) -> tuple[str, str]:
     (48×128×128, anisotropic 15³ PSF, ``--boundary unknown``, 10², 10³ and 10⁴
     photons at the peak) TV reached 25.9, 28.5 and 30.2 dB, against 22.0, 24.0 and
     25.9 dB for Richardson-Lucy stopped by its Poisson discrepancy rule (within
-    0.15 dB of its best iteration), about 4-8 times RL's time
-    (``benchmarks/bench_volumes.py default``, docs/guide/volumes.md).
+    0.05 dB of its best iteration), at 2-8 times RL's time
+    (``benchmarks/bench_volumes.py levels``, docs/guide/volumes.md).
     """
     from deconv_cli.analysis import null_space
     from deconv_cli.spectral import predicted_inverse_rmse
