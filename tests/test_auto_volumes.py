@@ -45,3 +45,27 @@ def test_auto_on_volumes(boundary, unknown, asymmetric, method):
     chosen, reason = choose(data, problem.op, 0.01)
     assert chosen == method
     assert "a volume" in reason
+
+
+def test_auto_reads_a_volumes_noise_plane_by_plane():
+    # A Z×Y×X volume's noise is estimated on its Y×X planes: Poisson noise drawn at 100
+    # photons per unit is found as such, with its gain 1/100 (read as H×W×channels, the
+    # 6-row "images" hid the signal dependence).
+    import re
+
+    from scipy import ndimage
+
+    from deconv_cli.inversion import build_problem
+    from deconv_cli.restore import RestoreOptions, get_method
+
+    rng = np.random.default_rng(1)
+    x = ndimage.gaussian_filter(rng.random((6, 96, 96)), 2)
+    x = (x - x.min()) / (x.max() - x.min())
+    blurred = rng.poisson(x * 100) / 100
+    problem = build_problem(
+        psf(False), blurred.shape, Geometry.create(boundary="reflect"), spatial=3
+    )
+    result = get_method("auto").function(blurred, problem.op, RestoreOptions())
+    noted = next(note for note in result.notes if note.startswith("noise estimated"))
+    gain = float(re.search(r"gain = ([0-9.e-]+)", noted).group(1))
+    assert "poisson" in noted and abs(gain - 0.01) < 0.002, noted

@@ -8,6 +8,7 @@ import numpy as np
 
 from deconv_cli.noise_model import estimate_noise
 from deconv_cli.operators import ConvOperator, diagonal_basis
+from deconv_cli.operators.grid import channel_first, noise_planes
 from deconv_cli.restore import Footprint, RestoreOptions, RestoreResult, get_method, register
 
 EXACT_RMSE = 1e-3
@@ -91,7 +92,8 @@ def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     """
     sigma, noise = options.noise_sigma, None
     if sigma is None:
-        noise = estimate_noise(np.asarray(blurred), jpeg_tables=options.jpeg_tables)
+        planes = noise_planes(channel_first(np.asarray(blurred), op.spatial))
+        noise = estimate_noise(planes, jpeg_tables=options.jpeg_tables)
         sigma = noise.sigma
     method, reason = choose(blurred, op, sigma)
     chosen = get_method(method)
