@@ -1,5 +1,8 @@
 """``compare``: pair references with candidates, measure them, apply thresholds.
 
+(Near 600 lines, a quarter of them docstrings: pairing, measuring, thresholds and
+difference maps are the steps of one command's pass over the pairs, with no other user.)
+
 Pure data in, data out: :func:`compare_images` returns a :class:`CompareResult`
 that the CLI renders with :mod:`deconv_cli.report`.
 

@@ -88,7 +88,7 @@ def auto(blurred, op: ConvOperator, options: RestoreOptions) -> RestoreResult:
     The estimated noise level decides between the methods; it is passed on to the
     exact inverse and to least squares (whose discrepancy rule stops on it). ``tv``
     sets its own level (the noise model's where a JPEG or 8-bit floor dominates, else
-    its GCV fit's: :func:`deconv_cli.restore.tv.automatic_lam`) unless the user gives it.
+    its GCV fit's: :func:`deconv_cli.restore.tv_lambda.automatic_lam`) unless the user gives it.
     """
     sigma, noise = options.noise_sigma, None
     if sigma is None:

@@ -1,5 +1,9 @@
 """Richardson-Lucy deconvolution: non-negative, boundary-consistent, accelerated.
 
+(Over 500 lines, a fifth of them docstrings: the iteration, its acceleration and its
+stopping rules, by count, by the white-noise discrepancy and by the Poisson deviance,
+share the loop's state.)
+
 The iteration uses the operator's own forward and adjoint, so the boundary model
 is the blur's (no zero-padding ringing for ``reflect``), and it works for every
 geometry, including the ``unknown`` boundary (a ``valid`` operator on an extended
