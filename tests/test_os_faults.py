@@ -507,7 +507,14 @@ def test_sighup_during_a_tiled_run_removes_the_temporary_file(ws, tmp_path):
     np.save(ws / "large.npy", np.random.default_rng(2).random((1024, 1024)))
     argv = ["invert", ws / "large.npy", "-k", "gaussian:sigma=2", "--tile", "256"]
     argv += ["--method", "richardson-lucy", "--iterations", "200", "-o", out / "y.npy", "-q"]
-    process = subprocess.Popen(deconv(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGHUP at its default in the child: a runner started under nohup passes it on ignored,
+    # and deconv leaves a signal someone else owns alone
+    process = subprocess.Popen(
+        deconv(*argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while not list(out.glob(".deconv-*")) and time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
