@@ -344,6 +344,16 @@ def test_auto_engine_uses_separable_for_gaussian_and_fft_for_large_dense():
     assert ConvOperator(rng(15).random((3, 3)), (256, 256)).engine == "direct"
 
 
+def test_auto_engine_prices_float32_transforms_below_float64():
+    """scipy.ndimage computes in float64 for float32 data too, while float32 transforms
+    cost about half: a 7×7 disk (45 taps) on 2048² goes to the FFT in float32 only."""
+    disk = (np.hypot(*np.mgrid[-3:4, -3:4]) <= 3.7) * 1.0
+    assert np.count_nonzero(disk) == 45
+    shape = (2048, 2048)
+    assert ConvOperator(disk, shape, dtype=np.float32).engine == "fft"
+    assert ConvOperator(disk, shape, dtype=np.float64).engine == "direct"
+
+
 @pytest.mark.parametrize("boundary", ["reflect", "constant", "wrap"])
 def test_dilated_kernel_runs_as_sparse_taps_and_equals_ndimage(boundary):
     """A dilated kernel is costed by its non-zero taps, not its extent (ndimage's offset

@@ -19,8 +19,13 @@ DIRECT_NS = (3.0, 0.8)
 DIRECT_TABLE_NS = 3.0  # per call, times (taps in the extent)²: ndimage's offset table
 TAPS_NS = (3e3, 1.5)  # one strided slice per non-zero tap: per call, per output sample
 SEPARABLE_NS = (8.0, 0.6)  # 1-D passes (allocating): per padded sample: fixed, per tap
-# FFT convolution allocating its arrays: per padded sample, per transform, per log2 size
-FFT_NS_PER_LOG2 = 0.9
+# FFT convolution allocating its arrays: per padded sample, per transform, per log2 size.
+# float32 transforms (complex64) take about half the time of float64's, while
+# scipy.ndimage computes in float64 whatever the input: measured 0.25-0.45 ns against
+# 0.4-0.75 (direct 0.55-0.8 ns per tap for both), 512² and 2048², 1 and 2 workers.
+# float32's 0.6 (not 0.45) keeps the separable pass, which the constants above price
+# high, for a gaussian of 13 taps or fewer, where the two measured about even.
+FFT_NS_PER_LOG2 = {np.dtype(np.float32): 0.6, np.dtype(np.float64): 0.9}
 # The grid plans (buffers kept, in-place transforms): two transforms per application
 GRID_FFT_NS_PER_LOG2 = {np.dtype(np.float32): 0.4, np.dtype(np.float64): 0.65}
 GRID_FFT_CALL_NS = 80e3  # and per application
@@ -62,15 +67,17 @@ def engine_costs(
     outputs: int,
     transforms: int,
     separable: bool,
+    dtype: np.dtype,
 ) -> dict[str, float]:
     """Modelled cost (ns) of one application of ``V`` by each engine.
 
     ``extent``: the effective kernel's shape; ``taps``: its non-zero taps (over the
     whole bank); ``padded``: the padded spatial shape; ``outputs``: the kept output
-    samples; ``transforms``: FFTs per application. ``scipy.ndimage`` skips zero taps
-    in its loop but builds a table of offsets over the kernel's whole extent for
-    every border position: a dilated kernel makes it explode (a 3×3 box at dilation
-    1000: hours), while the sparse taps cost only (non-zero taps) × (output samples).
+    samples; ``transforms``: FFTs per application; ``dtype``: float32 or float64.
+    ``scipy.ndimage`` skips zero taps in its loop but builds a table of offsets over
+    the kernel's whole extent for every border position: a dilated kernel makes it
+    explode (a 3×3 box at dilation 1000: hours), while the sparse taps cost only
+    (non-zero taps) × (output samples).
     """
     samples = math.prod(padded)
     costs = {
@@ -81,5 +88,6 @@ def engine_costs(
     if separable:
         costs["separable"] = samples * (SEPARABLE_NS[0] + SEPARABLE_NS[1] * sum(extent))
     size = math.prod(fast_length(n) for n in padded)
-    costs["fft"] = samples * FFT_NS_PER_LOG2 * math.log2(max(size, 2)) * transforms
+    per_log2 = FFT_NS_PER_LOG2[np.dtype(dtype)]
+    costs["fft"] = samples * per_log2 * math.log2(max(size, 2)) * transforms
     return costs

@@ -369,6 +369,7 @@ def make_engine(name: str, op) -> _Engine:
             outputs=math.prod(op.output_shape[:-1]),
             transforms=2 if op.shared else co + ci,
             separable=separable,
+            dtype=op.dtype,
         )
         name = min(costs, key=costs.get)
     elif name == "separable" and not separable:
