@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -165,8 +166,11 @@ class Diagonal:
         """
         return -self.laplacian_at((slice(None),) * self.ndim)
 
+    @cached_property
     def laplacian_axes(self) -> tuple[np.ndarray, ...]:
-        """``4 sin²(π k / P)`` per spatial axis: :meth:`laplacian` is minus their outer sum."""
+        """``4 sin²(π k / P)`` per spatial axis: :meth:`laplacian` is minus their outer sum.
+
+        Computed once: the closed forms read them for every block of columns."""
         axes = []
         for a, n in enumerate(self.shape):
             if self.kind == "fft":
@@ -181,7 +185,7 @@ class Diagonal:
         """``Σ_a 4 sin²(π k_a / P_a)`` on the open mesh ``index`` (one slice or index
         array per spatial axis), each axis' terms in ``dtype``."""
         total = None
-        for a, (terms, ix) in enumerate(zip(self.laplacian_axes(), index, strict=True)):
+        for a, (terms, ix) in enumerate(zip(self.laplacian_axes, index, strict=True)):
             values = terms.astype(dtype)[ix]
             values = values.reshape((1,) * a + (-1,) + (1,) * (self.ndim - a - 1))
             total = values if total is None else total + values
